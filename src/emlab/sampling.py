@@ -1,0 +1,164 @@
+"""Batched chat sampling with left padding, deterministic for a seed.
+
+Work is split into a fixed plan of batches (prompts sorted by token length, each
+prompt repeated n times) and each batch is seeded from (seed, batch index), so a
+resumed run that skips finished batches reproduces an uninterrupted one exactly.
+Active interventions (steer, ablate, capture) apply to every forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+
+from emlab.chat import Message, System, left_padded, prompt_texts
+from emlab.errors import EmlabError
+from emlab.hooks import eos_ids
+from emlab.models import ChatModel
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise EmlabError(f"temperature={self.temperature} must be >= 0 (0 means greedy)")
+        if not 0 < self.top_p <= 1:
+            raise EmlabError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise EmlabError(f"max_new_tokens={self.max_new_tokens} and batch_size={self.batch_size} must be >= 1")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    messages: list[Message]
+
+    @staticmethod
+    def of(x: Prompt | str | list[Message], index: int) -> Prompt:
+        if isinstance(x, Prompt):
+            return x
+        if isinstance(x, str):
+            return Prompt(id=f"p{index}", messages=[{"role": "user", "content": x}])
+        return Prompt(id=f"p{index}", messages=list(x))
+
+
+@dataclass
+class SampleRecord:
+    prompt_id: str
+    sample_index: int
+    question: str  # the last user message
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end-of-turn generated) or "length"
+    batch_index: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Job:
+    prompt: Prompt
+    sample_index: int
+    text: str
+    n_tokens: int
+
+
+def plan_batches(cm: ChatModel, prompts: list[Prompt], n: int, params: SamplingParams, system: System = "default") -> list[list[_Job]]:
+    """The fixed batch plan: (prompt, sample) jobs sorted by prompt length, cut into batches."""
+    texts = prompt_texts(cm.tokenizer, [p.messages for p in prompts], system=system)
+    lengths = [len(cm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    jobs = [_Job(p, k, t, ln) for p, t, ln in zip(prompts, texts, lengths) for k in range(n)]
+    jobs.sort(key=lambda j: j.n_tokens)  # stable: ties keep prompt order, then sample index
+    return [jobs[i : i + params.batch_size] for i in range(0, len(jobs), params.batch_size)]
+
+
+def iter_sample(
+    cm: ChatModel,
+    prompts: list[Prompt | str | list[Message]],
+    n: int,
+    params: SamplingParams,
+    system: System = "default",
+    skip_batches: set[int] | frozenset[int] = frozenset(),
+) -> Iterator[list[SampleRecord]]:
+    """Yield the records of each planned batch in order, skipping the given batch indices."""
+    if n < 1:
+        raise EmlabError(f"n={n} samples per prompt must be >= 1")
+    ps = [Prompt.of(p, i) for i, p in enumerate(prompts)]
+    ids = [p.id for p in ps]
+    if len(set(ids)) != len(ids):
+        raise EmlabError(f"prompt ids must be unique; duplicates: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    for b, batch in enumerate(plan_batches(cm, ps, n, params, system)):
+        if b in skip_batches:
+            continue
+        yield _generate_batch(cm, batch, params, b)
+
+
+def sample(
+    cm: ChatModel,
+    prompts: list[Prompt | str | list[Message]],
+    n: int = 1,
+    params: SamplingParams = SamplingParams(),
+    system: System = "default",
+    on_batch: Callable[[list[SampleRecord]], None] | None = None,
+) -> list[SampleRecord]:
+    """Sample `n` answers per prompt; records come back in (prompt order, sample index) order."""
+    out: list[SampleRecord] = []
+    for records in iter_sample(cm, prompts, n, params, system):
+        out.extend(records)
+        if on_batch:
+            on_batch(records)
+    order = {Prompt.of(p, i).id: i for i, p in enumerate(prompts)}
+    return sorted(out, key=lambda r: (order[r.prompt_id], r.sample_index))
+
+
+def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, index: int) -> list[SampleRecord]:
+    tok = cm.tokenizer
+    enc = left_padded(tok, [j.text for j in batch])
+    device = next(cm.model.parameters()).device
+    enc = {k: v.to(device) for k, v in enc.items()}
+    greedy = params.temperature == 0
+    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=not greedy, pad_token_id=tok.pad_token_id)
+    if not greedy:
+        kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    torch.manual_seed(_batch_seed(params.seed, index))
+    with torch.inference_mode():
+        out = cm.model.generate(**enc, **kwargs)
+    new = out[:, enc["input_ids"].shape[1] :]
+    eos = eos_ids(cm.model)
+    records = []
+    for job, row in zip(batch, new.tolist()):
+        stop = next((i for i, t in enumerate(row) if t in eos), None)
+        kept = row if stop is None else row[:stop]
+        records.append(
+            SampleRecord(
+                prompt_id=job.prompt.id,
+                sample_index=job.sample_index,
+                question=_last_user(job.prompt.messages),
+                text=tok.decode(kept, skip_special_tokens=True),
+                prompt_tokens=job.n_tokens,
+                completion_tokens=len(kept) + (stop is not None),
+                finish_reason="stop" if stop is not None else "length",
+                batch_index=index,
+            )
+        )
+    return records
+
+
+def _batch_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index * 7_919 + 17) % (2**63 - 1)
+
+
+def _last_user(messages: list[Message]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
