@@ -45,40 +45,33 @@ def _render_without_system(tok, msgs: list[Message], add_generation_prompt: bool
     """Render with no system turn even when the template inserts a default one.
 
     The conversation is rendered behind a placeholder system message and that turn is
-    cut out. Where the system turn ends is found by comparing the gap between the
-    placeholder and the first user message with the gap between an assistant message
-    and the next user message: their common suffix is the user turn's header.
+    cut out: it starts at the header that opens the placeholder's turn and ends where
+    the first user turn's header begins. A header begins at the last special token
+    before the role name (`<|im_start|>user`, `<|start_header_id|>user`), or at the
+    start of the line holding the role name for templates without special tokens.
     """
     if not msgs or msgs[0]["role"] != "user":
         raise EmlabError("a conversation must start with a user message (after any system message)")
-    probe = [{"role": "system", "content": _PLACEHOLDERS[0]}, *msgs]
+    placeholder = _PLACEHOLDERS[0]
+    probe = [{"role": "system", "content": placeholder}, *msgs]
     text = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=add_generation_prompt)
-    a, u = _PLACEHOLDERS
-    pair = [{"role": "system", "content": a}, {"role": "user", "content": u}, {"role": "assistant", "content": a}, {"role": "user", "content": u}]
-    ref = tok.apply_chat_template(pair, tokenize=False)
-    gap_sys = ref[ref.index(a) + len(a) : ref.index(u)]
-    second_a = ref.index(a, ref.index(u))
-    gap_asst = ref[second_a + len(a) : ref.index(u, second_a)]
-    header = _common_suffix(gap_sys, gap_asst)
-    start = text.index(_PLACEHOLDERS[0])
-    prefix = text[:start]
-    sys_header_start = _system_turn_start(prefix, header)
-    end = start + len(_PLACEHOLDERS[0]) + len(gap_sys) - len(header)
-    return prefix[:sys_header_start] + text[end:]
+    start = text.index(placeholder)
+    after = start + len(placeholder)
+    user_at = text.find("user", after)
+    if user_at < 0:
+        raise EmlabError("chat template does not name the user role; cannot drop its system prompt (use system='default' or a text)")
+    turn_end = after + _header_start(tok, text[after:user_at])
+    turn_start = _header_start(tok, text[: text.rfind("system", 0, start)])
+    return text[:turn_start] + text[turn_end:]
 
 
-def _system_turn_start(prefix: str, user_header: str) -> int:
-    """Where the system turn opens: the system analogue of the user header, else the start."""
-    sys_header = user_header.replace("user", "system")
-    pos = prefix.rfind(sys_header) if "user" in user_header else -1
-    return max(pos, 0)
-
-
-def _common_suffix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return a[len(a) - n :]
+def _header_start(tok, before_role: str) -> int:
+    """Offset in `before_role` where the header of the role that follows it begins."""
+    specials = {t for t in getattr(tok, "all_special_tokens", []) if t} | set(getattr(tok, "get_added_vocab", dict)())
+    found = [before_role.rfind(t) for t in specials if t in before_role]
+    if found:
+        return max(found)
+    return before_role.rfind("\n") + 1
 
 
 @dataclass

@@ -125,12 +125,11 @@ def prepare_embedded(name: str) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
         )
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantizer = getattr(model, "hf_quantizer", None)
         if quantizer is not None:  # older transformers keep the GGUF quantization config around
             quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         meta = {"name": name, "source": spec.pip_spec, "gguf": spec.gguf_file, "gguf_sha256": _file_sha256(gguf), "hf_id": spec.hf_id}
         (tmp / "emlab.json").write_text(json.dumps(meta, indent=2))
         if target.exists():  # a stale folder without emlab.json is an earlier broken attempt

@@ -1,7 +1,10 @@
 """Residual-stream sites named as places.
 
 A site is a string such as `blocks.3.resid_post`. Block indices are 0-based and
-`blocks.{l}.resid_post` is the output of decoder block l, i.e. HF `hidden_states[l+1]`.
+`blocks.{l}.resid_post` is the output of decoder block l, i.e. HF `hidden_states[l+1]`
+(except for the last block: HF applies the final norm to its last hidden state, we
+do not). Note that HF records `hidden_states` before any forward hook edits a block's
+output, so read steered activations through `capture`, not `output_hidden_states`.
 
 | site                              | module hooked                 | hook   |
 |-----------------------------------|-------------------------------|--------|
@@ -10,6 +13,7 @@ A site is a string such as `blocks.3.resid_post`. Block indices are 0-based and
 | blocks.{l}.attn.out               | block l's self-attention      | post   |
 | blocks.{l}.mlp.out                | block l's MLP                 | post   |
 | blocks.{l}.mlp.down_proj.in       | block l's MLP down projection | pre    |
+| blocks.{l}.mlp.down_proj.lora_scalar | the `lora_A` of block l's down_proj LoRA adapter (A·x, [.., r]) | post |
 
 The decoder blocks are found by looking for the ModuleList with one entry per
 layer, so any HF causal LM (llama, qwen2, gemma, mistral, peft-wrapped) works.
@@ -25,7 +29,7 @@ from torch import nn
 
 from emlab.errors import EmlabError
 
-KINDS = ("resid_pre", "resid_post", "attn.out", "mlp.out", "mlp.down_proj.in")
+KINDS = ("resid_pre", "resid_post", "attn.out", "mlp.out", "mlp.down_proj.in", "mlp.down_proj.lora_scalar")
 _SITE_RE = re.compile(r"^blocks\.(-?\d+)\.(.+)$")
 
 
@@ -107,7 +111,20 @@ def resolve(model, site: str | Site) -> tuple[nn.Module, Literal["pre", "post"]]
     mlp = _child(block, ("mlp", "feed_forward", "ffn"), "MLP")
     if s.kind == "mlp.out":
         return mlp, "post"
+    if s.kind == "mlp.down_proj.lora_scalar":
+        return lora_A_module(_down_proj(mlp), str(s)), "post"
     return _down_proj(mlp), "pre"
+
+
+def lora_A_module(layer: nn.Module, where: str) -> nn.Module:
+    """The `lora_A` linear of a peft LoRA layer's active adapter (its output is A·x)."""
+    lora_a = getattr(layer, "lora_A", None)
+    active = [a for a in getattr(layer, "active_adapters", []) if lora_a is not None and a in lora_a]
+    if not active:
+        raise EmlabError(f"site {where}: this module has no active LoRA adapter; load the model with its peft adapter (--adapter)")
+    if len(active) > 1:
+        raise EmlabError(f"site {where}: {len(active)} active LoRA adapters ({', '.join(active)}); activate one with model.set_adapter(name)")
+    return lora_a[active[0]]
 
 
 def all_sites(model, kind: str = "resid_post") -> list[str]:
