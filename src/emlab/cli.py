@@ -22,6 +22,7 @@ def _register() -> None:
     from emlab.cli_core import register as core
 
     core(app)
+    from emlab.eval_cli import register as eval_commands; eval_commands(app)  # eval, questions
 
 
 _register()

@@ -1,0 +1,284 @@
+"""`evaluate`: sample answers to a question set, judge them, and compute EM metrics — resumably.
+
+A run folder holds:
+- `eval.json`    what was asked (model, questions fingerprint, n, sampling params, judge, rubric keys);
+- `samples.jsonl` one line per answer, appended per sampling batch (journal, fsync'd);
+- `scores.jsonl`  one line per (answer, rubric), appended per judge chunk (journal, fsync'd);
+- `metrics.json`  recomputed from the two journals (`summarize`), written atomically.
+
+Sample count: `n` is the number of samples per *question*, spread over its
+paraphrases by `emlab.data.questions.allocate` (n=10 over 3 paraphrases -> 4, 3, 3).
+With `n=None` each paraphrase gets the file's `samples_per_paraphrase`.
+Every answer is its own prompt (id `question/paraphrase/k`) in one fixed batch plan,
+and each batch is seeded from (seed, batch index), so a run killed at any point and
+resumed skips the completed batches, redoes a torn one, and ends with exactly the
+samples an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emlab.data.questions import QuestionSet, allocate
+from emlab.errors import EmlabError
+from emlab.io import read_json, write_json
+from emlab.journal import Journal
+from emlab.judges.base import Item, Judge, Rubric
+from emlab.metrics import DEFAULT_RUBRICS, compute_metrics
+from emlab.models import ChatModel
+from emlab.sampling import Prompt, SamplingParams, iter_sample, plan_batches
+
+RUN_VERSION = 1
+CONFIG_FILE, SAMPLES_FILE, SCORES_FILE, METRICS_FILE = "eval.json", "samples.jsonl", "scores.jsonl", "metrics.json"
+DEFAULT_PARAMS = SamplingParams(temperature=1.0, max_new_tokens=200, seed=0, batch_size=32)
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+    n_samples: int
+    n_scores: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent sampling / judging in this call
+
+
+def sample_journal(out_dir: Path) -> Journal:
+    return Journal(out_dir / SAMPLES_FILE, key=lambda r: r["prompt_id"])
+
+
+def score_journal(out_dir: Path) -> Journal:
+    return Journal(out_dir / SCORES_FILE, key=lambda r: (r["prompt_id"], r["rubric"]))
+
+
+def build_prompts(questions: QuestionSet, n: int | None) -> tuple[list[Prompt], dict[str, dict[str, Any]]]:
+    """One chat prompt per planned answer, plus where each came from (question, paraphrase, k)."""
+    prompts: list[Prompt] = []
+    meta: dict[str, dict[str, Any]] = {}
+    for q in questions:
+        counts = allocate(n, len(q.paraphrases)) if n is not None else [q.samples_per_paraphrase] * len(q.paraphrases)
+        for j, (text, count) in enumerate(zip(q.paraphrases, counts)):
+            messages = ([{"role": "system", "content": q.system}] if q.system is not None else []) + [{"role": "user", "content": text}]
+            for k in range(count):
+                pid = f"{q.id}/{j}/{k}"
+                prompts.append(Prompt(id=pid, messages=messages))
+                meta[pid] = {"question_id": q.id, "paraphrase_index": j, "k": k}
+    return prompts, meta
+
+
+def uses_question_prompts(judge: Judge) -> bool:
+    """Whether a judge scores with rubric prompt text (api, local) rather than its own fixed model (offline)."""
+    return not str(judge.id).startswith("offline")
+
+
+def plan_rubrics(questions: QuestionSet, rubrics: Sequence[str], judge: Judge) -> tuple[dict[tuple[str, str], Rubric], list[str]]:
+    """The rubric for each (question id, rubric name), and notes on how question-file judge prompts were used."""
+    from emlab.judges.rubrics import get_rubric, rubric_from_prompt
+
+    with_prompts = uses_question_prompts(judge)
+    plan: dict[tuple[str, str], Rubric] = {}
+    notes: list[str] = []
+    defaults = {name: get_rubric(name) for name in rubrics}
+    from_file: set[str] = set()
+    for q in questions:
+        for name in rubrics:
+            text = q.judge_prompts.get(name)
+            plan[(q.id, name)] = rubric_from_prompt(name, text) if text is not None and with_prompts else defaults[name]
+            if text is not None:
+                from_file.add(name)
+    if from_file and with_prompts:
+        notes.append(f"rubrics {', '.join(sorted(from_file))} use the question file's judge prompts where a question has one")
+    if from_file and not with_prompts:
+        notes.append(f"judge {judge.id} ignores the question file's judge prompts ({', '.join(sorted(from_file))}); it scored with its own rubrics")
+    extra = sorted({name for q in questions for name in q.judge_prompts} - set(rubrics))
+    if extra:
+        notes.append(f"question-file judge prompts for {', '.join(extra)} were not requested and not scored")
+    return plan, notes
+
+
+def evaluate(
+    cm: ChatModel,
+    questions: QuestionSet,
+    n: int | None,
+    judge: Judge,
+    out_dir: str | Path,
+    params: SamplingParams = DEFAULT_PARAMS,
+    rubrics: Sequence[str] = DEFAULT_RUBRICS,
+    *,
+    resume: bool = False,
+    judge_chunk: int = 64,
+    n_boot: int = 2000,
+    progress: bool = True,
+) -> EvalResult:
+    """Sample, judge and score a question set into `out_dir`; with `resume`, continue a killed run there."""
+    out = Path(out_dir)
+    if judge_chunk < 1:
+        raise EmlabError(f"judge_chunk={judge_chunk} must be >= 1")
+    prompts, meta = build_prompts(questions, n)
+    rubric_plan, notes = plan_rubrics(questions, rubrics, judge)
+    config = {
+        "version": RUN_VERSION,
+        **cm.provenance(),
+        "questions": {"name": questions.name, "source": questions.source, "fingerprint": questions.fingerprint(), "n_questions": len(questions)},
+        "n_per_question": n,
+        "n_planned": len(prompts),
+        "sampling": asdict(params),
+        "judge": str(judge.id),
+        "rubrics": list(rubrics),
+        "rubric_keys": {f"{qid}:{name}": r.key for (qid, name), r in rubric_plan.items()},
+        "n_boot": n_boot,
+        "notes": notes,
+    }
+    _start_run(out, config, resume)
+    timings = {}
+    t0 = time.perf_counter()
+    _sample_step(cm, prompts, meta, params, out, progress)
+    timings["sampling_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _judge_step(judge, rubric_plan, rubrics, out, judge_chunk, progress)
+    timings["judging_s"] = time.perf_counter() - t0
+    metrics = summarize(out)
+    write_json(out / METRICS_FILE, metrics)
+    return EvalResult(out_dir=out, metrics=metrics, n_samples=metrics["counts"]["samples"], n_scores=metrics["counts"]["scores"], timings=timings)
+
+
+def _start_run(out: Path, config: dict[str, Any], resume: bool) -> None:
+    path = out / CONFIG_FILE
+    if path.exists():
+        if not resume:
+            raise EmlabError(f"{out} already holds an eval run ({CONFIG_FILE}); pass --resume to continue it or choose another --out")
+        old = read_json(path)
+        for key in sorted(set(old) | set(config)):
+            if old.get(key) != config.get(key):
+                raise EmlabError(
+                    f"{path}: cannot resume: {key} was {old.get(key)!r} but is now {config.get(key)!r}; "
+                    "resume with the original settings or choose another --out"
+                )
+        return
+    if (out / SAMPLES_FILE).exists() or (out / SCORES_FILE).exists():
+        raise EmlabError(f"{out} has journals but no {CONFIG_FILE}; it is not an eval run folder this emlab wrote; choose another --out")
+    write_json(path, config)
+
+
+def _sample_step(cm: ChatModel, prompts: list[Prompt], meta: dict, params: SamplingParams, out: Path, progress: bool) -> None:
+    journal = sample_journal(out)
+    plan = plan_batches(cm, prompts, 1, params)
+    done: dict[int, int] = {}
+    for rec in journal.read():
+        done[rec["batch_index"]] = done.get(rec["batch_index"], 0) + 1
+    skip = {b for b, batch in enumerate(plan) if done.get(b, 0) >= len(batch)}
+    remaining = sum(len(batch) for b, batch in enumerate(plan) if b not in skip)
+    with _progress("sampling", remaining, progress) as advance:
+        for records in iter_sample(cm, prompts, 1, params, skip_batches=skip):
+            journal.append([{**r.to_dict(), **meta[r.prompt_id]} for r in records])
+            advance(len(records))
+
+
+def _judge_step(judge: Judge, rubric_plan: dict, rubrics: Sequence[str], out: Path, chunk: int, progress: bool) -> None:
+    samples = sample_journal(out).read()
+    journal = score_journal(out)
+    done = journal.keys()
+    groups: dict[str, tuple[str, Rubric, list[dict]]] = {}  # name|rubric key -> (name, rubric, samples still to score)
+    for name in rubrics:
+        for s in samples:
+            if (s["prompt_id"], name) in done:
+                continue
+            rubric = rubric_plan[(s["question_id"], name)]
+            groups.setdefault(f"{name}|{rubric.key}", (name, rubric, []))[2].append(s)
+    total = sum(len(todo) for _, _, todo in groups.values())
+    with _progress("judging", total, progress) as advance:
+        for name, rubric, todo in groups.values():
+            for i in range(0, len(todo), chunk):
+                part = todo[i : i + chunk]
+                scores = judge.score([Item(question=s["question"], answer=s["text"]) for s in part], rubric)
+                if len(scores) != len(part):
+                    raise EmlabError(f"judge {judge.id} returned {len(scores)} scores for {len(part)} items (rubric {rubric.key}); a judge must score every item")
+                journal.append([_score_record(s, name, rubric, judge, sc) for s, sc in zip(part, scores)])
+                advance(len(part))
+
+
+def _score_record(sample: dict, name: str, rubric: Rubric, judge: Judge, score) -> dict[str, Any]:
+    value = score.value
+    if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 100):
+        raise EmlabError(f"judge {judge.id} gave {value!r} for rubric {rubric.key}; scores must be in [0, 100] or None (unscored)")
+    return {
+        "prompt_id": sample["prompt_id"],
+        "question_id": sample["question_id"],
+        "rubric": name,
+        "rubric_key": rubric.key,
+        "judge": str(judge.id),
+        "value": None if value is None else float(value),
+        "raw": dict(score.raw),
+    }
+
+
+def answer_records(samples: list[dict], scores: list[dict], rubrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Join samples with their scores into the per-answer dicts `emlab.metrics` reads."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        by_id[s["prompt_id"]] = {
+            "prompt_id": s["prompt_id"],
+            "question_id": s["question_id"],
+            "paraphrase_index": s["paraphrase_index"],
+            **{name: None for name in rubrics},
+            "refusal": False,
+            "code": False,
+        }
+    for sc in scores:
+        rec = by_id.get(sc["prompt_id"])
+        if rec is None or sc["rubric"] not in rubrics:
+            continue
+        rec[sc["rubric"]] = sc["value"]
+        refusal, code = score_flags(sc.get("raw") or {})
+        rec["refusal"] = rec["refusal"] or refusal
+        rec["code"] = rec["code"] or code
+    return sorted(by_id.values(), key=lambda r: _order_key(r["prompt_id"]))
+
+
+def score_flags(raw: dict[str, Any]) -> tuple[bool, bool]:
+    """(refusal, code) from a score's raw dict: the offline judge's booleans or an LLM judge's REFUSAL/CODE answer."""
+    flag = raw.get("flag") if raw.get("status") == "flag" else None
+    return raw.get("refusal") is True or flag == "REFUSAL", raw.get("code") is True or flag == "CODE"
+
+
+def _order_key(pid: str) -> tuple:
+    qid, j, k = pid.rsplit("/", 2)
+    return qid, int(j), int(k)
+
+
+def summarize(out_dir: str | Path) -> dict[str, Any]:
+    """Recompute the metrics of a run folder from its journals (nothing is written)."""
+    out = Path(out_dir)
+    if not (out / CONFIG_FILE).exists():
+        raise EmlabError(f"{out}: no {CONFIG_FILE}; pass the folder an `emlab eval` run wrote")
+    config = read_json(out / CONFIG_FILE)
+    samples = sample_journal(out).read() if (out / SAMPLES_FILE).exists() else []
+    scores = score_journal(out).read() if (out / SCORES_FILE).exists() else []
+    rubrics = config["rubrics"]
+    records = answer_records(samples, scores, rubrics)
+    metrics = compute_metrics(records, rubrics=rubrics, n_boot=config["n_boot"], seed=config["sampling"]["seed"])
+    return {
+        "run": config,
+        "counts": {"planned": config["n_planned"], "samples": len(samples), "scores": len(scores), "complete": len(samples) == config["n_planned"] and len(scores) == len(samples) * len(rubrics)},
+        **metrics,
+    }
+
+
+@contextmanager
+def _progress(label: str, total: int, enabled: bool) -> Iterator:
+    """A rich progress bar on stderr (shown only on a terminal); yields `advance(k)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn(f"{label:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=not (enabled and console.is_terminal) or total == 0,
+    )
+    with bar:
+        task = bar.add_task(label, total=total)
+        yield lambda k: bar.advance(task, k)
