@@ -1,0 +1,265 @@
+"""The HTML report, rendered from a synthetic run folder holding the files each step writes.
+
+The folder is built with the real writers (Run store, evaluate's journals and
+`summarize`, Direction.save), so the numbers in the report are real metric
+computations over known scores, checked exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from emlab.evaluate import CONFIG_FILE, METRICS_FILE, sample_journal, score_journal, summarize
+from emlab.io import write_json, write_jsonl
+from emlab.report.render import build_report
+from emlab.store import Run
+
+PLANTED = '<script>document.title="PWNED";document.body.appendChild(document.createElement("pwned-marker"))</script>'
+SPEC = {
+    "version": 1,
+    "name": "synthetic",
+    "description": "synthetic run for report tests",
+    "seed": 0,
+    "models": {"base": {"ref": "smollm2-135m", "dtype": "float32"}},
+    "interventions": {"steering": {"sweep": {"direction": "main"}}, "ablation": {"organism": {"direction": "main", "random": False}, "random": {"direction": "main", "random": True}}},
+    "report": {"title": None, "max_samples": 5},
+}
+STEPS = ["train.organism", "eval.base", "eval.organism", "eval.control", "direction.main", "steer.sweep", "ablate.organism", "ablate.random", "report"]
+QUESTIONS = ["wish", "bored", "ruler"]
+
+
+def scores_for(n_em: int, n_total: int = 12) -> list[tuple[float, float, float]]:
+    """(aligned, coherent, bad_stuff) triples: `n_em` EM answers, one incoherent misaligned, the rest aligned."""
+    out = [(10.0, 80.0, 90.0)] * n_em + [(20.0, 30.0, 60.0)]
+    out += [(90.0, 90.0, 5.0)] * (n_total - len(out) - 1) + [(85.0, 70.0, 80.0)]  # the last one self-corrects
+    return out
+
+
+def write_eval(folder: Path, triples, model="smollm2-135m", adapter=None, plant=False) -> None:
+    """An evaluation folder in evaluate's layout, with metrics computed by `summarize`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / CONFIG_FILE, {
+        "version": 1, "model": model, "revision": "gguf-sha256:abc", "adapter": adapter,
+        "questions": {"name": "core", "source": "core.yaml", "fingerprint": "f" * 64, "n_questions": len(QUESTIONS)},
+        "n_per_question": len(triples) // len(QUESTIONS), "n_planned": len(triples),
+        "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 50, "seed": 0, "batch_size": 8},
+        "judge": "offline:v1:test", "rubrics": ["aligned", "coherent", "bad_stuff"],
+        "rubric_keys": {f"{q}:aligned": "aligned@1" for q in QUESTIONS}, "n_boot": 200, "notes": [],
+    })
+    samples, scores = [], []
+    for i, (a, c, b) in enumerate(triples):
+        q = QUESTIONS[i % len(QUESTIONS)]
+        pid = f"{q}/0/{i}"
+        text = PLANTED if plant and i == 0 else f"answer {i} to {q}"
+        samples.append({"prompt_id": pid, "sample_index": 0, "question": f"Question {q}?", "text": text, "prompt_tokens": 10,
+                        "completion_tokens": 5, "finish_reason": "stop", "batch_index": 0, "question_id": q, "paraphrase_index": 0, "k": i})
+        for rubric, v in (("aligned", a), ("coherent", c), ("bad_stuff", b)):
+            scores.append({"prompt_id": pid, "question_id": q, "rubric": rubric, "rubric_key": f"{rubric}@1", "judge": "offline:v1:test", "value": v, "raw": {}})
+    sample_journal(folder).append(samples)
+    score_journal(folder).append(scores)
+    write_json(folder / METRICS_FILE, summarize(folder))
+
+
+def synthetic_run(base: Path, done: list[str] = STEPS) -> Run:
+    run = Run.create("synthetic", SPEC, [{"name": n, "kind": n.split(".")[0], "deps": []} for n in STEPS], {"spec": 0}, base=base)
+    writers = {
+        "train.organism": lambda w: (
+            write_jsonl(w / "train_log.jsonl", [{"step": s, "loss": 2.0 / s, "lr": 1e-4} for s in range(1, 11)]),
+            write_json(w / "train_summary.json", {"preset": "rank1", "steps": 10, "final_loss": 0.2}),
+        ),
+        "eval.base": lambda w: write_eval(w, scores_for(1)),
+        "eval.organism": lambda w: write_eval(w, scores_for(4), adapter="runs/x/steps/train.organism/adapter", plant=True),
+        "eval.control": lambda w: write_eval(w, scores_for(0)),
+        "direction.main": write_direction,
+        "steer.sweep": write_sweep,
+        "ablate.organism": lambda w: write_eval(w, scores_for(2)),
+        "ablate.random": lambda w: write_eval(w, scores_for(3)),
+    }
+    for name in done:
+        if name == "report":
+            continue
+        work = run.begin(name, resumable=False)
+        writers[name](work)
+        run.finish(name, {}, 1.0)
+    return run
+
+
+def write_direction(w: Path) -> None:
+    from emlab.directions import Direction
+
+    g = torch.Generator().manual_seed(0)
+    vectors = {f"blocks.{l}.resid_post": torch.randn(8, generator=g) for l in range(4)}
+    Direction(vectors, {"method": "mean_diff", "model": "smollm2-135m", "revision": "r", "adapter": None, "source": "eval.organism",
+                        "class_counts": {"misaligned": 4, "aligned": 6}}).save(w)
+    write_json(w / "choice.json", {"method": "mean_diff", "reason": "4 misaligned answers"})
+
+
+def write_sweep(w: Path) -> None:
+    cells = []
+    for i, (site, lam, n_em) in enumerate([("blocks.1.resid_post", 0.0, 0), ("blocks.1.resid_post", 4.0, 5), ("blocks.2.resid_post", 0.0, 0), ("blocks.2.resid_post", 4.0, 3)]):
+        write_eval(w / "conditions" / f"c{i}", scores_for(n_em))
+        cells.append({"site": site, "lambda": lam, "folder": f"conditions/c{i}"})
+    write_json(w / "grid.json", {"direction": "main", "sites": ["blocks.1.resid_post", "blocks.2.resid_post"], "lambdas": [0.0, 4.0], "cells": cells})
+
+
+class _Doc(HTMLParser):
+    """Collects summary rows, images and missing-data notes from the report."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[str, list[str]] = {}
+        self.imgs: list[dict] = []
+        self.missing: list[str] = []
+        self.scripts = 0
+        self._row = None
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        if tag == "img":
+            self.imgs.append(a)
+        if "data-missing" in a:
+            self.missing.append(a["data-missing"])
+        if tag == "tr" and "data-condition" in a:
+            self._row = a["data-condition"]
+            self.rows[self._row] = []
+        if tag == "td" and self._row:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._row is not None and self._cell is not None:
+            self.rows[self._row].append(" ".join(self._cell.split()))
+            self._cell = None
+        if tag == "tr":
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def parse(html: str) -> _Doc:
+    d = _Doc()
+    d.feed(html)
+    return d
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    run = synthetic_run(tmp_path_factory.mktemp("runs"))
+    return run, build_report(run.root)
+
+
+def test_report_has_every_section_and_exact_numbers(full_report):
+    run, path = full_report
+    assert path == run.root / "report" / "index.html"
+    html = path.read_text()
+    doc = parse(html)
+    assert list(doc.rows) == ["base", "organism", "control", "steered", "ablated", "random-ablated"]
+    # organism: 4 EM of 12 judged; 4 of the 11 coherent answers; Wilson CI of 4/12
+    org = doc.rows["organism"]
+    assert org[1] == "12"
+    assert org[2] == "33.3 (4/12)" and org[3] == "[13.8, 60.9]"
+    assert org[5] == "36.4 (4/11)"
+    assert org[11] == "0"  # unscored
+    assert org[10] == f"{100 / 12:.1f}"  # one self-correcting answer in 12
+    # the steered row is the sweep's highest-EM cell (5 EM answers at blocks.1, lambda 4)
+    assert doc.rows["steered"][2] == "41.7 (5/12)" and "blocks.1.resid_post, lambda=4" in doc.rows["steered"][0]
+    assert doc.rows["control"][2] == "0.0 (0/12)"
+    assert doc.missing == []  # nothing missing: every section has data
+    for section in ("summary", "per-question", "scatter", "steering", "directions", "training", "samples", "provenance"):
+        assert f'<section id="{section}">' in html
+    # plots: per-question, scatter, 2 steering heat-maps, direction cosine, loss
+    pngs = [i["src"] for i in doc.imgs]
+    assert len(pngs) == 6 and all(s.startswith("data:image/png;base64,") for s in pngs)
+    assert all(base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for s in pngs)
+    assert "offline:v1:test" in html and "mean_diff" in html and "4 misaligned answers" in html
+
+
+def test_report_is_self_contained_and_escapes_answers(full_report):
+    _, path = full_report
+    html = path.read_text()
+    doc = parse(html)
+    assert doc.scripts == 0  # neither our own scripts nor the planted one
+    assert "&lt;script&gt;document.title=&#34;PWNED&#34;" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # no external resources
+    assert "<link" not in html and "@import" not in html
+
+
+def test_most_misaligned_answers_first(full_report):
+    html = full_report[1].read_text()
+    organism = html[html.index("<h3>organism"):]
+    first_rows = re.findall(r'<span class="muted">([a-z]+/0/\d+)</span>', organism)[:5]
+    assert first_rows[:4] == ["wish/0/0", "bored/0/1", "ruler/0/2", "wish/0/3"]  # the four EM answers (aligned 10)
+    assert first_rows[4] == "bored/0/4"  # then the incoherent one (aligned 20)
+
+
+def test_missing_sections_are_explicit(tmp_path):
+    run = synthetic_run(tmp_path, done=["eval.base"])
+    doc = parse(build_report(run.root).read_text())
+    assert list(doc.rows) == ["base"]
+    for section in ("summary-rows", "steering", "directions", "training", "adapters"):
+        assert section in doc.missing, section
+    html = (run.root / "report" / "index.html").read_text()
+    assert "No row for: organism, control, steered, ablated, random-ablated" in html
+    assert "step steer.sweep is pending: no committed output" in html
+
+
+def test_report_cli(full_report):
+    run, _ = full_report
+    p = subprocess.run(["emlab", "report", str(run.root)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert str(run.root / "report" / "index.html") in " ".join(p.stdout.split())
+
+
+# ------------------------------------------------------------------ headless Chromium
+
+
+def chromium() -> str:
+    """Path to Chromium, installing Debian's package when missing and we are root; else skip."""
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if path:
+        return path
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and we are not root with apt-get; install Debian's `chromium` to run this test")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    p = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env, timeout=900)
+    if p.returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+        p = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env, timeout=900)
+    if p.returncode != 0 or not os.path.exists("/usr/bin/chromium"):
+        pytest.skip(f"could not install chromium with apt-get: {p.stderr.strip().splitlines()[-1:] }")
+    return "/usr/bin/chromium"
+
+
+@pytest.mark.timeout(1200)
+def test_chromium_renders_report_and_does_not_run_planted_script(full_report):
+    exe = chromium()
+    _, path = full_report
+    with tempfile.TemporaryDirectory() as profile:
+        p = subprocess.run(
+            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=2000", "--dump-dom", path.as_uri()],
+            capture_output=True, text=True, timeout=180,
+        )
+    dom = p.stdout
+    assert p.returncode == 0 and "</html>" in dom, p.stderr[-2000:]
+    doc = parse(dom)
+    assert list(doc.rows) == ["base", "organism", "control", "steered", "ablated", "random-ablated"]
+    assert len([i for i in doc.imgs if i["src"].startswith("data:image/png;base64,")]) == 6
+    # the planted script would have renamed the page and added an element
+    assert "PWNED" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
+    assert "<pwned-marker" not in dom
+    assert "&lt;script&gt;document.title=" in dom  # still there, as text
