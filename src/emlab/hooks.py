@@ -53,6 +53,8 @@ def site_dim(model, site: Site) -> int:
     module, kind = resolve(model, site)
     if site.kind == "mlp.down_proj.in":
         return int(module.in_features)
+    if site.kind == "mlp.down_proj.lora_scalar":
+        return int(module.out_features)
     return int(unwrap(model).config.hidden_size)
 
 
