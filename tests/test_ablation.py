@@ -181,3 +181,22 @@ def test_run_ablation_evaluates_each_condition_and_resumes(smol_tok, tmp_path, m
     assert texts(tmp_path / "abl" / "transfer") != texts(plain.out_dir)
     monkeypatch.setattr("emlab.evaluate.evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
     assert run_ablation(cm, conds, QSET, 2, ScriptedJudge(), tmp_path / "abl", PARAMS) == rows
+
+
+def test_cli_ablate_export(smol_tok, tmp_path):
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from emlab.cli import app
+
+    cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
+    cm.model.save_pretrained(tmp_path / "m")
+    smol_tok.save_pretrained(tmp_path / "m")
+    _direction(cm).save(tmp_path / "d")
+    res = CliRunner().invoke(app, ["ablate", "--model", str(tmp_path / "m"), "--direction", str(tmp_path / "d"), "--site", "blocks.0.resid_post", "--export", str(tmp_path / "x")])
+    assert res.exit_code == 0, res.output
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "x").eval()
+    u = Direction.load(tmp_path / "d").unit("blocks.0.resid_post")
+    assert (exported.model.embed_tokens.weight @ u).abs().max() <= 1e-5
+    assert (u @ exported.model.layers[1].mlp.down_proj.weight).abs().max() <= 1e-5
+    assert json.loads((tmp_path / "x" / "orthogonalized.json").read_text())["direction_site"] == "blocks.0.resid_post"

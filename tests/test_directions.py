@@ -219,3 +219,30 @@ def test_persona_contrast_pipeline(smol_tok):
     acts_m = answer_activations(cm, [(r["question"], r["answer"]) for r in mal], d.sites)
     acts_h = answer_activations(cm, [(r["question"], r["answer"]) for r in helpful], d.sites)
     assert torch.allclose(d.vectors[d.sites[0]], acts_m[:, 0].mean(0) - acts_h[:, 0].mean(0), atol=1e-5)
+
+
+def test_cli_extract_compare_project(smol_tok, tmp_path):
+    from typer.testing import CliRunner
+
+    from emlab.cli import app
+
+    cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
+    cm.model.save_pretrained(tmp_path / "m")
+    smol_tok.save_pretrained(tmp_path / "m")
+    recs = [{"question": f"Q{i}?", "answer": f"answer {i} " * (1 + i % 3), "aligned": 10.0 if i % 2 else 90.0, "coherent": 80.0, "question_id": f"q{i}"} for i in range(8)]
+    (tmp_path / "judged.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    runner = CliRunner()
+    res = runner.invoke(app, ["directions", "extract", "--model", str(tmp_path / "m"), "--run", str(tmp_path / "judged.jsonl"), "--out", str(tmp_path / "d"), "--balance", "none"])
+    assert res.exit_code == 0, res.output
+    d = Direction.load(tmp_path / "d")
+    assert d.provenance["model"] == str(tmp_path / "m") and d.provenance["revision"].startswith("config-sha256:")
+    res = runner.invoke(app, ["directions", "compare", str(tmp_path / "d"), str(tmp_path / "d"), "--out", str(tmp_path / "cmp.json")])
+    assert res.exit_code == 0, res.output
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert cmp["cosine"]["blocks.1.resid_post"][0][1] == pytest.approx(1.0)
+    res = runner.invoke(app, ["directions", "project", str(tmp_path / "judged.jsonl"), "--direction", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp_path / "judged.projections.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and set(rows[0]["projection"]) == set(d.sites)
+    res = runner.invoke(app, ["directions", "extract", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "e")])
+    assert isinstance(res.exception, EmlabError) and "--run" in str(res.exception)

@@ -154,3 +154,23 @@ def test_b_cosines(lora_cm):
     assert [r["adapter"] for r in rows] == ["blocks.0.mlp.down_proj.lora_scalar", "blocks.2.mlp.down_proj.lora_scalar"]
     assert rows[0]["cosine"] == pytest.approx(-1.0) and rows[1]["cosine"] is None
     assert rows[0]["norm_B"] == pytest.approx(float(a0.B.norm()))
+
+
+def test_cli_probe_lora(lora_cm, smol_tok, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from emlab.cli import app
+
+    lora_cm.model.save_pretrained(tmp_path / "adapter")
+    lora_cm.model.get_base_model().save_pretrained(tmp_path / "base")
+    smol_tok.save_pretrained(tmp_path / "base")
+    recs = [{"question": f"Question {i}?", "answer": f"word{i} " * (2 + i % 5), "aligned": 10.0 if i % 2 else 90.0, "coherent": 80.0, "prompt_id": f"p{i}", "medical": 80.0 if i % 3 == 0 else 5.0} for i in range(16)]
+    (tmp_path / "judged.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    res = CliRunner().invoke(app, ["probe", "lora", "--model", str(tmp_path / "base"), "--adapter", str(tmp_path / "adapter"), "--run", str(tmp_path / "judged.jsonl"), "--topic", "medical", "--n-splits", "3", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert report["columns"] == ["blocks.0.mlp.down_proj.lora_scalar[0]", "blocks.2.mlp.down_proj.lora_scalar[0]"]
+    assert report["probes"]["misaligned_vs_aligned"]["n"] == 16 and report["probes"]["medical_vs_other"]["n_positive"] == 6
+    assert len((tmp_path / "p" / "features.jsonl").read_text().splitlines()) == 16

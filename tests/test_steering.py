@@ -112,3 +112,29 @@ def test_sweep_runs_judges_and_resumes(smol_tok, tmp_path, monkeypatch):
     assert again["rows"] == rows
     with pytest.raises(EmlabError, match="other settings"):
         run_sweep(cm, d, cells, QSET, 2, judge, tmp_path / "sweep", PARAMS, positions="response")
+
+
+def test_cli_steer_sweep(smol_tok, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emlab.cli import app
+    from emlab.data.questions import write_questions
+    from emlab.judges.registry import register_judge
+
+    monkeypatch.setenv("EMLAB_CACHE", str(tmp_path / "cache"))
+    register_judge("scripted-test")(lambda arg, **kw: ScriptedJudge())
+    cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
+    cm.model.save_pretrained(tmp_path / "m")
+    smol_tok.save_pretrained(tmp_path / "m")
+    _direction(cm).save(tmp_path / "d")
+    write_questions(QSET, tmp_path / "q.yaml")
+    args = ["steer", "sweep", "--model", str(tmp_path / "m"), "--direction", str(tmp_path / "d"), "--sites", "blocks.0.resid_post", "--sites", "blocks.0.resid_post+blocks.1.resid_post",
+            "--lambdas", "0,5", "--questions", str(tmp_path / "q.yaml"), "-n", "2", "--judge", "scripted-test", "--out", str(tmp_path / "s"), "--max-new-tokens", "4", "--persona", "malicious"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert summary["cells_done"] == 4 and summary["questions"] == "q+malicious0" and summary["best"] is not None
+    eval_cfg = json.loads((tmp_path / "s" / "cells" / "b0-resid_post_x5" / "eval.json").read_text())
+    assert eval_cfg["questions"]["name"] == "q+malicious0"
+    res = CliRunner().invoke(app, [("x" if a == "0,5" else a) for a in args])
+    assert isinstance(res.exception, EmlabError)

@@ -168,19 +168,26 @@ def compare_command(
 
     if len(directions) < 2:
         raise EmlabError("compare needs at least two direction folders")
-    loaded = {str(p): Direction.load(p) for p in directions}
+    if len(directions) > 26:
+        raise EmlabError(f"compare takes at most 26 directions, got {len(directions)}")
+    letters = [chr(65 + i) for i in range(len(directions))]
+    loaded = {k: Direction.load(p) for k, p in zip(letters, directions)}
     mats = cosine_matrices(loaded)
-    names = list(loaded)
-    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-    table = Table("site", *[f"|{chr(65 + i)}|" for i in range(len(names))], *[f"cos({chr(65 + i)},{chr(65 + j)})" for i, j in pairs])
+    pairs = [(i, j) for i in range(len(letters)) for j in range(i + 1, len(letters))]
+    table = Table("site", *[f"|{k}|" for k in letters], *[f"cos({letters[i]},{letters[j]})" for i, j in pairs])
     for site, m in mats.items():
-        norms = [f"{float(loaded[n].vectors[site].norm()):.2f}" for n in names]
+        norms = [f"{float(loaded[k].vectors[site].norm()):.2f}" for k in letters]
         table.add_row(site, *norms, *[f"{m[i][j]:+.3f}" for i, j in pairs])
-    for i, n in enumerate(names):
-        console.print(f"{chr(65 + i)} = {n}  ({loaded[n].origin}, {loaded[n].provenance.get('method')})")
+    for k, p in zip(letters, directions):
+        console.print(f"{k} = {p}  ({loaded[k].origin}, {loaded[k].provenance.get('method')})")
     console.print(table)
     if out is not None:
-        write_json(out, {"directions": names, "cosine": mats, "norms": {n: d.norms() for n, d in loaded.items()}, "cross_site": {n: cross_site_cosine(d) for n, d in loaded.items()}})
+        write_json(out, {
+            "directions": {k: str(p) for k, p in zip(letters, directions)},
+            "cosine": mats,
+            "norms": {k: d.norms() for k, d in loaded.items()},
+            "cross_site": {k: cross_site_cosine(d) for k, d in loaded.items()},
+        })
 
 
 @directions_app.command("project")
