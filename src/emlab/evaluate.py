@@ -203,7 +203,7 @@ def _judge_step(judge: Judge, rubric_plan: dict, rubrics: Sequence[str], out: Pa
 
 def _score_record(sample: dict, name: str, rubric: Rubric, judge: Judge, score) -> dict[str, Any]:
     value = score.value
-    if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 100):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100):
         raise EmlabError(f"judge {judge.id} gave {value!r} for rubric {rubric.key}; scores must be in [0, 100] or None (unscored)")
     return {
         "prompt_id": sample["prompt_id"],
