@@ -82,8 +82,8 @@ def synthetic_run(base: Path, done: list[str] = STEPS) -> Run:
         "eval.control": lambda w: write_eval(w, scores_for(0)),
         "direction.main": write_direction,
         "steer.sweep": write_sweep,
-        "ablate.organism": lambda w: write_eval(w, scores_for(2)),
-        "ablate.random": lambda w: write_eval(w, scores_for(3)),
+        "ablate.organism": lambda w: write_ablation(w, "single", scores_for(2)),
+        "ablate.random": lambda w: write_ablation(w, "single-random", scores_for(3)),
     }
     for name in done:
         if name == "report":
@@ -92,6 +92,12 @@ def synthetic_run(base: Path, done: list[str] = STEPS) -> Run:
         writers[name](work)
         run.finish(name, {}, 1.0)
     return run
+
+
+def write_ablation(w: Path, condition: str, triples) -> None:
+    """ablation.run_ablation's layout: one evaluation folder per condition plus ablation.json."""
+    write_eval(w / condition, triples)
+    write_json(w / "ablation.json", {"model": {}, "conditions": [{"condition": condition}]})
 
 
 def write_direction(w: Path) -> None:

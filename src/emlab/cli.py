@@ -22,6 +22,7 @@ def _register() -> None:
     from emlab.cli_core import register as core
 
     core(app)
+    from emlab.run_cli import register as run_commands; run_commands(app)  # run, runs, report, demo
     from emlab.eval_cli import register as eval_commands; eval_commands(app)  # eval, questions
     from emlab.data.cli import register as data_commands; data_commands(app)  # data generate/list/check
     from emlab.repr_cli import register as repr_commands; repr_commands(app)  # directions, steer, ablate, probe

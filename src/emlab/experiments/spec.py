@@ -124,6 +124,11 @@ class DirectionSpec(_Strict):
     sites: list[str] | None = None  # default: every blocks.{l}.resid_post
     min_misaligned: int = Field(5, ge=1)
     max_per_class: int = Field(64, ge=1)  # answers per side used for mean-diff
+    # persona contrast: answers sampled under malicious / helpful system prompts, judged, measured without them
+    persona_questions: str = "core"
+    persona_n: int = Field(2, ge=1)  # samples per (question, persona paraphrase)
+    persona_paraphrases: int | None = Field(2, ge=1)  # persona prompts used per side (null: all)
+    malicious_below: float = Field(30.0, gt=0, le=100)  # tiny models rarely go below 30 even when told to; raise it and say so
 
     @field_validator("sites")
     @classmethod
@@ -154,13 +159,14 @@ class AblateSpec(_SamplingOverrides):
     adapter: str | None = None
     direction: str
     random: bool = False
-    random_seed: int | None = None
-    sites: list[str] | None = None  # sites whose direction vectors are used; default: every site of the direction
+    random_seed: int | None = None  # default: the spec's seed
+    mode: Literal["single", "layerwise"] = "single"  # single: one site's vector out of every residual write; layerwise: each block's own
+    site: str | None = None  # single mode: which vector (default: the middle block's resid_post)
 
-    @field_validator("sites")
+    @field_validator("site")
     @classmethod
-    def _sites(cls, v):
-        return _check_sites(v)
+    def _site(cls, v):
+        return v if v is None else _check_sites([v])[0]
 
 
 class JudgeSpec(_Strict):
@@ -394,6 +400,8 @@ def _resolve_paths(spec: Spec, base_dir: Path) -> Spec:
         from emlab.judges.registry import default_judge_spec
 
         spec.judge.spec = default_judge_spec()
+    if spec.judge.spec.startswith("local:"):  # a local judge model may be a folder next to the spec
+        spec.judge.spec = "local:" + fix(spec.judge.spec.removeprefix("local:"))
     for m in spec.models.values():
         m.ref = fix(m.ref)
     for d in spec.datasets.values():
@@ -401,6 +409,8 @@ def _resolve_paths(spec: Spec, base_dir: Path) -> Spec:
             d.path = fix(d.path)
     for e in [*spec.evals.values(), *spec.interventions.steering.values(), *spec.interventions.ablation.values()]:
         e.questions = fix(e.questions)
+    for d in spec.directions.values():
+        d.persona_questions = fix(d.persona_questions)
     return spec
 
 

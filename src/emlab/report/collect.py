@@ -107,7 +107,10 @@ def _collect_step(data: ReportData, name: str, kind: str, folder: Path, spec: di
     elif kind == "ablate":
         cfg = spec.get("interventions", {}).get("ablation", {}).get(entry, {})
         label = "random-ablated" if cfg.get("random") else "ablated"
-        data.conditions.append(load_condition(folder, label, name, detail=f"direction {cfg.get('direction', '?')}"))
+        from emlab.experiments.steps import ablation_folder
+
+        detail = f"direction {cfg.get('direction', '?')}, {cfg.get('mode', 'single')}"
+        data.conditions.append(load_condition(ablation_folder(folder), label, name, detail=detail))
     elif kind == "steer":
         grid = load_steering(folder, name)
         data.steering.append(grid)

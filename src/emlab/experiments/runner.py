@@ -1,0 +1,192 @@
+"""Execute a plan inside a run folder, step by step, resumably.
+
+`start_run` validates a spec, creates its run folder and runs every step in plan
+order; `resume_run` reopens a run, trusts only what is committed on disk
+(`Run.reconcile`), and continues: finished steps are skipped, a half-finished
+evaluation continues from its journal. Steps get a `RunContext` that loads
+models, adapters and the judge, and finds the outputs of the steps they depend on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from emlab.errors import EmlabError
+from emlab.experiments.spec import Plan, Step, plan_from_resolved, resolve_spec_path
+from emlab.experiments.strict_yaml import load_yaml_file
+from emlab.store import Run
+
+MAX_CACHED_MODELS = 2
+
+
+@dataclass
+class RunContext:
+    """What a step sees: the run, the plan, a console, and cached models / judge."""
+
+    run: Run
+    plan: Plan
+    console: Console
+    _models: OrderedDict = field(default_factory=OrderedDict)
+    _judge: Any = None
+
+    @property
+    def spec(self):
+        return self.plan.spec
+
+    def output(self, step_name: str) -> Path:
+        """The committed folder of a finished step this step depends on."""
+        d = self.run.step_dir(step_name)
+        if not d.exists():
+            raise EmlabError(f"step {step_name} has no committed output in {d}; run it first (emlab run --resume {self.run.root})")
+        return d
+
+    def adapter_dir(self, training_entry: str) -> Path:
+        from emlab.experiments.steps import adapter_folder
+
+        return adapter_folder(self.output(f"train.{training_entry}"))
+
+    def model(self, model_key: str, adapter: str | None = None):
+        """A ChatModel for `models.<model_key>`, with `training.<adapter>`'s adapter attached when given."""
+        key = (model_key, adapter)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        from emlab.models import load_model
+
+        m = self.spec.models[model_key]
+        cm = load_model(m.ref, dtype=m.dtype, adapter=self.adapter_dir(adapter) if adapter else None)
+        if adapter:
+            cm.info["training_entry"] = adapter
+        self._models[key] = cm
+        while len(self._models) > MAX_CACHED_MODELS:
+            self._models.popitem(last=False)
+        return cm
+
+    def judge(self):
+        """The spec's judge, wrapped in a score cache kept inside the run folder."""
+        if self._judge is None:
+            from emlab.experiments.steps import make_judge
+
+            self._judge = make_judge(self.spec.judge, self.run.root)
+        return self._judge
+
+
+# ------------------------------------------------------------------ planning
+
+
+def check_plan(plan: Plan) -> None:
+    """Cheap checks of names the steps will look up (generators, question sets, presets), before any work."""
+    from emlab.experiments.steps import check_step
+
+    for step in plan.steps:
+        check_step(plan, step)
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table("#", "step", "needs", "what", title=f"plan for {plan.spec.name} ({plan.source})")
+    for i, s in enumerate(plan.steps, start=1):
+        table.add_row(str(i), s.name, ", ".join(s.deps) if s.kind != "report" else "all", describe(s))
+    return table
+
+
+def describe(step: Step) -> str:
+    c = step.config
+    if step.kind == "data":
+        return f"{c['generator'] or c['path']} n={c['n']} seed={c['seed']}"
+    if step.kind == "train":
+        return f"{c['model']} on {c['dataset']}, preset {c['preset']}"
+    if step.kind in ("eval", "steer", "ablate"):
+        who = c["model"] + (f"+{c['adapter']}" if c.get("adapter") else "")
+        extra = ""
+        if step.kind == "steer":
+            extra = f", {len(c['sites'])} sites x {len(c['lambdas'])} lambdas"
+        if step.kind == "ablate":
+            extra = ", random direction" if c["random"] else f", direction {c['direction']}"
+        return f"{who}: {c['questions']} x {c['n']} (max_new_tokens {c['max_new_tokens']}){extra}"
+    if step.kind == "direction":
+        return f"{c['method']} on {c['model']}" + (f"+{c['adapter']}" if c.get("adapter") else "")
+    return "HTML report"
+
+
+# ------------------------------------------------------------------ running
+
+
+def start_run(spec_path: str | Path, base: str | Path | None = None, console: Console | None = None) -> Run:
+    """Validate a spec, create its run folder and execute it."""
+    from emlab.experiments.spec import plan_from_doc
+
+    path = resolve_spec_path(spec_path)
+    doc = load_yaml_file(path)
+    plan = plan_from_doc(doc, base_dir=path.parent)
+    check_plan(plan)
+    run = Run.create(
+        plan.spec.name,
+        plan.spec.model_dump(mode="json"),
+        [{"name": s.name, "kind": s.kind, "deps": list(s.deps)} for s in plan.steps],
+        plan.seeds(),
+        spec_text=path.read_text(encoding="utf-8"),
+        spec_source=str(path.resolve()),
+        base=base,
+    )
+    execute(run, plan, console)
+    return run
+
+
+def load_run_plan(run: Run) -> Plan:
+    """The plan of an existing run, rebuilt from the resolved spec in its manifest."""
+    m = run.manifest()
+    plan = plan_from_resolved(m["spec"], source=f"{run.manifest_path} (spec)")
+    names = [s.name for s in plan.steps]
+    if names != list(m["steps"]):
+        raise EmlabError(f"{run.manifest_path}: steps {list(m['steps'])} do not match the spec's plan {names}; the manifest was edited or written by another emlab")
+    return plan
+
+
+def resume_run(ref: str | Path, base: str | Path | None = None, console: Console | None = None, rerun: list[str] | None = None) -> Run:
+    """Continue a run: skip finished steps, continue a half-finished one, redo failed ones."""
+    run = Run.open(ref, base)
+    plan = load_run_plan(run)
+    for name in rerun or []:
+        plan.step(name)
+    execute(run, plan, console, rerun=rerun or [])
+    return run
+
+
+def execute(run: Run, plan: Plan, console: Console | None = None, rerun: list[str] | None = None) -> None:
+    """Run every step that is not done, in plan order, holding the run's lock."""
+    from emlab.experiments.steps import STEP_KINDS
+
+    console = console or Console(stderr=True)
+    ctx = RunContext(run=run, plan=plan, console=console)
+    with run.lock():
+        run.reconcile()
+        for name in rerun or []:
+            run.reset_step(name)
+        console.print(f"run [bold]{run.root}[/]")
+        for step in plan.steps:
+            if run.step_status(step.name) == "done":
+                console.print(f"  [dim]skip  {step.name} (done)[/]")
+                continue
+            fn, resumable = STEP_KINDS[step.kind]
+            work = run.begin(step.name, resumable=resumable)
+            resumed = run.manifest()["steps"][step.name].get("resumed")
+            console.print(f"  [bold]{'resume' if resumed else 'start'}[/] {step.name}: {describe(step)}")
+            t0 = time.perf_counter()
+            try:
+                summary = fn(ctx, step, work)
+            except BaseException as e:
+                reason = "interrupted" if isinstance(e, KeyboardInterrupt) else (str(e) if isinstance(e, EmlabError) else f"{type(e).__name__}: {e}")
+                run.fail(step.name, reason)
+                if isinstance(e, EmlabError):
+                    raise EmlabError(f"step {step.name} failed: {e} (fix it, then `emlab run --resume {run.root}`)") from None
+                raise
+            seconds = time.perf_counter() - t0
+            run.finish(step.name, summary or {}, seconds)
+            console.print(f"  [green]done[/]  {step.name} in {seconds:.1f}s")
