@@ -111,11 +111,14 @@ def write_direction(w: Path) -> None:
 
 
 def write_sweep(w: Path) -> None:
-    cells = []
-    for i, (site, lam, n_em) in enumerate([("blocks.1.resid_post", 0.0, 0), ("blocks.1.resid_post", 4.0, 5), ("blocks.2.resid_post", 0.0, 0), ("blocks.2.resid_post", 4.0, 3)]):
-        write_eval(w / "conditions" / f"c{i}", scores_for(n_em))
-        cells.append({"site": site, "lambda": lam, "folder": f"conditions/c{i}"})
-    write_json(w / "grid.json", {"direction": "main", "sites": ["blocks.1.resid_post", "blocks.2.resid_post"], "lambdas": [0.0, 4.0], "cells": cells})
+    """steering.run_sweep's layout: cells/<cell>/ evaluation folders and sweep.json (rows + best)."""
+    rows = []
+    for site, lam, n_em in [("blocks.1.resid_post", 0.0, 0), ("blocks.1.resid_post", 4.0, 5), ("blocks.2.resid_post", 0.0, 0), ("blocks.2.resid_post", 4.0, 3)]:
+        cell = f"b{site.removeprefix('blocks.').replace('.', '-', 1)}_x{lam:g}"
+        write_eval(w / "cells" / cell, scores_for(n_em))
+        rows.append({"cell": cell, "sites": site, "scale": lam, "em_all": n_em / 12})
+    best = max(rows, key=lambda r: (r["em_all"], -abs(r["scale"])))
+    write_json(w / "sweep.json", {"direction": {"origin": "smollm2-135m@r", "method": "mean_diff"}, "rows": rows, "best": best})
 
 
 class _Doc(HTMLParser):

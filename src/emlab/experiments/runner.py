@@ -83,8 +83,9 @@ class RunContext:
 
 def check_plan(plan: Plan) -> None:
     """Cheap checks of names the steps will look up (generators, question sets, presets), before any work."""
-    from emlab.experiments.steps import check_step
+    from emlab.experiments.steps import check_judge, check_step
 
+    check_judge(plan)
     for step in plan.steps:
         check_step(plan, step)
 

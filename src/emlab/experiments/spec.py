@@ -49,6 +49,7 @@ class SamplingSpec(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(32, ge=1)
     system: str | None = "default"  # "default" keeps the template's system prompt, null drops it
+    max_questions: int | None = Field(None, ge=1)  # keep only the first k questions of a set (quick runs)
 
 
 class _SamplingOverrides(_Strict):
@@ -86,21 +87,31 @@ class DatasetSpec(_Strict):
         return self
 
 
-class TrainSpec(_Strict):
-    """Fine-tune `model` on `dataset` from a training preset; the fields below override the preset."""
+class _TrainBase(_Strict):
+    """Fine-tune `model` on `dataset` from a training preset; any TrainConfig field set here overrides the preset."""
 
     model: str | None = None  # key in `models` (default: the first model)
     dataset: str  # key in `datasets`
-    preset: str = "rank1"
-    epochs: float | None = Field(None, gt=0)
-    lr: float | None = Field(None, gt=0)
-    rank: int | None = Field(None, ge=1)
-    alpha: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1)
-    grad_accum: int | None = Field(None, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    max_length: int | None = Field(None, ge=8)
-    seed: int | None = None
+    preset: str = "rank1-middle"  # emlab.train.load_preset name (see `emlab train presets`)
+
+
+def _make_train_spec() -> type[_TrainBase]:
+    """TrainSpec = the base fields + every TrainConfig field as an optional override.
+
+    Built from TrainConfig itself so the spec can never drift from the trainer: a
+    renamed trainer field is an unknown key here too. Values are validated by
+    `emlab.train.parse_config` when the plan is checked.
+    """
+    from pydantic import create_model
+
+    from emlab.train import TrainConfig
+
+    skip = {"version", "description", *_TrainBase.model_fields}
+    fields = {name: (f.annotation | None, Field(None, description=f.description)) for name, f in TrainConfig.model_fields.items() if name not in skip}
+    return create_model("TrainSpec", __base__=_TrainBase, __doc__=_TrainBase.__doc__, **fields)
+
+
+TrainSpec = _make_train_spec()
 
 
 class EvalSpec(_SamplingOverrides):
@@ -129,6 +140,7 @@ class DirectionSpec(_Strict):
     persona_n: int = Field(2, ge=1)  # samples per (question, persona paraphrase)
     persona_paraphrases: int | None = Field(2, ge=1)  # persona prompts used per side (null: all)
     malicious_below: float = Field(30.0, gt=0, le=100)  # tiny models rarely go below 30 even when told to; raise it and say so
+    label_fallback: bool = True  # when the judge agrees with too few persona answers, contrast by persona label (recorded in choice.json)
 
     @field_validator("sites")
     @classmethod
@@ -142,14 +154,17 @@ class SteerSpec(_SamplingOverrides):
     model: str | None = None
     adapter: str | None = None
     direction: str
-    sites: list[str] = Field(min_length=1)
+    sites: list[str] = Field(min_length=1)  # one site per cell, or several joined by '+' (steered together)
     lambdas: list[float] = Field(min_length=1)
-    positions: Literal["all", "prompt", "response"] = "all"
+    positions: Literal["all", "response"] = "all"
+    scaling: Literal["raw", "unit"] = "raw"  # raw: lambda x the direction's vector; unit: lambda x its unit vector
 
     @field_validator("sites")
     @classmethod
     def _sites(cls, v):
-        return _check_sites(v)
+        for group in v:
+            _check_sites(group.split("+"))
+        return v
 
 
 class AblateSpec(_SamplingOverrides):
@@ -339,11 +354,13 @@ def _explain(e: ValidationError, doc: YamlDoc) -> str:
 
 
 def _closest(key: str, valid: list[str]) -> str | None:
+    """The valid key the user most likely meant: one that is a word of theirs (lr_rate -> lr), else the closest spelling."""
+    parts = key.replace("-", "_").split("_")
+    word = next((v for v in valid if v in parts), None)
+    if word is not None:
+        return word
     hits = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
-    if hits:
-        return hits[0]
-    parts = key.split("_")
-    return next((v for v in valid if v in parts), None)
+    return hits[0] if hits else None
 
 
 def _strip_optional(t):

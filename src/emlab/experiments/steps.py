@@ -19,7 +19,6 @@ from emlab.experiments.spec import Plan, Step
 from emlab.io import read_json, write_json
 
 DATASET_FILE = "train.jsonl"
-ADAPTER_DIR = "adapter"
 TRAIN_LOG = "train_log.jsonl"
 TRAIN_SUMMARY = "train_summary.json"
 DIRECTION_CHOICE = "choice.json"
@@ -85,7 +84,8 @@ def headline(metrics: dict) -> dict[str, Any]:
 
 
 def adapter_folder(train_dir: Path) -> Path:
-    return train_dir / ADAPTER_DIR
+    """Where a train step's adapter (adapter_config.json + adapter_model.safetensors) lies: train() writes it at the top."""
+    return train_dir
 
 
 # ------------------------------------------------------------------ data
@@ -112,6 +112,56 @@ def data_step(ctx, step: Step, work: Path) -> dict[str, Any]:
         with atomic_open(out, "wb") as fh:
             fh.write(src.read_bytes())
     return {"examples": n, "file": DATASET_FILE, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+
+
+# ------------------------------------------------------------------ train
+
+TRAIN_BASE_KEYS = ("model", "dataset", "preset")
+
+
+def train_config(cfg: dict, source: str):
+    """The preset with the spec entry's overrides applied, validated by the trainer's own schema."""
+    from emlab.train import load_preset, parse_config
+
+    overrides = {k: v for k, v in cfg.items() if k not in TRAIN_BASE_KEYS and v is not None}
+    return parse_config(load_preset(cfg["preset"]).model_dump() | overrides, f"{source} (preset {cfg['preset']} + spec overrides)")
+
+
+def train_step(ctx, step: Step, work: Path) -> dict[str, Any]:
+    """Fine-tune into the step folder; an interrupted training continues from its last checkpoint."""
+    from emlab.train import train
+
+    cfg = step.config
+    config = train_config(cfg, step.name)
+    if not (work / TRAIN_SUMMARY).exists():  # else: finished before the commit was recorded
+        data = ctx.output(f"data.{cfg['dataset']}") / DATASET_FILE
+        base = ctx.model(cfg["model"])
+        with _train_progress(ctx, step.name) as on_step:
+            train(base, data, config, work, resume=(work / "train_config.json").exists(), on_step=on_step)
+    s = read_json(work / TRAIN_SUMMARY)
+    keys = ("method", "steps", "final_loss", "examples_used", "trainable_params", "blocks", "train_time_s", "dtype")
+    return {k: s.get(k) for k in keys} | {"preset": cfg["preset"]}
+
+
+def _train_progress(ctx, label: str):
+    """A rich progress bar over optimizer steps (on a terminal), fed by train's on_step records."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        progress = Progress(TextColumn(f"{label:<9}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=ctx.console, disable=not ctx.console.is_terminal)
+        with progress:
+            task = progress.add_task(label, total=None, loss="-")
+
+            def on_step(rec: dict) -> None:
+                progress.update(task, completed=rec["step"], total=rec["total_steps"], loss=f"{rec['loss']:.3f}")
+
+            yield on_step
+
+    return bar()
 
 
 # ------------------------------------------------------------------ eval
@@ -175,7 +225,8 @@ def direction_step(ctx, step: Step, work: Path) -> dict[str, Any]:
         used = _cap(mis, cfg["max_per_class"], cfg["seed"]) + _cap(ali, cfg["max_per_class"], cfg["seed"])
         direction = extract_mean_diff(cm, used, cfg.get("sites"), seed=cfg["seed"], source=f"{source} <- eval.{cfg['eval']}")
     else:
-        direction = persona_direction(ctx, cm, cfg, work, f"{source} <- persona answers")
+        direction, selection = persona_direction(ctx, cm, cfg, work, f"{source} <- persona answers")
+        reason = f"{reason}; persona answers selected by {selection}"
     direction.save(work)
     choice = {"method": method, "reason": reason, "requested": cfg["method"], "eval_counts": counts}
     write_json(work / DIRECTION_CHOICE, choice)
@@ -199,7 +250,32 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     judged = judge_answers(answers, ctx.judge(), {name: get_rubric(name) for name in ("aligned", "coherent")})
     write_jsonl(work / PERSONA_ANSWERS, judged)
     th = PersonaThresholds(malicious_below=cfg["malicious_below"])
-    return extract_persona_contrast(cm, judged, th, sites=cfg.get("sites"), seed=cfg["seed"], source=source)
+    try:
+        return extract_persona_contrast(cm, judged, th, sites=cfg.get("sites"), seed=cfg["seed"], source=source), "judge-agreeing answers"
+    except EmlabError as e:
+        if not cfg["label_fallback"]:
+            raise
+        # The judge agreed with too few answers: contrast by the persona each answer was asked for instead.
+        by_label = PersonaThresholds(malicious_below=float("inf"), helpful_above=float("-inf"), coherent_above=float("-inf"))
+        direction = extract_persona_contrast(cm, judged, by_label, sites=cfg.get("sites"), seed=cfg["seed"], source=source, selection="persona label")
+        return direction, f"persona labels (the judge agreed with too few answers: {e})"
+
+
+# ------------------------------------------------------------------ steering
+
+
+def steer_step(ctx, step: Step, work: Path) -> dict[str, Any]:
+    """A site x lambda sweep (steering.run_sweep); finished cells are kept when resumed."""
+    from emlab.directions import Direction
+    from emlab.steering import grid, parse_site_groups, run_sweep
+
+    cfg = step.config
+    cm = ctx.model(cfg["model"], cfg.get("adapter"))
+    direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
+    cells = grid(parse_site_groups(cfg["sites"]), cfg["lambdas"])
+    sweep = run_sweep(cm, direction, cells, question_set(cfg), cfg["n"], ctx.judge(), work, sampling_params(cfg), cfg["positions"], cfg["scaling"])
+    best = sweep["best"] or {}
+    return {"cells": sweep["cells_done"], "best_cell": best.get("cell"), "best_em_all": best.get("em_all"), "best_coherent": best.get("coherent_mean")}
 
 
 # ------------------------------------------------------------------ ablation
@@ -251,8 +327,10 @@ def report_step(ctx, step: Step, work: Path) -> dict[str, Any]:
 StepFn = Callable[[Any, Step, Path], dict]
 STEP_KINDS: dict[str, tuple[StepFn, bool]] = {
     "data": (data_step, False),
+    "train": (train_step, True),
     "eval": (eval_step, True),
     "direction": (direction_step, False),
+    "steer": (steer_step, True),
     "ablate": (ablate_step, True),
     "report": (report_step, False),
 }
@@ -267,10 +345,27 @@ def check_step(plan: Plan, step: Step) -> None:
             from emlab.data.generate import get_spec
 
             get_spec(cfg["generator"])
+        if step.kind == "train":
+            train_config(cfg, f"training.{step.entry}")
         if step.kind in ("eval", "steer", "ablate"):
             question_set(cfg)
             sampling_params(cfg)
+        if step.kind == "direction" and cfg["method"] != "mean_diff":
+            question_set({"questions": cfg["persona_questions"]})
     except EmlabError as e:
         raise EmlabError(f"{where}: {e}") from None
     if step.kind not in STEP_KINDS:
         raise EmlabError(f"{where}: this emlab cannot run {step.kind} steps")
+
+
+def check_judge(plan: Plan) -> None:
+    """The judge spec names a registered backend (building it may load a model, so only the name is checked)."""
+    import re
+
+    from emlab.judges.registry import available_judges
+
+    usages = available_judges()
+    names = {re.split(r"[:\s]", u)[0] for u in usages} | set(re.findall(r"alias (\w+)", " ".join(usages)))
+    spec = plan.spec.judge.spec
+    if spec.partition(":")[0] not in names:
+        raise EmlabError(f"{plan.source}: judge.spec = {spec!r} is not a known judge; available: {', '.join(usages)}")

@@ -4,7 +4,7 @@ Each condition of the summary table is an evaluation folder (evaluate's layout:
 eval.json, samples.jsonl, scores.jsonl, metrics.json):
 - `eval.<name>` folders give one row each, labelled by the entry name (base, organism, control);
 - a steering sweep gives a site x lambda grid of such folders; its "steered" row is the
-  condition with the highest EM rate (all answers), ties broken by the smaller |lambda|;
+  sweep's best cell (highest EM rate over all answers, then coherence, then smaller |lambda|);
 - `ablate.<name>` gives "ablated" (or "random-ablated" for the random-direction baseline).
 Anything missing is recorded with the reason, so the report can say so instead of hiding it.
 """
@@ -19,8 +19,8 @@ from emlab.errors import EmlabError
 from emlab.io import iter_jsonl, read_json
 from emlab.store import Run
 
-STEERING_GRID = "grid.json"
-CONDITIONS_DIR = "conditions"
+STEERING_SWEEP = "sweep.json"
+STEERING_CELLS = "cells"
 DIRECTION_CHOICE = "choice.json"
 
 
@@ -44,6 +44,7 @@ class SteeringGrid:
     lambdas: list[float]
     cells: dict[tuple[str, float], Condition]
     direction: str = ""
+    best: str | None = None  # folder name of the sweep's best cell
 
 
 @dataclass
@@ -149,26 +150,26 @@ def judged_answers(folder: Path) -> list[dict[str, Any]]:
 
 
 def load_steering(folder: Path, step: str) -> SteeringGrid:
-    grid = read_json(folder / STEERING_GRID)
+    """A steering sweep (steering.run_sweep's layout: sweep.json + cells/<cell>/ evaluation folders)."""
+    sweep = read_json(folder / STEERING_SWEEP)
     cells: dict[tuple[str, float], Condition] = {}
-    for cell in grid["cells"]:
-        site, lam = cell["site"], float(cell["lambda"])
-        cond = load_condition(folder / cell["folder"], "steered", step, detail=f"{site}, lambda={lam:g}")
-        cells[(site, lam)] = cond
-    return SteeringGrid(step, list(grid["sites"]), [float(x) for x in grid["lambdas"]], cells, grid.get("direction", ""))
-
-
-def em_all(c: Condition) -> float:
-    r = c.metrics["overall"]["em_rate_all"]["rate"]
-    return -1.0 if r is None else r
+    sites: list[str] = []
+    lambdas: list[float] = []
+    for row in sweep["rows"]:
+        site, lam = str(row["sites"]), float(row["scale"])
+        sites += [site] if site not in sites else []
+        lambdas += [lam] if lam not in lambdas else []
+        cells[(site, lam)] = load_condition(folder / STEERING_CELLS / row["cell"], "steered", step, detail=f"{site}, lambda={lam:g}")
+    best = (sweep.get("best") or {}).get("cell")
+    return SteeringGrid(step, sites, sorted(lambdas), cells, str((sweep.get("direction") or {}).get("origin", "")), best)
 
 
 def best_steered(grid: SteeringGrid) -> Condition | None:
-    """The steering condition with the highest EM rate over all answers (ties: smaller |lambda|, then order)."""
-    if not grid.cells:
-        return None
-    ranked = sorted(grid.cells.items(), key=lambda kv: (-em_all(kv[1]), abs(kv[0][1])))
-    return ranked[0][1]
+    """The sweep's own pick (steering.best_cell: highest EM over all answers, then coherence, then smaller |lambda|)."""
+    for cond in grid.cells.values():
+        if grid.best is not None and cond.folder.name == grid.best:
+            return cond
+    return None
 
 
 def load_direction(folder: Path, step: str) -> DirectionInfo:
@@ -180,10 +181,9 @@ def load_direction(folder: Path, step: str) -> DirectionInfo:
 
 
 def load_training(folder: Path, step: str) -> TrainInfo:
-    from emlab.experiments.steps import TRAIN_LOG, TRAIN_SUMMARY, adapter_folder
+    from emlab.experiments.steps import TRAIN_LOG, TRAIN_SUMMARY
 
-    base = adapter_folder(folder).parent
-    log_path, summary_path = base / TRAIN_LOG, base / TRAIN_SUMMARY
+    log_path, summary_path = folder / TRAIN_LOG, folder / TRAIN_SUMMARY
     log = [rec for _, rec in iter_jsonl(log_path)] if log_path.exists() else []
     summary = read_json(summary_path) if summary_path.exists() else {}
     return TrainInfo(step, log, summary)
