@@ -272,3 +272,25 @@ def test_chromium_renders_report_and_does_not_run_planted_script(full_report):
     assert "PWNED" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
     assert "<pwned-marker" not in dom
     assert "&lt;script&gt;document.title=" in dom  # still there, as text
+
+
+# ------------------------------------------------------------------ the quick demo, end to end
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(3600)
+def test_demo_quick_end_to_end(tmp_path):
+    """`emlab demo --quick` on the embedded model: every step done, report and summary printed."""
+    env = {**os.environ, "EMLAB_RUNS": str(tmp_path), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    p = subprocess.run(["emlab", "demo", "--quick"], capture_output=True, text=True, env=env, timeout=3500)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (run_dir,) = [d for d in tmp_path.iterdir() if (d / "manifest.json").exists()]
+    run = Run(run_dir)
+    assert run.status() == "done"
+    assert all(s["status"] == "done" for s in run.manifest()["steps"].values())
+    report = run_dir / "report" / "index.html"
+    assert f"report: {report}" in p.stdout and "summary" in p.stdout and "wall time" in p.stdout
+    doc = parse(report.read_text())
+    assert list(doc.rows) == ["base", "organism", "control", "steered", "ablated", "random-ablated"]
+    choice = (run_dir / "steps" / "direction.main" / "choice.json").read_text()
+    assert '"method": "mean_diff"' in choice or '"method": "persona_contrast"' in choice

@@ -48,7 +48,6 @@ class SamplingSpec(_Strict):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(32, ge=1)
-    system: str | None = "default"  # "default" keeps the template's system prompt, null drops it
     max_questions: int | None = Field(None, ge=1)  # keep only the first k questions of a set (quick runs)
 
 
@@ -60,7 +59,6 @@ class _SamplingOverrides(_Strict):
     temperature: float | None = Field(None, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
     batch_size: int | None = Field(None, ge=1)
-    system: str | None = None
     seed: int | None = None  # default: the spec's seed
     questions: str = "core"  # shipped question set name or a YAML file
     max_questions: int | None = Field(None, ge=1)  # keep only the first k questions (for quick runs)

@@ -64,9 +64,6 @@ def run_evaluation(ctx, cm, cfg: dict, out: Path) -> dict[str, Any]:
     """evaluate() into `out`, resuming its journals; returns the headline numbers."""
     from emlab.evaluate import evaluate
 
-    system = cfg.get("system", "default")
-    if system != "default":
-        raise EmlabError(f"evaluations use the chat template's own system prompt; system={system!r} is not supported by evaluate (set it to default)")
     result = evaluate(cm, question_set(cfg), cfg["n"], ctx.judge(), out, sampling_params(cfg), resume=True, progress=True)
     return headline(result.metrics) | {"timings": {k: round(v, 2) for k, v in result.timings.items()}}
 
@@ -243,7 +240,7 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     from emlab.judges.rubrics import get_rubric
     from emlab.personas import PersonaThresholds, judge_answers, load_personas, sample_persona_answers
 
-    qs = question_set({"questions": cfg["persona_questions"]})
+    qs = question_set({"questions": cfg["persona_questions"], "max_questions": ctx.spec.sampling.max_questions})
     questions = [(q.id, q.paraphrases[0]) for q in qs]
     params = sampling_params(ctx.spec.sampling.model_dump() | {"seed": cfg["seed"]})
     answers = sample_persona_answers(cm, questions, load_personas(), cfg["persona_n"], params, cfg["persona_paraphrases"])
