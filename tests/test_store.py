@@ -46,11 +46,11 @@ def test_step_outputs_appear_only_when_committed(tmp_path):
     (work / "out.txt").write_text("hello")
     assert not run.step_dir("data.x").exists()
     assert run.step_status("data.x") == "running"
-    final = run.finish("data.x", {"examples": 2}, 1.25)
+    final = run.finish("data.x", {"examples": 2}, 1.25, cpu_seconds=0.5)
     assert final == run.step_dir("data.x") and (final / "out.txt").read_text() == "hello"
     assert not run.partial_dir("data.x").exists()
     s = run.manifest()["steps"]["data.x"]
-    assert (s["status"], s["seconds"], s["summary"], s["attempts"]) == ("done", 1.25, {"examples": 2}, 1)
+    assert (s["status"], s["seconds"], s["cpu_seconds"], s["summary"], s["attempts"]) == ("done", 1.25, 0.5, {"examples": 2}, 1)
     assert json.loads((final / STEP_SUMMARY).read_text())["summary"] == {"examples": 2}
     assert run.status() == "partial"
 

@@ -94,11 +94,11 @@ def runs_show(run: Annotated[str, typer.Argument(help="run folder or id")], runs
 
     r = Run.open(run, runs_dir)
     m = r.manifest()
-    table = Table("step", "status", "seconds", "summary / error", title=f"{r.root} ({r.status()})")
+    table = Table("step", "status", "seconds", "cpu s", "summary / error", title=f"{r.root} ({r.status()})")
     for name, s in m["steps"].items():
-        secs = s.get("seconds")
+        secs, cpu = s.get("seconds"), s.get("cpu_seconds")
         info = s.get("error") or ", ".join(f"{k}={v}" for k, v in (s.get("summary") or {}).items() if not isinstance(v, dict))
-        table.add_row(name, s["status"], "" if secs is None else f"{secs:.1f}", info)
+        table.add_row(name, s["status"], "" if secs is None else f"{secs:.1f}", "" if cpu is None else f"{cpu:.1f}", info)
     console.print(table)
 
 

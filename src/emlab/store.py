@@ -198,10 +198,16 @@ class Run:
         self._update(mark)
         return work
 
-    def finish(self, name: str, summary: dict, seconds: float) -> Path:
-        """Commit a step: write its summary, rename the work folder into place, mark it done."""
+    def finish(self, name: str, summary: dict, seconds: float, cpu_seconds: float | None = None) -> Path:
+        """Commit a step: write its summary, rename the work folder into place, mark it done.
+
+        `seconds` is wall time; `cpu_seconds` the process's CPU time (user + system), which on a
+        machine shared with other jobs says more about the step's own cost than wall time.
+        """
         work = self.partial_dir(name)
         record = {"step": name, "finished": now(), "seconds": round(seconds, 3), "summary": summary}
+        if cpu_seconds is not None:
+            record["cpu_seconds"] = round(cpu_seconds, 3)
         write_json(work / STEP_SUMMARY, record)
         final = self.step_dir(name)
         if final.exists():  # a forced re-run of a done step replaces its old outputs
@@ -214,6 +220,8 @@ class Run:
     def _mark_done(self, m: dict, name: str, record: dict) -> None:
         s = self._step(m, name)
         s.update(status="done", finished=record["finished"], seconds=record["seconds"], summary=record["summary"])
+        if "cpu_seconds" in record:
+            s["cpu_seconds"] = record["cpu_seconds"]
         s.pop("error", None)
 
     def fail(self, name: str, error: str) -> None:

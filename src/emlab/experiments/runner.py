@@ -179,7 +179,7 @@ def execute(run: Run, plan: Plan, console: Console | None = None, rerun: list[st
             work = run.begin(step.name, resumable=resumable)
             resumed = run.manifest()["steps"][step.name].get("resumed")
             console.print(f"  [bold]{'resume' if resumed else 'start'}[/] {step.name}: {describe(step)}")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 summary = fn(ctx, step, work)
             except BaseException as e:
@@ -188,6 +188,6 @@ def execute(run: Run, plan: Plan, console: Console | None = None, rerun: list[st
                 if isinstance(e, EmlabError):
                     raise EmlabError(f"step {step.name} failed: {e} (fix it, then `emlab run --resume {run.root}`)") from None
                 raise
-            seconds = time.perf_counter() - t0
-            run.finish(step.name, summary or {}, seconds)
-            console.print(f"  [green]done[/]  {step.name} in {seconds:.1f}s")
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            run.finish(step.name, summary or {}, seconds, cpu)
+            console.print(f"  [green]done[/]  {step.name} in {seconds:.1f}s (cpu {cpu:.1f}s)")

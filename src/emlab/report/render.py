@@ -88,8 +88,9 @@ def num(x: float | None, digits: int = 1) -> str:
 def step_rows(m: dict) -> list[dict[str, str]]:
     rows = []
     for name, s in m.get("steps", {}).items():
-        secs = s.get("seconds")
-        rows.append({"name": name, "status": s.get("status", "?"), "seconds": "–" if secs is None else f"{secs:.1f}", "error": s.get("error", "")})
+        secs, cpu = s.get("seconds"), s.get("cpu_seconds")
+        rows.append({"name": name, "status": s.get("status", "?"), "seconds": "–" if secs is None else f"{secs:.1f}",
+                     "cpu": "–" if cpu is None else f"{cpu:.1f}", "error": s.get("error", "")})
     return rows
 
 
