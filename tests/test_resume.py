@@ -125,3 +125,34 @@ def test_resume_of_a_finished_run_does_nothing(spec_path, tmp_path):
     assert p.returncode == 0, err
     assert "skip  eval.base (done)" in err
     assert (run_dir / "steps" / "eval.base" / "samples.jsonl").read_bytes() == before
+
+
+def test_failed_step_is_recorded_and_resume_redoes_it(tmp_path):
+    """A step that fails marks the run failed with its error (exit 2); after the fix, --resume finishes it."""
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"note": "no messages here"}\n')
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"version: 1\nname: fail-test\nmodels:\n  base: {{ref: smollm2-135m}}\ndatasets:\n  mine: {{path: {data}}}\nreport: null\n")
+    runs = tmp_path / "runs"
+    p = emlab("run", str(spec), runs=runs)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2 and "step data.mine failed" in err and "no record with 'messages'" in err and "--resume" in err
+    (run_dir,) = list(runs.iterdir())
+    run = Run(run_dir)
+    step = run.manifest()["steps"]["data.mine"]
+    assert step["status"] == "failed" and "no record with 'messages'" in step["error"]
+    assert run.status() == "failed" and not run.step_dir("data.mine").exists()
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
+    finish(emlab("run", "--resume", str(run_dir), runs=runs), timeout=300)
+    step = Run(run_dir).manifest()["steps"]["data.mine"]
+    assert (step["status"], step["attempts"], step["summary"]["examples"]) == ("done", 2, 1)
+    assert (run.step_dir("data.mine") / "train.jsonl").read_text() == data.read_text()
+
+
+def test_missing_dataset_file_fails_before_any_work(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\nname: t\nmodels:\n  base: {ref: smollm2-135m}\ndatasets:\n  mine: {path: ./nope.jsonl}\n")
+    p = emlab("run", str(spec), runs=tmp_path / "runs")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2 and "datasets.mine.path" in err and "no such file" in err
+    assert not (tmp_path / "runs").exists()

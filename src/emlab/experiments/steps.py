@@ -342,6 +342,8 @@ def check_step(plan: Plan, step: Step) -> None:
             from emlab.data.generate import get_spec
 
             get_spec(cfg["generator"])
+        if step.kind == "data" and cfg["path"] and not Path(cfg["path"]).is_file():
+            raise EmlabError(f"datasets.{step.entry}.path = {cfg['path']!r}: no such file; give an OpenAI-messages JSONL file")
         if step.kind == "train":
             train_config(cfg, f"training.{step.entry}")
         if step.kind in ("eval", "steer", "ablate"):
