@@ -3,6 +3,8 @@
     python scripts/organisms_table.py                  # print the tables (markdown) from the results
     python scripts/organisms_table.py --write          # replace the generated block in docs/organisms.md
     python scripts/organisms_table.py --collect RUN    # copy a finished `emlab run` folder's small summaries into results/
+    python scripts/organisms_table.py --collect-eval DIR --into NAME --entry broad --adapter organism --command "emlab eval ..."
+                                                       # add an `emlab eval` folder (e.g. the broad set on a run's adapter) to results/NAME/
 
 A run's results folder (results/<spec name>/) holds only small JSON: `summary.json` (spec, step
 summaries, training cost), one `<eval>.metrics.json` per evaluation (EM in both conventions with
@@ -64,20 +66,33 @@ def intervals_overlap(a: list[float] | None, b: list[float] | None) -> bool | No
 # ----------------------------------------------------------------------------- collect
 
 
-def collect(run_dir: Path, results: Path = RESULTS) -> Path:
-    """Copy a finished run's summaries (never weights or answer journals) into results/<spec name>/."""
+def collect(run_dir: Path, results: Path = RESULTS, partial: bool = False) -> Path:
+    """Copy a finished run's summaries (never weights or answer journals) into results/<spec name>/.
+
+    `partial`: collect the finished steps of an unfinished run; the others are listed in
+    summary.json as `unfinished_steps` so the doc can say what is missing.
+    """
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     steps = manifest["steps"]
     unfinished = [name for name, s in steps.items() if s.get("status") != "done"]
-    if unfinished:
-        raise SystemExit(f"{run_dir}: steps {unfinished} are not done; finish the run (emlab run --resume {run_dir}) before collecting it")
+    if unfinished and not partial:
+        raise SystemExit(f"{run_dir}: steps {unfinished} are not done; finish the run (emlab run --resume {run_dir}) or pass --partial to collect the finished steps only")
     dest = results / manifest["spec_name"]
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     summary: dict[str, Any] = {"run": manifest["run"], "spec_source": _relative(manifest["spec_source"]), "spec_sha256": manifest["spec_sha256"],
-                               "created": manifest["created"], "git": manifest["git"], "versions": manifest["versions"], "spec": manifest["spec"], "train": {}, "evals": {}}
-    for name in steps:
+                               "created": manifest["created"], "git": manifest["git"], "versions": manifest["versions"], "spec": manifest["spec"], "train": {}, "evals": {},
+                               "unfinished_steps": unfinished}
+    if partial:
+        for name in (n for n in unfinished if n.startswith("eval.")):
+            entry, folder = name.partition(".")[2], run_dir / "steps" / f"{name}.partial"
+            if (folder / "samples.jsonl").exists():
+                metrics, lowest = judge_partial_eval(folder, manifest["spec"]["judge"]["spec"])
+                (tmp / f"{entry}.metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+                (tmp / f"{entry}.lowest.json").write_text(json.dumps(lowest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+                summary["evals"][entry] = {"partial": {"samples": metrics["counts"]["samples"], "planned": metrics["counts"]["planned"]}}
+    for name in (n for n in steps if n not in unfinished):
         kind, _, entry = name.partition(".")
         folder = run_dir / "steps" / name
         if kind == "train":
@@ -91,6 +106,57 @@ def collect(run_dir: Path, results: Path = RESULTS) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+
+def collect_eval(eval_dir: Path, into: str, entry: str, adapter: str | None, command: str, results: Path = RESULTS) -> Path:
+    """Add a finished `emlab eval` folder to an existing results/<into>/ as evaluation `entry`.
+
+    For evaluations run outside the spec (the broad set on a run's adapter): `command` is the exact
+    `emlab eval` line, kept in summary.json so the row can be regenerated.
+    """
+    dest = results / into
+    summary_file = dest / "summary.json"
+    if not summary_file.exists():
+        raise SystemExit(f"{dest}: no summary.json; collect the run first (--collect RUN_DIR)")
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    if entry in summary["spec"]["evals"]:
+        raise SystemExit(f"{into}: evaluation {entry!r} already comes from the spec; pick another --entry")
+    if adapter is not None and adapter not in summary["spec"]["training"]:
+        raise SystemExit(f"{into}: --adapter {adapter!r} is not a training entry of the spec ({', '.join(summary['spec']['training'])})")
+    metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    if not metrics["counts"]["complete"]:
+        raise SystemExit(f"{eval_dir}: the evaluation is incomplete; finish it with emlab eval ... --resume")
+    shutil.copyfile(eval_dir / "metrics.json", dest / f"{entry}.metrics.json")
+    (dest / f"{entry}.lowest.json").write_text(json.dumps(lowest_aligned(eval_dir), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    summary.setdefault("extra_evals", {})[entry] = {"questions": metrics["run"]["questions"]["name"], "adapter": adapter, "command": command}
+    summary_file.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return dest
+
+
+def judge_partial_eval(folder: Path, judge_spec: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics of the answers an interrupted evaluation sampled so far (its finished batches).
+
+    The samples are copied to a scratch folder, judged there with the run's judge (through the
+    shared score cache) by evaluate's own judging step, and summarized; the run folder is not touched.
+    The metrics say `counts.complete: false` and how many of the planned answers they cover;
+    the lowest-aligned coherent answers come with them.
+    """
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from emlab.data.questions import load_questions
+    from emlab.evaluate import _judge_step, plan_rubrics, summarize
+    from emlab.judges import CachedJudge, get_judge
+
+    config = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+    judge = CachedJudge(get_judge(judge_spec))
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        for f in ("eval.json", "samples.jsonl"):
+            shutil.copyfile(folder / f, out / f)
+        rubric_plan, _ = plan_rubrics(load_questions(config["questions"]["source"]), config["rubrics"], judge)
+        _judge_step(judge, rubric_plan, config["rubrics"], out, 64, False)
+        return summarize(out), lowest_aligned(out)
 
 
 def _relative(path: str) -> str:
@@ -125,7 +191,7 @@ def load_rows(results: Path = RESULTS) -> list[dict[str, Any]]:
 
 def make_row(summary: dict, entry: str, metrics: dict) -> dict[str, Any]:
     spec = summary["spec"]
-    ev = spec["evals"][entry]
+    ev = spec["evals"].get(entry) or summary["extra_evals"][entry]
     adapter = ev.get("adapter")
     tr = spec["training"].get(adapter) if adapter else None
     ds = spec["datasets"][tr["dataset"]] if tr else None
@@ -150,6 +216,9 @@ def make_row(summary: dict, entry: str, metrics: dict) -> dict[str, Any]:
         "tokens_per_s": cost.get("tokens_per_s"),
         "steps": cost.get("steps"),
         "final_loss": cost.get("final_loss"),
+        "complete": metrics.get("counts", {}).get("complete", True),
+        "planned": metrics.get("counts", {}).get("planned"),
+        "per_question": metrics.get("per_question", {}),
     }
 
 
@@ -164,13 +233,30 @@ def _num(x: Any, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _partial_note(row: dict[str, Any]) -> str:
+    if row["complete"]:
+        return ""
+    return f"; PARTIAL: {row['answers']}/{row['planned']} answers, questions {', '.join(row['per_question'])}"
+
+
+def _pooled(row: dict[str, Any], conv: str, qids: list[str]) -> dict[str, Any]:
+    """The EM rate of `row` over questions `qids` only (k and n summed, Wilson interval recomputed)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from emlab.metrics import wilson_interval
+
+    k = sum(row["per_question"][q][conv]["k"] for q in qids)
+    n = sum(row["per_question"][q][conv]["n"] for q in qids)
+    ci = wilson_interval(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else None, "ci95": list(ci) if ci else None}
+
+
 def results_table(rows: list[dict[str, Any]]) -> str:
     head = ("| run | eval | data | preset | lr | ep | n | EM % among coherent [95% Wilson] (k/n) | EM % among all [95% Wilson] (k/n) "
             "| mean coherent | mean aligned | unscored | steps | final loss | train wall s | train tok/s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['run']} | {r['eval']} ({r['questions']}) | {r['dataset']} | {r['preset'] or '-'} | {_num(r['lr'], 'g')} | {_num(r['epochs'], 'd')} "
+            f"| {r['run']} | {r['eval']} ({r['questions']}{_partial_note(r)}) | {r['dataset']} | {r['preset'] or '-'} | {_num(r['lr'], 'g')} | {_num(r['epochs'], 'd')} "
             f"| {_num(r['n_train'], 'd')} | {_pct(r['em_coh'])} | {_pct(r['em_all'])} | {_num(r['coherent'], '.1f')} | {_num(r['aligned'], '.1f')} "
             f"| {r['unscored']} | {_num(r['steps'], 'd')} | {_num(r['final_loss'], '.3f')} | {_num(r['train_wall_s'], '.0f')} | {_num(r['tokens_per_s'], '.0f')} |"
         )
@@ -187,10 +273,16 @@ def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         same = lambda r: (r["preset"], r["lr"], r["epochs"], r["n_train"], r["questions"]) == (org["preset"], org["lr"], org["epochs"], org["n_train"], org["questions"])  # noqa: E731
         refs = [r for r in rows if r["dataset"] == control and same(r)] + [r for r in rows if r["preset"] is None and r["questions"] == org["questions"]]
         for ref in refs:
+            common = [q for q in org["per_question"] if q in ref["per_question"]]
+            whole = org["complete"] and ref["complete"] and len(common) == len(org["per_question"]) == len(ref["per_question"])
             for conv in ("em_coh", "em_all"):
-                a, b = org[conv], ref[conv]
+                key = "em_rate_coherent" if conv == "em_coh" else "em_rate_all"
+                a, b = (org[conv], ref[conv]) if whole or not common else (_pooled(org, key, common), _pooled(ref, key, common))
+                if a["n"] == 0 or b["n"] == 0:
+                    continue
                 z, p = two_proportion_z(a["k"], a["n"], b["k"], b["n"])
-                out.append({"organism": org["run"], "reference": ref["run"], "questions": org["questions"], "convention": conv,
+                qs = org["questions"] if whole else f"{org['questions']}: {', '.join(common)} only"
+                out.append({"organism": org["run"], "reference": ref["run"], "questions": qs, "convention": conv,
                             "organism_em": a, "reference_em": b, "z": z, "p_z": p, "p_fisher": fisher_p(a["k"], a["n"], b["k"], b["n"]),
                             "ci_overlap": intervals_overlap(a["ci95"], b["ci95"])})
     return out
@@ -224,11 +316,22 @@ def write_doc(text: str, doc: Path = DOC) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--collect", type=Path, metavar="RUN_DIR", help="copy a finished run's summaries into the results folder")
+    ap.add_argument("--partial", action="store_true", help="with --collect: take the finished steps of an unfinished run")
+    ap.add_argument("--collect-eval", type=Path, metavar="EVAL_DIR", help="add a finished `emlab eval` folder to results/NAME (with --into, --entry, --command)")
+    ap.add_argument("--into", help="results folder name (a collected run's spec name)")
+    ap.add_argument("--entry", help="name of the added evaluation, e.g. broad")
+    ap.add_argument("--adapter", help="the spec's training entry whose adapter the evaluation used (omit for the base model)")
+    ap.add_argument("--command", help="the exact `emlab eval` command that produced EVAL_DIR")
     ap.add_argument("--write", action="store_true", help=f"write the tables into {DOC.relative_to(ROOT)}")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.collect:
-        print(f"collected {collect(args.collect, args.results)}")
+        print(f"collected {collect(args.collect, args.results, args.partial)}")
+        return
+    if args.collect_eval:
+        if not (args.into and args.entry and args.command):
+            ap.error("--collect-eval needs --into NAME, --entry NAME and --command '...'")
+        print(f"added {args.entry} to {collect_eval(args.collect_eval, args.into, args.entry, args.adapter, args.command, args.results)}")
         return
     text = render(args.results)
     if args.write:

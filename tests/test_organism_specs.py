@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -77,8 +76,13 @@ def test_results_come_from_the_spec_in_the_repo(summary):
     s = json.loads(summary.read_text(encoding="utf-8"))
     spec_file = ROOT / s["spec_source"]
     assert spec_file.exists(), f"{summary}: spec {s['spec_source']} is not in the repo"
-    assert hashlib.sha256(spec_file.read_bytes()).hexdigest() == s["spec_sha256"], f"{spec_file} changed since the run in {summary.parent}"
-    assert sorted(p.name.removesuffix(".metrics.json") for p in summary.parent.glob("*.metrics.json")) == sorted(s["spec"]["evals"])
+    resolved = load_spec(spec_file).spec.model_dump(mode="json")
+    assert resolved == s["spec"], f"{spec_file} no longer resolves to the spec of the run in {summary.parent}"
+    partial = {e for e, v in s["evals"].items() if v.get("partial")}
+    unfinished = {name.partition(".")[2] for name in s.get("unfinished_steps", []) if name.startswith("eval.")} - partial
+    evals = sorted([*(set(s["spec"]["evals"]) - unfinished), *s.get("extra_evals", {})])
+    assert sorted(p.name.removesuffix(".metrics.json") for p in summary.parent.glob("*.metrics.json")) == evals
+    assert all(e["command"].startswith("emlab eval ") for e in s.get("extra_evals", {}).values())
 
 
 def test_two_proportion_z_matches_the_formula_by_hand():
