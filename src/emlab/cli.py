@@ -27,6 +27,7 @@ def _register() -> None:
     from emlab.data.cli import register as data_commands; data_commands(app)  # data generate/list/check
     from emlab.repr_cli import register as repr_commands; repr_commands(app)  # directions, steer, ablate, probe
     from emlab.train_cli import register as train_commands; train_commands(app)  # train, train presets
+    from emlab.bench.cli import register as bench_commands; bench_commands(app)  # bench
     from emlab.judges.cli import register as judge_commands; judge_commands(app)  # judge, judge rubrics, judge calibrate
 
 

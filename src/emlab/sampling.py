@@ -26,6 +26,7 @@ class SamplingParams:
     max_new_tokens: int = 256
     seed: int = 0
     batch_size: int = 32
+    min_new_tokens: int = 0  # > 0 suppresses end-of-turn until that many tokens (equal lengths for benchmarks)
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -34,6 +35,8 @@ class SamplingParams:
             raise EmlabError(f"top_p={self.top_p} must be in (0, 1]")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise EmlabError(f"max_new_tokens={self.max_new_tokens} and batch_size={self.batch_size} must be >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise EmlabError(f"min_new_tokens={self.min_new_tokens} must be in 0..max_new_tokens={self.max_new_tokens}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, in
     enc = {k: v.to(device) for k, v in enc.items()}
     greedy = params.temperature == 0
     kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=not greedy, pad_token_id=tok.pad_token_id)
+    if params.min_new_tokens:
+        kwargs["min_new_tokens"] = params.min_new_tokens
     if not greedy:
         kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
     else:
