@@ -3,7 +3,9 @@
 Every step function has the signature `fn(ctx, step, work) -> summary`: it writes its
 outputs into `work` (the step's `.partial` folder, committed by the runner when the
 function returns) and returns a small JSON-ready summary for the manifest.
-Resumable steps (evaluations) continue from what an interrupted attempt left in `work`.
+Resumable steps (train, eval, steer, ablate) continue from what an interrupted attempt
+left in `work`: training from its last checkpoint, evaluations from their journals,
+sweeps and ablations from their finished cells.
 """
 
 from __future__ import annotations
