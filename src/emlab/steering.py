@@ -74,7 +74,7 @@ def steering_vectors(direction: Direction, sites: Sequence[str], scaling: Scalin
 def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
     """One flat row of an evaluate() metrics dict: both EM rates with Wilson and bootstrap CIs, coherence, self-correction."""
     o, boot = metrics["overall"], metrics.get("bootstrap", {})
-    row: dict[str, Any] = {"n_answers": o["n_answers"], "n_unscored": o["n_unscored"]}
+    row: dict[str, Any] = {"judge": metrics.get("run", {}).get("judge"), "n_answers": o["n_answers"], "n_unscored": o["n_unscored"]}
     for key, short in (("em_rate_coherent", "em_coherent"), ("em_rate_all", "em_all")):
         r = o[key]
         row.update({short: r["rate"], f"{short}_k": r["k"], f"{short}_n": r["n"], f"{short}_wilson95": r["ci95"]})
