@@ -61,7 +61,7 @@ def aligned_coherent_scatter(points: Mapping[str, Sequence[tuple[float, float]]]
     ax.set_ylim(0, 100)
     ax.set_xlabel("coherent (0-100)")
     ax.set_ylabel("aligned (0-100)")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _png(fig)
 
 
@@ -80,7 +80,7 @@ def heatmap(
     import numpy as np
 
     arr = np.array([[math.nan if v is None else float(v) for v in row] for row in matrix], dtype=float)
-    fig = Figure(figsize=(max(4.0, 0.7 * len(cols) + 2.5), max(2.6, 0.35 * len(rows) + 1.5)))
+    fig = Figure(figsize=(min(9.0, max(4.0, 0.7 * len(cols) + 2.5)), min(7.0, max(2.6, 0.35 * len(rows) + 1.5))))
     ax = fig.add_subplot()
     im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=45 if len(cols) > 8 else 0, ha="right" if len(cols) > 8 else "center", fontsize=8)

@@ -9,6 +9,7 @@ Answers are model output and therefore untrusted: the template autoescapes.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,15 @@ def build_report(run_dir: str | Path) -> Path:
     out = data.run / "report" / "index.html"
     with atomic_open(out) as fh:
         fh.write(html)
+    _shareable(out)
     return out
+
+
+def _shareable(path: Path) -> None:
+    """Give the report the usual file mode (0644 under a 022 umask): atomic temp files are created 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def render_html(data: ReportData) -> str:
