@@ -170,7 +170,7 @@ def execute(run: Run, plan: Plan, console: Console | None = None, rerun: list[st
         run.reconcile()
         for name in rerun or []:
             run.reset_step(name)
-        console.print(f"run [bold]{run.root}[/]")
+        console.print(f"run [bold]{run.root}[/]", soft_wrap=True)
         for step in plan.steps:
             if run.step_status(step.name) == "done":
                 console.print(f"  [dim]skip  {step.name} (done)[/]")
