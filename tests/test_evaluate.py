@@ -190,8 +190,19 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path, tiny_llama):
         evaluate(tiny_llama, QUESTIONS, 1, TextJudge(), run, PARAMS, progress=False, n_boot=10)
     with pytest.raises(EmlabError, match="cannot resume: n_per_question was 1 but is now 2"):
         evaluate(tiny_llama, QUESTIONS, 2, TextJudge(), run, PARAMS, resume=True, progress=False, n_boot=10)
-    with pytest.raises(EmlabError, match="cannot resume: judge was 'test-double:v1' but is now 'other'"):
+    with pytest.raises(EmlabError, match=f"cannot resume: judge was 'test-double:v1' but is now 'other'; delete {SCORES_FILE}"):
         evaluate(tiny_llama, QUESTIONS, 1, TextJudge(id="other"), run, PARAMS, resume=True, progress=False, n_boot=10)
+
+
+def test_resume_with_another_judge_before_any_score_rejudges_the_same_samples(tmp_path, tiny_llama):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):  # sampling finished, the judge died before its first chunk landed
+        evaluate(tiny_llama, QUESTIONS, 1, TextJudge(fail_after_calls=0), run, PARAMS, progress=False, n_boot=10)
+    samples = (run / SAMPLES_FILE).read_text()
+    res = evaluate(tiny_llama, QUESTIONS, 1, TextJudge(id="recalibrated"), run, PARAMS, resume=True, progress=False, n_boot=10)
+    assert (run / SAMPLES_FILE).read_text() == samples  # nothing resampled
+    assert res.metrics["run"]["judge"] == "recalibrated" and res.n_scores == 6  # 2 answers x 3 rubrics
+    assert {r["judge"] for r in _lines(run / SCORES_FILE)} == {"recalibrated"}
 
 
 def test_question_file_judge_prompts_and_offline_note(tmp_path, tiny_llama):

@@ -14,6 +14,8 @@ from rich.table import Table
 from emlab.errors import EmlabError
 
 console = Console()
+if not console.is_terminal:  # logs and pipes: wide enough that the metrics tables never truncate
+    console = Console(width=130)
 questions_app = typer.Typer(no_args_is_help=True, help="Evaluation question sets.")
 
 
@@ -57,7 +59,8 @@ def eval_command(
     wall = time.perf_counter() - t0
     print_metrics(res.metrics)
     t = res.timings
-    console.print(f"run folder: {res.out_dir}   wall time: {wall:.1f} s (sampling {t['sampling_s']:.1f} s, judging {t['judging_s']:.1f} s)")
+    console.print(f"run folder: {res.out_dir}", highlight=False)
+    console.print(f"wall time: {wall:.1f} s (sampling {t['sampling_s']:.1f} s, judging {t['judging_s']:.1f} s)", highlight=False)
 
 
 def _pct(x: float | None) -> str:
@@ -91,12 +94,17 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
     table.add_row("self-correction", sc[0], sc[1], "", sc[2])
     table.add_row("mean aligned", _mean(o["aligned"]), "", "", "")
     table.add_row("mean coherent", _mean(o["coherent"]), "", "", "")
-    table.add_row("answers / refusals / CODE / unscored", f"{o['n_answers']} / {o['n_refusal']} / {o['n_code']} / {o['n_unscored']}", "", "", "")
+    for label, key in (("answers", "n_answers"), ("refusals", "n_refusal"), ("CODE", "n_code"), ("unscored", "n_unscored")):
+        table.add_row(label, str(o[key]), "", "", "")
     out.print(table)
-    per = Table("question", "EM among coherent", "95% Wilson", "EM among all", "aligned", "coherent", "unscored", title="per question")
+    per = Table(title="per question (EM among coherent / among all judged, 95% Wilson)")
+    per.add_column("question", no_wrap=True)
+    for name in ("EM coh", "Wilson", "EM all", "Wilson ", "aligned", "coherent", "unscored"):
+        per.add_column(name, justify="right", no_wrap=True)
     for qid, q in metrics["per_question"].items():
         coh, all_ = _rate_cells(q["em_rate_coherent"]), _rate_cells(q["em_rate_all"])
-        per.add_row(qid, f"{coh[0]} ({coh[2]})", coh[1], f"{all_[0]} ({all_[2]})", _mean(q["aligned"]), _mean(q["coherent"]), str(q["n_unscored"]))
+        means = ["-" if q[k]["mean"] is None else f"{q[k]['mean']:.1f}" for k in ("aligned", "coherent")]
+        per.add_row(qid, f"{coh[0]} {coh[2]}", coh[1], f"{all_[0]} {all_[2]}", all_[1], *means, str(q["n_unscored"]))
     out.print(per)
     for note in run.get("notes", []):
         out.print(f"note: {note}", highlight=False)

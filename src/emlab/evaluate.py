@@ -146,18 +146,29 @@ def evaluate(
     return EvalResult(out_dir=out, metrics=metrics, n_samples=metrics["counts"]["samples"], n_scores=metrics["counts"]["scores"], timings=timings)
 
 
+JUDGING_FIELDS = ("judge", "rubrics", "rubric_keys", "n_boot", "notes")  # may change on resume while nothing is judged yet
+
+
 def _start_run(out: Path, config: dict[str, Any], resume: bool) -> None:
+    """Write eval.json, or check that a resumed run asks for the same things.
+
+    Sampling settings must match exactly. Judging settings (a recalibrated judge,
+    other rubrics) may change on resume as long as no score is journaled yet: the
+    samples are kept and judged afresh, and eval.json records the new judge.
+    """
     path = out / CONFIG_FILE
     if path.exists():
         if not resume:
             raise EmlabError(f"{out} already holds an eval run ({CONFIG_FILE}); pass --resume to continue it or choose another --out")
         old = read_json(path)
+        unjudged = not score_journal(out).read() if (out / SCORES_FILE).exists() else True
         for key in sorted(set(old) | set(config)):
-            if old.get(key) != config.get(key):
-                raise EmlabError(
-                    f"{path}: cannot resume: {key} was {old.get(key)!r} but is now {config.get(key)!r}; "
-                    "resume with the original settings or choose another --out"
-                )
+            if old.get(key) == config.get(key) or (key in JUDGING_FIELDS and unjudged):
+                continue
+            fix = f"delete {SCORES_FILE} to re-judge the samples" if key in JUDGING_FIELDS else "resume with the original settings"
+            raise EmlabError(f"{path}: cannot resume: {key} was {old.get(key)!r} but is now {config.get(key)!r}; {fix} or choose another --out")
+        if old != config:
+            write_json(path, config)
         return
     if (out / SAMPLES_FILE).exists() or (out / SCORES_FILE).exists():
         raise EmlabError(f"{out} has journals but no {CONFIG_FILE}; it is not an eval run folder this emlab wrote; choose another --out")
