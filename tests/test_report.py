@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
@@ -228,7 +229,7 @@ def test_missing_sections_are_explicit(tmp_path):
 
 def test_report_cli(full_report):
     run, _ = full_report
-    p = subprocess.run(["emlab", "report", str(run.root)], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "emlab.cli", "report", str(run.root)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert str(run.root / "report" / "index.html") in " ".join(p.stdout.split())
 
@@ -282,7 +283,7 @@ def test_chromium_renders_report_and_does_not_run_planted_script(full_report):
 def test_demo_quick_end_to_end(tmp_path):
     """`emlab demo --quick` on the embedded model: every step done, report and summary printed."""
     env = {**os.environ, "EMLAB_RUNS": str(tmp_path), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    p = subprocess.run(["emlab", "demo", "--quick"], capture_output=True, text=True, env=env, timeout=3500)
+    p = subprocess.run([sys.executable, "-m", "emlab.cli", "demo", "--quick"], capture_output=True, text=True, env=env, timeout=3500)
     assert p.returncode == 0, p.stderr[-3000:]
     (run_dir,) = [d for d in tmp_path.iterdir() if (d / "manifest.json").exists()]
     run = Run(run_dir)
