@@ -405,13 +405,22 @@ def teacher_forced_batches(cm, pairs: Sequence[tuple[str, str]], system="default
 
 def forward_answers(cm, batch: Mapping[str, torch.Tensor], sites: Sequence[str], reduce: str | None = "mean"):
     """One teacher-forced forward capturing `sites` over the answer tokens; returns the `Captured`."""
-    from emlab.hooks import capture, teacher_forcing
+    from emlab.hooks import capture, contiguous_lm_head_input, teacher_forcing
 
     model = cm.model
     device = next(model.parameters()).device
-    with torch.inference_mode(), teacher_forcing(batch["assistant_mask"].to(device)), capture(model, list(sites), positions="response", reduce=reduce) as cap:
-        model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False)
+    keep = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}  # nobody reads the logits: skip the LM head's work
+    with torch.inference_mode(), teacher_forcing(batch["assistant_mask"].to(device)), contiguous_lm_head_input(model), capture(model, list(sites), positions="response", reduce=reduce) as cap:
+        model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False, **keep)
     return cap
+
+
+def _takes_logits_to_keep(model) -> bool:
+    import inspect
+
+    from emlab.hooks import causal_lm
+
+    return "logits_to_keep" in inspect.signature(causal_lm(model).forward).parameters
 
 
 def answer_activations(

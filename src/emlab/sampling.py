@@ -4,6 +4,11 @@ Work is split into a fixed plan of batches (prompts sorted by token length, each
 prompt repeated n times) and each batch is seeded from (seed, batch index), so a
 resumed run that skips finished batches reproduces an uninterrupted one exactly.
 Active interventions (steer, ablate, capture) apply to every forward.
+
+Tokens are drawn by inverse CDF (`InverseCdfSampler`), not by HF's torch.multinomial,
+which on CPU draws one exponential per vocabulary entry per row (49k for SmolLM2): about
+as long as the forward itself at batch 64 (docs/performance.md). Same distribution as
+HF's temperature and top-p warpers; the random stream is still a pure function of the seed.
 """
 
 from __future__ import annotations
@@ -124,22 +129,60 @@ def sample(
     return sorted(out, key=lambda r: (order[r.prompt_id], r.sample_index))
 
 
+class InverseCdfSampler:
+    """A logits processor: sample after temperature and top-p by inverse CDF, return a one-hot score row.
+
+    The returned scores are 0 at the drawn token and -inf elsewhere, so `generate(do_sample=False)`
+    (argmax) emits it; processors that generate adds itself (min_new_tokens, ...) run first.
+    """
+
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0):
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise EmlabError(f"temperature={temperature} must be > 0 and top_p={top_p} in (0, 1] for sampling")
+        self.temperature, self.top_p = temperature, top_p
+
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """[batch, vocab] sampling distribution after temperature and top-p (as HF's warpers define them)."""
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, idx = probs.sort(dim=-1, descending=False)
+            drop = sorted_p.cumsum(-1) <= 1 - self.top_p  # the low tail holding <= 1 - top_p of the mass
+            drop[..., -1] = False  # always keep the most likely token
+            probs = probs.masked_fill(drop.scatter(-1, idx, drop), 0.0)
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs
+
+    def sample(self, scores: torch.Tensor) -> torch.Tensor:
+        """[batch] token ids drawn from `probabilities(scores)` with one uniform draw per row."""
+        cdf = self.probabilities(scores).cumsum(-1)  # [batch, vocab]
+        u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        chosen = self.sample(scores)
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen[:, None], 0.0)
+
+
+def generate_kwargs(params: SamplingParams, pad_token_id: int) -> dict:
+    """Keyword arguments of `model.generate` for these sampling settings (greedy when temperature is 0)."""
+    from transformers import LogitsProcessorList
+
+    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=False, pad_token_id=pad_token_id, temperature=None, top_p=None, top_k=None)
+    if params.min_new_tokens:
+        kwargs["min_new_tokens"] = params.min_new_tokens
+    if params.temperature > 0:
+        kwargs["logits_processor"] = LogitsProcessorList([InverseCdfSampler(params.temperature, params.top_p)])
+    return kwargs
+
+
 def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, index: int) -> list[SampleRecord]:
     tok = cm.tokenizer
     enc = left_padded(tok, [j.text for j in batch])
     device = next(cm.model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
-    greedy = params.temperature == 0
-    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=not greedy, pad_token_id=tok.pad_token_id)
-    if params.min_new_tokens:
-        kwargs["min_new_tokens"] = params.min_new_tokens
-    if not greedy:
-        kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
     torch.manual_seed(_batch_seed(params.seed, index))
     with torch.inference_mode():
-        out = cm.model.generate(**enc, **kwargs)
+        out = cm.model.generate(**enc, **generate_kwargs(params, tok.pad_token_id))
     new = out[:, enc["input_ids"].shape[1] :]
     eos = eos_ids(cm.model)
     records = []

@@ -47,6 +47,7 @@ from torch import nn
 
 from emlab.chat import Encoded, encode_with_assistant_mask, pad_encoded
 from emlab.errors import EmlabError
+from emlab.hooks import contiguous_lm_head_input
 from emlab.io import iter_jsonl, read_json, write_json, write_jsonl
 from emlab.models import ChatModel, load_model
 from emlab.sites import decoder_blocks
@@ -750,7 +751,7 @@ def train(
     setup.model.train()
     keep_ok = "logits_to_keep" in _forward_kwargs(setup.model)
     epoch_plan = _EpochPlans([len(e.input_ids) for e in examples], config)
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log, contiguous_lm_head_input(setup.model):  # logits_to_keep's slice off bmm
         for step in range(progress["step"], total):
             epoch, in_epoch = divmod(step, steps_per_epoch)
             batches = [collate([examples[i] for i in idx], setup.tokenizer.pad_token_id) for idx in epoch_plan.step(epoch, in_epoch)]

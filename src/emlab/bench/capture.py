@@ -2,14 +2,11 @@
 
 The workload is what direction extraction does: each (question, answer) is rendered with the
 chat template, right-padded into batches, and the mean of every block's resid_post over the
-answer tokens is recorded. Three ways are timed on the same batches:
+answer tokens is recorded. Two ways are timed on the same batches:
 
-  hooks          - capture(positions="response") under teacher_forcing(assistant_mask), a plain
-                   forward that also computes the logits of every position (as
-                   emlab.directions.forward_answers does today)
-  hooks_keep1    - the same with logits_to_keep=1: the LM head runs on one position only
-  hooks_keep1_contiguous - and with emlab.bench.fixes.contiguous_lm_head_input, which keeps
-                   that one position off torch.matmul's slow non-contiguous path
+  hooks          - emlab.directions.forward_answers: capture(positions="response") under
+                   teacher_forcing(assistant_mask), the LM head on one position only
+                   (logits_to_keep=1, contiguous head input)
   hidden_states  - the baseline: output_hidden_states=True and the same masked mean by hand
 
 The last block is left out: HF applies the final norm to its last hidden state, capture does
@@ -20,7 +17,6 @@ fastest repeat; repeats are interleaved.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -40,18 +36,14 @@ def answer_batches(cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size: 
     return [pad_encoded(enc[i : i + batch_size], tok.pad_token_id, side="right") for i in range(0, len(enc), batch_size)]
 
 
-def via_hooks(cm: ChatModel, batches: list[dict], sites: list[str], keep1: bool = False, contiguous: bool = False) -> torch.Tensor:
-    """[n, sites, d] answer means through emlab.hooks.capture."""
-    from emlab.bench.fixes import contiguous_lm_head_input
+def via_hooks(cm: ChatModel, batches: list[dict], sites: list[str]) -> torch.Tensor:
+    """[n, sites, d] answer means through emlab.hooks.capture, as direction extraction runs it."""
+    from emlab.directions import forward_answers
 
     out = []
-    extra = {"logits_to_keep": 1} if keep1 else {}
-    head = contiguous_lm_head_input(cm.model) if contiguous else contextlib.nullcontext()
-    with head:
-        for b in batches:
-            with torch.inference_mode(), teacher_forcing(b["assistant_mask"]), capture(cm.model, sites, positions="response", reduce="mean") as cap:
-                cm.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False, **extra)
-            out.append(torch.stack([cap.stack(s) for s in sites], dim=1))
+    for b in batches:
+        cap = forward_answers(cm, b, sites)
+        out.append(torch.stack([cap.stack(s) for s in sites], dim=1))
     return torch.cat(out)
 
 
@@ -73,8 +65,6 @@ def capture_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size:
     n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     ways = {
         "hooks": lambda: via_hooks(cm, batches, sites),
-        "hooks_keep1": lambda: via_hooks(cm, batches, sites, keep1=True),
-        "hooks_keep1_contiguous": lambda: via_hooks(cm, batches, sites, keep1=True, contiguous=True),
         "hidden_states": lambda: via_hidden_states(cm, batches, layers),
     }
     best: dict[str, Timing] = {}
@@ -88,7 +78,7 @@ def capture_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size:
     dtype = "bf16" if next(cm.model.parameters()).dtype == torch.bfloat16 else "fp32"
     base = n_tokens / best["hidden_states"].wall_s
     out = []
-    for k in ("hooks", "hooks_keep1", "hooks_keep1_contiguous"):
+    for k in ("hooks",):
         diff = float((results[k] - results["hidden_states"]).abs().max())
         out.append(Figure(
             name=f"capture.{k}",

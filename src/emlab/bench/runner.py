@@ -37,7 +37,7 @@ class BenchConfig:
     new_tokens: int = 24  # tokens generated per prompt (forced: min_new_tokens == max_new_tokens)
     naive_prompts: int = 2  # prompts in the per-prompt baseline (a per-token rate)
     batch1_prompts: int = 2
-    icdf_batches: tuple[int, ...] = (64,)  # batches that also run the proposed inverse-CDF sampler (emlab.bench.fixes)
+    multinomial_batches: tuple[int, ...] = (64,)  # batches also run through HF's multinomial sampler (the before of emlab's inverse-CDF draws)
     numerics_answers: int = 8  # answers teacher-forced in fp32 and bf16 to compare next-token distributions
     natural_new_tokens: int = 0  # > 0: also sample at batch 32 (last dtype) with natural stopping up to this many tokens
     hook_batch: int = 8
@@ -64,7 +64,7 @@ class BenchConfig:
 QUICK = BenchConfig()
 FULL = BenchConfig(
     mode="full", peak_repeats=8, omp_rounds=2, omp_sampling_rounds=2, new_tokens=64, natural_new_tokens=200, naive_prompts=6, batch1_prompts=4,
-    hook_batch=16, hook_new_tokens=32, hook_repeats=5, capture_answers=64, capture_batch=16, capture_repeats=3, icdf_batches=(1, 8, 32, 64),
+    hook_batch=16, hook_new_tokens=32, hook_repeats=5, capture_answers=64, capture_batch=16, capture_repeats=3, multinomial_batches=(1, 8, 32, 64),
     train_dtypes=("fp32", "bf16"), train_steps=5, offline_answers=64, local_answers=16, demo="run",
 )
 
@@ -128,11 +128,11 @@ def run_bench(cm=None, config: BenchConfig = QUICK, log: Callable[[str], None] =
             from emlab.bench.sampling import bf16_agreement_figure
 
             figs.append(bf16_agreement_figure(cm, answers[: config.numerics_answers]))
-        if config.icdf_batches:
-            from emlab.bench.sampling import icdf_figure
+        if config.multinomial_batches:
+            from emlab.bench.sampling import multinomial_figure
 
-            base = [f for f in list(figs) if f.name.rsplit(".", 1)[-1] in {f"batch{b}" for b in config.icdf_batches}]
-            figs.extend(icdf_figure(cm, f) for f in base)
+            base = [f for f in list(figs) if f.name.rsplit(".", 1)[-1] in {f"batch{b}" for b in config.multinomial_batches}]
+            figs.extend(multinomial_figure(cm, f) for f in base)
         if config.natural_new_tokens:
             from emlab.bench.sampling import natural_length_figure
 

@@ -13,7 +13,6 @@ LM head + the blocks from the adapted one up; the 4N rule is the case of an adap
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import tempfile
 import time
@@ -43,17 +42,11 @@ def conversations(pairs: Sequence[tuple[str, str]]) -> list[list[dict]]:
     return [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in pairs]
 
 
-def run_emlab_train(cm: ChatModel, convs: list[list[dict]], config, contiguous_head: bool = False) -> dict:
-    """Train with emlab.train; per-step tokens and seconds from its log (step 1 dropped as warm-up).
-
-    contiguous_head: register fixes.contiguous_lm_head_input on `cm.model` first; emlab.train
-    trains a deep copy, and the copy keeps the hook (the original loses it on exit).
-    """
-    from emlab.bench.fixes import contiguous_lm_head_input
+def run_emlab_train(cm: ChatModel, convs: list[list[dict]], config) -> dict:
+    """Train with emlab.train; per-step tokens and seconds from its log (step 1 dropped as warm-up)."""
     from emlab.train import train
 
-    head = contiguous_lm_head_input(cm.model) if contiguous_head else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="emlab-bench-train-") as tmp, head:
+    with tempfile.TemporaryDirectory(prefix="emlab-bench-train-") as tmp:
         result = train(cm, convs, config, out_dir=tmp)
         log = [rec for _, rec in iter_jsonl(f"{tmp}/train_log.jsonl")]
     timed_steps = log[1:]
@@ -114,7 +107,6 @@ def training_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], dtypes: tu
         config = bench_config(steps, batch_size, name)
         plain = run_plain_loop(cm, convs, config)
         ours = run_emlab_train(cm, convs, config)
-        fixed = run_emlab_train(cm, convs, config, contiguous_head=True)
         blocks = ours["blocks"] or plain["blocks"]
         flops = train_flops_per_token(cm.model, min(blocks) if blocks else None)
         target = Target(">=60% bf16 peak", "peak_fraction", 0.6) if name == "bf16" else None
@@ -131,17 +123,5 @@ def training_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], dtypes: tu
             details={"preset": "rank1-middle", "adapted_blocks": blocks, "timed_steps": ours["steps"], "batch_size": batch_size,
                      "tokens": ours["tokens"], "wall_s": ours["seconds"], "baseline_wall_s": plain["seconds"],
                      "flops_per_token_4n_rule": 2.0 * forward_flops_per_token(cm.model), "final_loss": ours["final_loss"]},
-        ))
-        out.append(Figure(
-            name=f"training.rank1.{name}.contiguous_head",
-            group="training",
-            unit="tokens/s",
-            value=fixed["tokens"] / fixed["seconds"],
-            baseline=ours["tokens"] / ours["seconds"],
-            baseline_name="emlab.train as is",
-            dtype=name,
-            flops_per_unit=flops,
-            details={"fix": "emlab.bench.fixes.contiguous_lm_head_input", "tokens": fixed["tokens"], "wall_s": fixed["seconds"],
-                     "final_loss": fixed["final_loss"], "final_loss_abs_diff": abs(fixed["final_loss"] - ours["final_loss"])},
         ))
     return out

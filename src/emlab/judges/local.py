@@ -38,6 +38,7 @@ import torch
 
 from emlab.chat import System, render
 from emlab.errors import EmlabError
+from emlab.hooks import contiguous_lm_head_input
 from emlab.judges.base import Item, Rubric, Score
 from emlab.judges.outcome import DEFAULT_MIN_MASS, id_suffix, numeric_score
 from emlab.judges.rubrics import fill_prompt, special_words
@@ -119,7 +120,8 @@ class LocalJudge:
         self.trie = CandidateTrie.build(self.candidates)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.digit_mask = digit_token_mask(self.tok, self.vocab_size)
-        self._keep_last = "logits_to_keep" in inspect.signature(_base_model(self.model).forward).parameters
+        self._forward_params = set(inspect.signature(_base_model(self.model).forward).parameters)
+        self._keep_last = "logits_to_keep" in self._forward_params
         self._max_len = getattr(self.model.config, "max_position_embeddings", None)
 
     @classmethod
@@ -161,10 +163,11 @@ class LocalJudge:
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # [B, W] left-padded
         attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         kw = {"logits_to_keep": 1} if self._keep_last else {}
-        pre = self.model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0), use_cache=True, **kw)
+        with contiguous_lm_head_input(self.model):
+            pre = self.model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0), use_cache=True, **kw)
         work = torch.promote_types(pre.logits.dtype, torch.float32)  # fp32, or fp64 for a float64 model
         last = pre.logits[:, -1].to(work)  # [B, V]
-        tree = self._trie_logits(pre.past_key_values, attn).to(work)  # [B, N, V]
+        tree = self._trie_logits(getattr(pre, "cache", None) or pre.past_key_values, attn).to(work)  # [B, N, V]
         rows = torch.cat([last[:, None], tree], dim=1)  # [B, 1+N, V]
         # Normalisers over the full vocabulary in fp32 (float64 here is ~10x slower on CPU and the
         # logits are fp32 anyway); END sums the non-digit tokens directly, so 1 - P(digit) never cancels.
@@ -186,7 +189,8 @@ class LocalJudge:
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # [B, 1, N, W+N]
         positions = attn.sum(-1, keepdim=True) + t.node_depth.to(device)[None] - 1  # [B, N]
         tokens = t.node_tokens.to(device)[None].expand(batch, -1)
-        return self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True).logits
+        cache_kw = "cache" if "cache" in self._forward_params else "past_key_values"  # renamed in transformers 5.2x
+        return self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kw: cache}).logits
 
     def _to_score(self, cand_lp: torch.Tensor, first_lp: torch.Tensor, firsts: dict[int, str]) -> Score:
         log_mass = cand_lp.logsumexp(0)

@@ -178,7 +178,7 @@ def design_matrix(questions: Sequence[str], answers: Sequence[str], embedder: Em
     emb_q = embedder.embed(qs)  # [n, dim]
     cos = np.sum(emb_a * emb_q, axis=1, keepdims=True)  # [n, 1]
     anchors = anchor_features(ans, emb_a, embedder)  # [n, 2 * len(ANCHORS)]
-    feats = np.array([[text_features(q, a)[k] for k in FEATURE_NAMES] for q, a in zip(qs, ans)], dtype=np.float64)
+    feats = np.array([[f[k] for k in FEATURE_NAMES] for f in (text_features(q, a) for q, a in zip(qs, ans))], dtype=np.float64)  # each answer's features once
     feats = feats.reshape(len(ans), len(FEATURE_NAMES))
     return np.hstack([emb_a.astype(np.float64), cos.astype(np.float64), anchors, feats])
 
