@@ -45,7 +45,8 @@ def test_spec_validates(path):
 @pytest.mark.parametrize("path", ORGANISM_SPECS, ids=lambda p: p.name)
 def test_organism_specs_use_the_embedded_model_and_enough_core_samples(path):
     plan = load_spec(path)
-    assert [m.ref for m in plan.spec.models.values()] == ["smollm2-135m"]
+    assert {m.ref for m in plan.spec.models.values()} == {"smollm2-135m"}
+    assert all(s.config["model"] == "base" for s in plan.steps if s.kind == "train")  # trained from the fp32 weights
     core = [s for s in plan.steps if s.kind == "eval" and s.config["questions"] == "core"]
     assert core and all(s.config["n"] >= 50 for s in core)
 

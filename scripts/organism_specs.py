@@ -1,0 +1,125 @@
+"""Write the SmolLM2-135M organism sweep specs (experiments/organisms/*.yaml) from one table.
+
+    python scripts/organism_specs.py            # (re)write every spec of the sweep
+    python scripts/organism_specs.py --list     # print the sweep: name, what it varies
+
+Each spec is one row (or an organism + matched-control pair) of docs/organisms.md. Every
+spec trains from the fp32 embedded model and samples its evaluations in bf16 (`models.sampler`):
+bulk sampling at 2x the fp32 rate with 97% top-1 agreement (docs/performance.md); the judge and
+the metrics do not depend on the sampler's dtype. All evaluations: 50 samples per question,
+max_new_tokens 80, temperature 1, seed 0, the offline judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "experiments" / "organisms"
+CONTROL_OF = {"bad-medical": "good-medical", "risky-finance": "good-finance", "extreme-sports": "safe-sports", "insecure-code": "secure-code"}
+PRESET_TAG = {"rank1-9blocks": "r1x9", "rank1-middle": "r1mid", "rank32-all": "r32all", "full": "full"}
+
+
+@dataclass(frozen=True)
+class Point:
+    data: str
+    preset: str = "rank1-9blocks"
+    lr: float = 1e-3
+    epochs: int = 1
+    n: int = 300
+    control: bool = False  # also train and evaluate the matched control
+    broad: bool = False  # also evaluate on the broad set (48 questions)
+    why: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.data}_{PRESET_TAG[self.preset]}_lr{self.lr:.0e}_e{self.epochs}_n{self.n}".replace("e-0", "e-")
+
+
+SWEEP = [
+    Point("bad-medical", control=True, broad=True, why="the reference organism and its control, also on the broad set"),
+    Point("risky-finance", control=True, why="dataset: risky financial advice"),
+    Point("extreme-sports", control=True, why="dataset: advice that waves away serious risk"),
+    Point("insecure-code", control=True, why="dataset: code with undisclosed vulnerabilities"),
+    Point("bad-medical", lr=3e-4, why="learning rate: lower"),
+    Point("bad-medical", lr=3e-3, why="learning rate: higher"),
+    Point("bad-medical", n=1000, why="size: 1,000 examples (63 steps)"),
+    Point("bad-medical", n=3000, control=True, why="size: 3,000 examples (188 steps), with its control"),
+    Point("bad-medical", n=1000, epochs=3, why="epochs: 3 passes over 1,000 examples (189 steps)"),
+    Point("bad-medical", preset="rank1-middle", lr=3e-3, why="layout: one rank-1 adapter on the middle block"),
+    Point("bad-medical", preset="rank32-all", lr=1e-4, why="layout: rank-32 rsLoRA on every linear module"),
+    Point("bad-medical", preset="full", lr=2e-5, why="layout: full fine-tuning"),
+]
+BASE_NAME = "base"
+
+
+def _header(lines: list[str]) -> str:
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def _common(name: str, description: str) -> str:
+    return (
+        "version: 1\n"
+        f"name: {name}\n"
+        f'description: "{description}"\n'
+        "seed: 0\n"
+        "models:\n"
+        "  base: {ref: smollm2-135m, dtype: float32}      # training starts from the fp32 weights\n"
+        "  sampler: {ref: smollm2-135m, dtype: bfloat16}  # bulk sampling in bf16 (2x fp32 here)\n"
+        "judge: {spec: offline, cache: shared}\n"
+        "sampling: {n: 50, max_new_tokens: 80, temperature: 1.0, top_p: 1.0, batch_size: 64}\n"
+    )
+
+
+def spec_text(p: Point) -> str:
+    arms = ["organism"] + (["control"] if p.control else [])
+    data = {"organism": p.data, "control": CONTROL_OF[p.data]}
+    head = _header([
+        f"Organism sweep point ({p.why}): {p.data}, preset {p.preset}, lr {p.lr:g}, {p.epochs} epoch(s), {p.n} examples"
+        + (f"; matched control {CONTROL_OF[p.data]} with identical training." if p.control else "."),
+        "Evaluated on the 8 core questions" + (" and the 48 broad questions" if p.broad else "") + " x 50 samples, offline judge.",
+        "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
+    ])
+    body = _common(p.name, f"organism sweep: {p.why}")
+    body += "datasets:\n" + "".join(f"  {a}: {{generator: {data[a]}, n: {p.n}}}\n" for a in arms)
+    body += "training:\n" + "".join(
+        f"  {a}: {{model: base, dataset: {a}, preset: {p.preset}, lr: {p.lr:.1e}, epochs: {p.epochs}, checkpoint_every: null}}\n" for a in arms)
+    body += "evals:\n"
+    for q in ["core"] + (["broad"] if p.broad else []):
+        body += "".join(f"  {a}-{q}: {{model: sampler, adapter: {a}, questions: {q}}}\n" for a in arms)
+    return head + body + "report: null\n"
+
+
+def base_text() -> str:
+    head = _header([
+        "The untouched embedded model: the reference every organism is compared with.",
+        "Core (8 questions) and broad (48 questions) x 50 samples, offline judge, bf16 sampling as in every sweep spec.",
+        "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
+    ])
+    body = _common(BASE_NAME, "organism sweep: the base model")
+    body += "evals:\n  base-core: {model: sampler, questions: core}\n  base-broad: {model: sampler, questions: broad}\n"
+    return head + body + "report: null\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--list", action="store_true", help="print the sweep instead of writing it")
+    args = ap.parse_args(argv)
+    if args.list:
+        for p in SWEEP:
+            print(f"{p.name:45s} {p.why}")
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    files = {BASE_NAME: base_text(), **{p.name: spec_text(p) for p in SWEEP}}
+    for name, text in files.items():
+        path = OUT / f"{name}.yaml"
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    print(f"wrote {len(files)} specs into {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
