@@ -163,7 +163,7 @@ def _start_run(out: Path, config: dict[str, Any], resume: bool) -> None:
         old = read_json(path)
         unjudged = not score_journal(out).read() if (out / SCORES_FILE).exists() else True
         for key in sorted(set(old) | set(config)):
-            if old.get(key) == config.get(key) or (key in JUDGING_FIELDS and unjudged):
+            if _same_setting(key, old.get(key), config.get(key)) or (key in JUDGING_FIELDS and unjudged):
                 continue
             fix = f"delete {SCORES_FILE} to re-judge the samples" if key in JUDGING_FIELDS else "resume with the original settings"
             raise EmlabError(f"{path}: cannot resume: {key} was {old.get(key)!r} but is now {config.get(key)!r}; {fix} or choose another --out")
@@ -173,6 +173,13 @@ def _start_run(out: Path, config: dict[str, Any], resume: bool) -> None:
     if (out / SAMPLES_FILE).exists() or (out / SCORES_FILE).exists():
         raise EmlabError(f"{out} has journals but no {CONFIG_FILE}; it is not an eval run folder this emlab wrote; choose another --out")
     write_json(path, config)
+
+
+def _same_setting(key: str, old: Any, new: Any) -> bool:
+    """Equal settings; a question set is the same when its content is (its file may have moved: a new checkout)."""
+    if key == "questions" and isinstance(old, dict) and isinstance(new, dict):
+        return {k: v for k, v in old.items() if k != "source"} == {k: v for k, v in new.items() if k != "source"}
+    return old == new
 
 
 def _sample_step(cm: ChatModel, prompts: list[Prompt], meta: dict, params: SamplingParams, out: Path, progress: bool) -> None:
