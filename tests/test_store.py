@@ -118,3 +118,17 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
     (run.root / "manifest.json").write_text("{")
     with pytest.raises(EmlabError, match=r"manifest.json:1: invalid JSON"):
         run.manifest()
+
+
+def test_amend_summary_of_a_done_step_only(tmp_path):
+    run = make_run(tmp_path)
+    with pytest.raises(EmlabError, match="step data.x of run .* is not done"):
+        run.amend_summary("data.x", {"examples": 3}, "test")
+    run.begin("data.x", resumable=False)
+    run.finish("data.x", {"examples": 2}, 1.0)
+    run.amend_summary("data.x", {"examples": 3}, "re-judged with x")
+    s = run.manifest()["steps"]["data.x"]
+    record = json.loads((run.step_dir("data.x") / STEP_SUMMARY).read_text())
+    assert s["summary"] == record["summary"] == {"examples": 3}
+    assert [a["note"] for a in s["amended"]] == [a["note"] for a in record["amended"]] == ["re-judged with x"]
+    assert (s["status"], s["seconds"]) == ("done", 1.0)

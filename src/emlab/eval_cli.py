@@ -141,6 +141,38 @@ def questions_show(name: Annotated[str, typer.Argument(help="shipped set name or
             console.print(f"  {i}. {p}", highlight=False, markup=False)
 
 
+def rejudge_command(
+    eval_dir: Annotated[Path, typer.Argument(help="an `emlab eval` folder or a run's steps/eval.NAME folder")],
+    judge: Annotated[Optional[str], typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")] = None,
+    judge_chunk: Annotated[int, typer.Option(help="answers per judge call")] = 64,
+    judge_cache: Annotated[bool, typer.Option(help="reuse scores from the judge cache ($EMLAB_CACHE/judge-cache.sqlite)")] = True,
+) -> None:
+    """Score a finished evaluation's samples again with another judge; prints the new metrics."""
+    from emlab.evaluate import rejudge
+    from emlab.judges import CachedJudge, default_judge_spec, get_judge
+
+    j = get_judge(judge or default_judge_spec())
+    res = rejudge(eval_dir, CachedJudge(j) if judge_cache else j, judge_chunk=judge_chunk)
+    _amend_run_step(eval_dir, res, str(j.id))
+    print_metrics(res.metrics)
+    console.print(f"re-judged {res.n_samples} answers in {eval_dir} with {j.id} ({res.timings['judging_s']:.1f} s)")
+
+
+def _amend_run_step(eval_dir: Path, res, judge_id: str) -> None:
+    """When `eval_dir` is a run's committed eval step, bring the manifest's summary of that step up to date."""
+    from emlab.experiments.steps import headline
+    from emlab.io import read_json
+    from emlab.store import STEP_SUMMARY, Run
+
+    root = eval_dir.resolve().parent.parent
+    if eval_dir.resolve().parent.name != "steps" or not (root / "manifest.json").exists() or not (eval_dir / STEP_SUMMARY).exists():
+        return
+    old = read_json(eval_dir / STEP_SUMMARY).get("summary", {})
+    timings = {**old.get("timings", {}), "rejudging_s": round(res.timings["judging_s"], 2)}
+    Run(root).amend_summary(eval_dir.resolve().name, headline(res.metrics) | {"timings": timings}, f"re-judged with {judge_id}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("rejudge")(rejudge_command)
     app.add_typer(questions_app, name="questions")

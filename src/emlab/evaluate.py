@@ -149,6 +149,60 @@ def evaluate(
 JUDGING_FIELDS = ("judge", "rubrics", "rubric_keys", "n_boot", "notes")  # may change on resume while nothing is judged yet
 
 
+def rejudge(out_dir: str | Path, judge: Judge, *, judge_chunk: int = 64, progress: bool = True) -> EvalResult:
+    """Score a finished evaluation's samples afresh with another judge (a recalibrated one, an API judge).
+
+    The samples are kept; scores.jsonl, metrics.json and eval.json are replaced only once the new
+    scores are complete (judged in a scratch folder, then renamed), so an interruption leaves the
+    old results whole.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    config_path = out / CONFIG_FILE
+    if not config_path.exists() or not (out / SAMPLES_FILE).exists():
+        raise EmlabError(f"{out}: no {CONFIG_FILE} and {SAMPLES_FILE}; point at a folder written by `emlab eval` or an eval step")
+    config = read_json(config_path)
+    samples = sample_journal(out).read()
+    if len(samples) < config["n_planned"]:
+        raise EmlabError(f"{out}: {len(samples)} of {config['n_planned']} answers sampled; finish the evaluation (--resume) before re-judging")
+    questions = _questions_of(config, config_path)
+    rubric_plan, notes = plan_rubrics(questions, config["rubrics"], judge)
+    new_config = {**config, "judge": str(judge.id), "rubric_keys": {f"{qid}:{name}": r.key for (qid, name), r in rubric_plan.items()}, "notes": notes}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out, prefix=".rejudge-") as scratch:
+        tmp = Path(scratch)
+        write_json(tmp / CONFIG_FILE, new_config)
+        shutil.copyfile(out / SAMPLES_FILE, tmp / SAMPLES_FILE)
+        _judge_step(judge, rubric_plan, config["rubrics"], tmp, judge_chunk, progress)
+        write_json(tmp / METRICS_FILE, summarize(tmp))
+        for name in (SCORES_FILE, METRICS_FILE, CONFIG_FILE):  # each rename is atomic; eval.json last
+            (tmp / name).replace(out / name)
+    metrics = read_json(out / METRICS_FILE)
+    return EvalResult(out_dir=out, metrics=metrics, n_samples=metrics["counts"]["samples"], n_scores=metrics["counts"]["scores"],
+                      timings={"judging_s": time.perf_counter() - t0})
+
+
+def _questions_of(config: dict[str, Any], where: Path) -> QuestionSet:
+    """The question set an eval.json names, checked against its recorded fingerprint."""
+    from emlab.data.questions import list_question_sets, load_questions
+
+    q = config["questions"]
+    if Path(q["source"]).exists():
+        source = q["source"]
+    elif q["name"] in list_question_sets():  # a moved checkout: the shipped set by name
+        source = q["name"]
+    else:
+        raise EmlabError(f"{where}: the questions were read from {q['source']}, which is gone, and {q['name']!r} is not a shipped set; "
+                         "put the question file back there to re-judge")
+    questions = load_questions(source)
+    if questions.fingerprint() != q["fingerprint"]:
+        raise EmlabError(f"question set {source!r} has changed since the evaluation (fingerprint {questions.fingerprint()[:12]} != "
+                         f"{q['fingerprint'][:12]}); re-judging needs the questions it was sampled from")
+    return questions
+
+
 def _start_run(out: Path, config: dict[str, Any], resume: bool) -> None:
     """Write eval.json, or check that a resumed run asks for the same things.
 

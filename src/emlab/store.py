@@ -224,6 +224,16 @@ class Run:
             s["cpu_seconds"] = record["cpu_seconds"]
         s.pop("error", None)
 
+    def amend_summary(self, name: str, summary: dict, note: str) -> None:
+        """Replace a done step's summary after its outputs were re-derived in place (e.g. re-judged), saying so."""
+        if self.step_status(name) != "done":
+            raise EmlabError(f"step {name} of run {self.root.name} is not done; only a finished step's summary can be amended")
+        record = read_json(self.step_dir(name) / STEP_SUMMARY)
+        record["summary"] = summary
+        record["amended"] = [*record.get("amended", []), {"at": now(), "note": note}]
+        write_json(self.step_dir(name) / STEP_SUMMARY, record)
+        self._update(lambda m: self._step(m, name).update(summary=summary, amended=record["amended"]))
+
     def fail(self, name: str, error: str) -> None:
         def mark(m):
             s = self._step(m, name)
