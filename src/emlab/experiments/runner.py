@@ -61,7 +61,12 @@ class RunContext:
         from emlab.models import load_model
 
         m = self.spec.models[model_key]
-        cm = load_model(m.ref, dtype=m.dtype, adapter=self.adapter_dir(adapter) if adapter else None)
+        trained = self.adapter_dir(adapter) if adapter else None
+        if trained is not None and not (trained / "adapter_config.json").exists() and (trained / "config.json").exists():
+            cm = load_model(str(trained), dtype=m.dtype)  # full fine-tuning: the step saved a whole model, not an adapter
+            cm.info["fine_tuned_from"] = m.ref
+        else:
+            cm = load_model(m.ref, dtype=m.dtype, adapter=trained)
         if adapter:
             cm.info["training_entry"] = adapter
         self._models[key] = cm
