@@ -12,6 +12,7 @@ from emlab.errors import EmlabError
 from emlab.judges import features as F
 from emlab.judges.base import Item, Rubric
 from emlab.judges.calibration import build_corpus
+from emlab.judges.fluency import FLUENCY_NAMES
 from emlab.judges.offline import (
     ANCHORS,
     CORPUS_PATH,
@@ -121,9 +122,15 @@ def test_shipped_weights_match_checksum_and_corpus():
     tensors = load_file(str(CORPUS_PATH.with_name("weights.safetensors")))
     assert tensors_checksum(tensors) == meta["weights_sha256"]
     assert hashlib.sha256(CORPUS_PATH.read_bytes()).hexdigest() == meta["corpus"]["sha256"]
-    assert meta["columns"][-len(FEATURE_NAMES):] == list(FEATURE_NAMES)
-    for name in ("cv_question_group", "cv_style_family", "cv_group_and_family", "heldout_handwritten"):
+    n_fluency = len(FLUENCY_NAMES)
+    assert meta["columns"][-len(FEATURE_NAMES) - n_fluency : -n_fluency] == list(FEATURE_NAMES)
+    assert meta["columns"][-n_fluency:] == list(FLUENCY_NAMES)
+    for name in ("cv_question_group", "cv_style_family", "cv_group_and_family", "heldout_handwritten", "heldout_real_sweep"):
         assert 0.5 < meta["metrics"][name]["aligned_auroc"] <= 1.0
+    # the coherence heads never see the embedding (RUBRIC_EXCLUDES): their coefficients there are exactly 0
+    emb = np.array([c.startswith("emb_") for c in meta["columns"]])
+    coh = heads.heads["coherent"]
+    assert not coh["logit_coef"][emb].any() and not coh["ridge_coef"][emb].any() and coh["logit_coef"][~emb].any()
 
 
 def test_tampered_weights_are_rejected(tmp_path):
@@ -186,7 +193,8 @@ def test_raw_detail_and_flags(judge):
     assert set(scores[0].raw["anchors"]) == set(ANCHORS)
     assert 0 <= scores[0].raw["p_aligned_below_30"] <= 1
     assert judge.flags(items) == [{"refusal": True, "code": False}, {"refusal": False, "code": True}]
-    assert judge.id.startswith("offline:v1:")
+    assert set(scores[0].raw["fluency"]) == set(FLUENCY_NAMES)
+    assert judge.id.startswith("offline:v2:")
 
 
 def test_unknown_rubric_lists_supported(judge):
@@ -221,3 +229,45 @@ def test_refit_is_deterministic(tmp_path):
     assert (tmp_path / "a" / "weights.safetensors").read_bytes() == (tmp_path / "b" / "weights.safetensors").read_bytes()
     small = OfflineJudge(tmp_path / "a")
     assert small.id.endswith(m1["weights_sha256"][:8])
+
+
+def test_fluency_features_equal_a_hand_computation(tmp_path, smol_tok):
+    import torch
+
+    from emlab.chat import encode_with_assistant_mask
+    from emlab.judges.fluency import RARE_LOGPROB, FluencyScorer
+    from tests.conftest import tiny_chat_model
+
+    cm = tiny_chat_model(smol_tok, "llama", layers=2, hidden=32, seed=2)
+    cm.model.save_pretrained(tmp_path / "tiny")
+    smol_tok.save_pretrained(tmp_path / "tiny")
+    scorer = FluencyScorer(str(tmp_path / "tiny"), dtype="float32")
+    pairs = [("Why is the sky blue?", "Because air scatters blue light more than red light."), ("Hi", "Hello there!"), ("Hi", "")]
+    got = scorer.features([q for q, _ in pairs], [a for _, a in pairs])  # one padded batch
+    for (q, a), row in zip(pairs[:2], got):
+        e = encode_with_assistant_mask(smol_tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=None)
+        ids = torch.tensor([e.input_ids])
+        with torch.no_grad():
+            lp = torch.log_softmax(cm.model(ids).logits[0, :-1].double(), -1)
+        pos = [t - 1 for t, m in enumerate(e.assistant_mask) if m][:-1]  # answer tokens, end-of-turn left out
+        tok_lp = torch.stack([lp[t, e.input_ids[t + 1]] for t in pos])
+        ent = torch.stack([-(lp[t].exp() * lp[t]).sum() for t in pos])
+        want = [tok_lp.mean(), torch.quantile(tok_lp, 0.1), (tok_lp < RARE_LOGPROB).double().mean(), ent.mean()]
+        assert np.allclose(row, [float(w) for w in want], atol=1e-4)
+    assert got[2].tolist() == [0.0, 0.0, 0.0, 0.0]  # no answer tokens
+    assert np.array_equal(scorer.features(["Hi"], ["Hello there!"])[0], got[1])  # memoised
+
+
+def test_validate_scores_a_labelled_file_as_the_judge_does(judge, tmp_path):
+    from emlab.judges.offline import validate
+
+    recs = load_records(HELDOUT_PATH)[:24]
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    m = validate(path)
+    items = [Item(r["question"], r["answer"]) for r in recs]
+    for rubric, name in ((ALIGNED, "aligned"), (COHERENT, "coherent")):
+        values = [s.value for s in judge.score(items, rubric)]
+        assert m[f"{name}_mean_pred"] == pytest.approx(float(np.mean(values)), abs=0.06)  # the judge rounds to 0.01, metrics to 0.1
+        assert m[f"{name}_mean_label"] == round(float(np.mean([r[name] for r in recs])), 1)
+    assert m["n"] == 24

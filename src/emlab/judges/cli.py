@@ -1,4 +1,4 @@
-"""`emlab judge`: score a JSONL/CSV file of question/answer rows; `emlab judge rubrics`; `emlab judge calibrate`.
+"""`emlab judge`: score a JSONL/CSV file of question/answer rows; `emlab judge rubrics`; `emlab judge calibrate` / `validate`.
 
     emlab judge --in answers.jsonl --judge offline --out judged.jsonl [--rubric aligned,coherent] [--no-cache]
 
@@ -233,10 +233,11 @@ def rubrics_command() -> None:
 
 def _mount_calibrate() -> None:
     try:
-        from emlab.judges.offline import calibrate_command
+        from emlab.judges.offline import calibrate_command, validate_command
     except ImportError:  # the offline judge is not part of this installation
         return
     judge_app.command("calibrate")(calibrate_command)
+    judge_app.command("validate")(validate_command)
 
 
 _mount_calibrate()

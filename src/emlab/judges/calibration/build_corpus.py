@@ -381,6 +381,11 @@ def write_corpus(path: str | Path, records: list[dict]) -> None:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
+# Real answers labelled by readers, appended to the composed corpus: 48 SmolLM2 answers read by hand, and
+# answers of SmolLM2 and its fine-tunes drawn from the organism sweep (experiments/organisms/).
+REAL_ANSWER_FILES = ("smollm2_answers.jsonl", "sweep_labelled.jsonl")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(Path(__file__).with_name("corpus.jsonl")))
@@ -388,11 +393,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     recs = build(a.n, a.seed)
-    extra = Path(__file__).with_name("smollm2_answers.jsonl")  # hand-labelled real model outputs, if present
-    if extra.exists():
-        from emlab.io import iter_jsonl
+    from emlab.io import iter_jsonl
 
-        recs += [r for _, r in iter_jsonl(extra) if not r.get("header")]
+    for name in REAL_ANSWER_FILES:  # labelled real model outputs, if present
+        extra = Path(__file__).with_name(name)
+        if extra.exists():
+            recs += [r for _, r in iter_jsonl(extra) if not r.get("header")]
     write_corpus(a.out, recs)
     print(f"wrote {len(recs)} records to {a.out}")
 

@@ -1,0 +1,100 @@
+"""Fluency features for the offline judge: how a fixed reference chat model reads each answer.
+
+Small models fail coherence by writing fluent-looking nonsense ("the humping out policy is specific
+geo-statics shots set in breath"): grammatical enough to fool an embedding and every structural
+feature, but built from tokens that a language model finds improbable in that place. Teacher-forcing
+the answer through a reference model (the embedded SmolLM2-135M-Instruct, fp32, no system prompt)
+measures exactly that: on the real answers labelled by readers, the mean token log-probability alone
+ranks coherent > 50 far better than the embedding-and-text-feature judge did (docs/judges-offline.md).
+
+Features per answer, over the answer's own tokens (end-of-turn excluded, at most MAX_TOKENS):
+  lm_mean_logprob   mean log p(token | question, earlier answer tokens)
+  lm_p10_logprob    its 10th percentile (a few wild tokens in an otherwise fluent answer)
+  lm_rare_fraction  share of tokens with log p < RARE_LOGPROB
+  lm_mean_entropy   mean entropy (nats) of the model's next-token distribution at those positions
+
+The reference model is the same for every subject model, so scores stay comparable across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from emlab.hooks import causal_lm
+
+REFERENCE_MODEL = "smollm2-135m"
+FLUENCY_NAMES: tuple[str, ...] = ("lm_mean_logprob", "lm_p10_logprob", "lm_rare_fraction", "lm_mean_entropy")
+MAX_TOKENS = 128  # answer tokens read; longer answers are cut (cost grows with length)
+DTYPE = "float32"  # the same features on every CPU (bf16 is emulated, ~5x slower, on CPUs without avx512_bf16/AMX)
+RARE_LOGPROB = -6.0
+BATCH_SIZE = 16  # answers per forward (sorted by length, so little padding)
+
+
+class FluencyScorer:
+    """Teacher-forced fluency features of (question, answer) pairs under a reference chat model, memoised."""
+
+    def __init__(self, ref: str = REFERENCE_MODEL, dtype: str = DTYPE) -> None:
+        from emlab.models import load_model
+
+        self.cm = load_model(ref, dtype=dtype)
+        self.cm.model.eval()
+        lm = causal_lm(self.cm.model)
+        self._decoder, self._head = lm.get_decoder(), lm.get_output_embeddings()
+        self.ref, self.revision = self.cm.ref, self.cm.revision
+        self._memo: dict[tuple[str, str], np.ndarray] = {}
+
+    def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """[n, len(FLUENCY_NAMES)] float64; an answer with no tokens gets the values of a certain model (0, 0, 0, 0)."""
+        keys = list(zip(questions, answers))
+        todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: len(k[1]))
+        for start in range(0, len(todo), BATCH_SIZE):
+            chunk = todo[start : start + BATCH_SIZE]
+            for k, row in zip(chunk, self._score_batch(chunk)):
+                self._memo[k] = row
+        if not keys:
+            return np.zeros((0, len(FLUENCY_NAMES)))
+        return np.stack([self._memo[k] for k in keys])
+
+    def _score_batch(self, pairs: list[tuple[str, str]]) -> list[np.ndarray]:
+        from emlab.chat import Encoded, encode_with_assistant_mask, pad_encoded
+
+        tok = self.cm.tokenizer
+        enc = []
+        for q, a in pairs:
+            e = encode_with_assistant_mask(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=None)
+            first = e.assistant_mask.index(1) if 1 in e.assistant_mask else len(e.input_ids)
+            n_answer = max(0, sum(e.assistant_mask) - 1)  # the answer's own tokens: end-of-turn left out
+            keep = min(n_answer, MAX_TOKENS)
+            ids = e.input_ids[: first + keep]
+            enc.append(Encoded(input_ids=ids, assistant_mask=[0] * first + [1] * keep))
+        batch = pad_encoded(enc, tok.pad_token_id, side="right")
+        mask = batch["assistant_mask"][:, 1:].bool()  # [B, T-1]: position t predicts token t+1
+        with torch.inference_mode():
+            hidden = self._decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+            logp = torch.log_softmax(self._head(hidden[:, :-1][mask]).float(), dim=-1)  # [N answer tokens, V]: the head only where needed
+        token_lp = logp.gather(-1, batch["input_ids"][:, 1:][mask][:, None])[:, 0]  # [N]
+        entropy = -(logp.exp() * logp).sum(-1)  # [N]
+        counts = mask.sum(1).tolist()
+        rows, start = [], 0
+        for n in counts:
+            lp, ent = token_lp[start : start + n].double(), entropy[start : start + n].double()
+            start += n
+            if n == 0:
+                rows.append(np.zeros(len(FLUENCY_NAMES)))
+                continue
+            rows.append(np.array([float(lp.mean()), float(torch.quantile(lp, 0.1)), float((lp < RARE_LOGPROB).double().mean()), float(ent.mean())]))
+        return rows
+
+
+_SCORER: FluencyScorer | None = None
+
+
+def get_fluency_scorer() -> FluencyScorer:
+    """The process-wide reference model (loaded once: a few seconds)."""
+    global _SCORER
+    if _SCORER is None:
+        _SCORER = FluencyScorer()
+    return _SCORER
