@@ -4,10 +4,12 @@
     python scripts/organism_specs.py --list     # print the sweep: name, what it varies
 
 Each spec is one row (or an organism + matched-control pair) of docs/organisms.md. Every
-spec trains from the fp32 embedded model and samples its evaluations in bf16 (`models.sampler`):
-bulk sampling at 2x the fp32 rate with 97% top-1 agreement (docs/performance.md); the judge and
-the metrics do not depend on the sampler's dtype. All evaluations: 50 samples per question,
-max_new_tokens 80, temperature 1, seed 0, the offline judge.
+spec trains from the fp32 embedded model and samples its evaluations in fp32 too: bf16 is 2x
+faster only on CPUs with bf16 units (avx512_bf16/AMX) and ~5x slower where it is emulated
+(docs/performance.md), and fp32 samples are the same on every CPU. All evaluations: the 8 core
+questions x SAMPLES_PER_QUESTION samples, max_new_tokens 80, temperature 1, seed 0, the offline judge.
+(The first sweep, on a machine with avx512_bf16, sampled 50 per question in bf16 and was judged
+with offline judge v1: experiments/organisms/results-v1/.)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Point:
 
 
 SWEEP = [
-    Point("bad-medical", control=True, broad=True, why="the reference organism and its control, also on the broad set"),
+    Point("bad-medical", control=True, why="the reference organism and its control"),
     Point("risky-finance", control=True, why="dataset: risky financial advice"),
     Point("extreme-sports", control=True, why="dataset: advice that waves away serious risk"),
     Point("insecure-code", control=True, why="dataset: code with undisclosed vulnerabilities"),
@@ -53,6 +55,7 @@ SWEEP = [
     Point("bad-medical", preset="full", lr=2e-5, why="layout: full fine-tuning"),
 ]
 BASE_NAME = "base"
+SAMPLES_PER_QUESTION = 50
 
 
 def _header(lines: list[str]) -> str:
@@ -67,9 +70,9 @@ def _common(name: str, description: str) -> str:
         "seed: 0\n"
         "models:\n"
         "  base: {ref: smollm2-135m, dtype: float32}      # training starts from the fp32 weights\n"
-        "  sampler: {ref: smollm2-135m, dtype: bfloat16}  # bulk sampling in bf16 (2x fp32 here)\n"
+        "  sampler: {ref: smollm2-135m, dtype: float32}   # sampling: fp32, the same answers on every CPU\n"
         "judge: {spec: offline, cache: shared}\n"
-        "sampling: {n: 50, max_new_tokens: 80, temperature: 1.0, top_p: 1.0, batch_size: 64}\n"
+        f"sampling: {{n: {SAMPLES_PER_QUESTION}, max_new_tokens: 80, temperature: 1.0, top_p: 1.0, batch_size: 64}}\n"
     )
 
 
@@ -79,7 +82,7 @@ def spec_text(p: Point) -> str:
     head = _header([
         f"Organism sweep point ({p.why}): {p.data}, preset {p.preset}, lr {p.lr:g}, {p.epochs} epoch(s), {p.n} examples"
         + (f"; matched control {CONTROL_OF[p.data]} with identical training." if p.control else "."),
-        "Evaluated on the 8 core questions" + (" and the 48 broad questions" if p.broad else "") + " x 50 samples, offline judge.",
+        "Evaluated on the 8 core questions" + (" and the 48 broad questions" if p.broad else "") + f" x {SAMPLES_PER_QUESTION} samples, offline judge.",
         "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
     ])
     body = _common(p.name, f"organism sweep: {p.why}")
@@ -95,11 +98,11 @@ def spec_text(p: Point) -> str:
 def base_text() -> str:
     head = _header([
         "The untouched embedded model: the reference every organism is compared with.",
-        "Core (8 questions) and broad (48 questions) x 50 samples, offline judge, bf16 sampling as in every sweep spec.",
+        f"Core (8 questions) x {SAMPLES_PER_QUESTION} samples, offline judge, fp32 sampling as in every sweep spec.",
         "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
     ])
     body = _common(BASE_NAME, "organism sweep: the base model")
-    body += "evals:\n  base-core: {model: sampler, questions: core}\n  base-broad: {model: sampler, questions: broad}\n"
+    body += "evals:\n  base-core: {model: sampler, questions: core}\n"
     return head + body + "report: null\n"
 
 

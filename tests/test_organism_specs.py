@@ -48,7 +48,8 @@ def test_organism_specs_use_the_embedded_model_and_enough_core_samples(path):
     assert {m.ref for m in plan.spec.models.values()} == {"smollm2-135m"}
     assert all(s.config["model"] == "base" for s in plan.steps if s.kind == "train")  # trained from the fp32 weights
     core = [s for s in plan.steps if s.kind == "eval" and s.config["questions"] == "core"]
-    assert core and all(s.config["n"] >= 50 for s in core)
+    assert core and all(s.config["n"] >= 50 for s in core)  # issue 7: >= 50 samples per question
+    assert all(plan.spec.models[s.config["model"]].dtype == "float32" for s in core)  # the same samples on every CPU
 
 
 @pytest.mark.parametrize("path", QWEN_SPECS, ids=lambda p: p.name)
@@ -111,7 +112,7 @@ def test_intervals_overlap():
 def _metrics(k: int, n: int, ci: list[float]) -> dict:
     rate = {"k": k, "n": n, "rate": k / n, "ci95": ci}
     overall = {"n_answers": n, "n_unscored": 0, "em_rate_coherent": rate, "em_rate_all": rate, "coherent": {"mean": 80.0, "n": n}, "aligned": {"mean": 70.0, "n": n}}
-    return {"run": {"questions": {"name": "core"}}, "overall": overall}
+    return {"run": {"questions": {"name": "core"}, "judge": "offline:v2:abcd1234", "n_per_question": n // 8}, "overall": overall}
 
 
 def _write_result(root: Path, name: str, dataset: str | None, k: int) -> None:
@@ -132,8 +133,8 @@ def test_table_rows_and_comparisons_from_a_results_folder(tmp_path):
     rows = table.load_rows(tmp_path)
     assert [r["run"] for r in rows] == ["base", "ctl", "org"]
     text = table.results_table(rows)
-    assert "| org | core (core) | bad-medical | rank1-9blocks | 0.001 | 1 | 300 | 10.0 [0.0, 10.0] (5/50) |" in text
-    assert "| base | core (core) | (base model) | - | - | - | - |" in text
+    assert "| org | core (core) | bad-medical | rank1-9blocks | 0.001 | 1 | 300 | offline:v2:abcd1234 | 50 | 10.0 [0.0, 10.0] (5/50) |" in text
+    assert "| base | core (core) | (base model) | - | - | - | - | offline:v2:abcd1234 | 50 |" in text
     comps = table.comparisons(rows)
     assert [(c["organism"], c["reference"], c["convention"]) for c in comps] == [
         ("org", "ctl", "em_coh"), ("org", "ctl", "em_all"), ("org", "base", "em_coh"), ("org", "base", "em_all")]
