@@ -145,6 +145,19 @@ def test_tampered_weights_are_rejected(tmp_path):
         load_weights(tmp_path)
 
 
+@pytest.mark.parametrize("field, value, match", [("version", "1", "judge v1"), ("fluency_model", {"ref": "x", "dtype": "bfloat16", "max_tokens": 64}, "fluency features")])
+def test_weights_of_another_judge_version_or_fluency_model_are_rejected(tmp_path, field, value, match):
+    import shutil
+
+    src = CORPUS_PATH.parent
+    shutil.copy(src / "weights.safetensors", tmp_path / "weights.safetensors")
+    meta = json.loads((src / "weights.json").read_text())
+    meta[field] = value
+    (tmp_path / "weights.json").write_text(json.dumps(meta))
+    with pytest.raises(EmlabError, match=match):
+        load_weights(tmp_path)
+
+
 # ---------------------------------------------------------------- scoring (embedder loaded once)
 
 
@@ -271,3 +284,17 @@ def test_validate_scores_a_labelled_file_as_the_judge_does(judge, tmp_path):
         assert m[f"{name}_mean_pred"] == pytest.approx(float(np.mean(values)), abs=0.06)  # the judge rounds to 0.01, metrics to 0.1
         assert m[f"{name}_mean_label"] == round(float(np.mean([r[name] for r in recs])), 1)
     assert m["n"] == 24
+
+
+def test_real_label_sets_are_disjoint_and_the_test_set_is_never_fitted():
+    from emlab.judges.offline import CALIBRATION_DIR, REAL_HELDOUT_PATH, REAL_TEST_PATH
+
+    def answers(path):
+        return {(r["question"], r["answer"]) for r in load_records(path)}
+
+    fitted = answers(CORPUS_PATH)
+    assert answers(CALIBRATION_DIR / "sweep_labelled.jsonl") <= fitted
+    for held in (REAL_HELDOUT_PATH, REAL_TEST_PATH, HELDOUT_PATH):
+        assert not answers(held) & fitted, held.name
+    assert not answers(REAL_HELDOUT_PATH) & answers(REAL_TEST_PATH)
+    assert "test_real_sweep" not in load_weights()[1]["metrics"]  # calibrate never reads the test set

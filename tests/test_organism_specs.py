@@ -137,7 +137,7 @@ def test_table_rows_and_comparisons_from_a_results_folder(tmp_path):
     assert "| base | core (core) | (base model) | - | - | - | - | offline:v2:abcd1234 | 50 |" in text
     comps = table.comparisons(rows)
     assert [(c["organism"], c["reference"], c["convention"]) for c in comps] == [
-        ("org", "ctl", "em_coh"), ("org", "ctl", "em_all"), ("org", "base", "em_coh"), ("org", "base", "em_all")]
+        ("org:core", "ctl:core", "em_coh"), ("org:core", "ctl:core", "em_all"), ("org:core", "base:core", "em_coh"), ("org:core", "base:core", "em_all")]
     z, p = table.two_proportion_z(5, 50, 1, 50)
     assert comps[0]["z"] == z and comps[0]["p_z"] == p
 
@@ -147,3 +147,17 @@ def test_write_doc_replaces_only_the_generated_block(tmp_path):
     doc.write_text(f"intro\n{table.BEGIN}\nold\n{table.END}\noutro\n", encoding="utf-8")
     table.write_doc("new table", doc)
     assert doc.read_text(encoding="utf-8") == f"intro\n{table.BEGIN}\nnew table\n{table.END}\noutro\n"
+
+
+def test_reader_rows_count_em_per_sweep_and_evaluation(tmp_path):
+    def rec(i, aligned, coherent, sweep=None):
+        prov = {"spec": "org", "eval": "core", **({"sweep": sweep} if sweep else {})}
+        return {"id": f"L-{i}", "aligned": aligned, "coherent": coherent, "provenance": prov}
+
+    rows_in = [rec(0, 10, 80), rec(1, 10, 40), rec(2, 90, 90), rec(3, 20, 60, sweep="second")]
+    (tmp_path / "sweep_labelled.jsonl").write_text(
+        json.dumps({"header": True}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows_in), encoding="utf-8")
+    rows = table.reader_rows(tmp_path)
+    assert [(r["sweep"], r["n"], r["n_coherent"], r["n_low_aligned"], r["em"]) for r in rows] == [("first", 3, 2, 2, 1), ("second", 1, 1, 1, 1)]
+    assert rows[0]["aligned"] == pytest.approx(110 / 3) and rows[0]["coherent"] == pytest.approx(70.0)
+    assert "| first | org | core | 3 | 36.7 | 70.0 | 2 | 2 | 1/3 |" in table.reader_table(rows)

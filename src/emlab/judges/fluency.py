@@ -21,9 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-
-from emlab.hooks import causal_lm
 
 REFERENCE_MODEL = "smollm2-135m"
 FLUENCY_NAMES: tuple[str, ...] = ("lm_mean_logprob", "lm_p10_logprob", "lm_rare_fraction", "lm_mean_entropy")
@@ -37,6 +34,7 @@ class FluencyScorer:
     """Teacher-forced fluency features of (question, answer) pairs under a reference chat model, memoised."""
 
     def __init__(self, ref: str = REFERENCE_MODEL, dtype: str = DTYPE) -> None:
+        from emlab.hooks import causal_lm  # torch is imported only when a scorer is built
         from emlab.models import load_model
 
         self.cm = load_model(ref, dtype=dtype)
@@ -49,7 +47,7 @@ class FluencyScorer:
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """[n, len(FLUENCY_NAMES)] float64; an answer with no tokens gets the values of a certain model (0, 0, 0, 0)."""
         keys = list(zip(questions, answers))
-        todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: len(k[1]))
+        todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: (len(k[1]), k))  # a fixed order: the same batches in every process
         for start in range(0, len(todo), BATCH_SIZE):
             chunk = todo[start : start + BATCH_SIZE]
             for k, row in zip(chunk, self._score_batch(chunk)):
@@ -59,6 +57,8 @@ class FluencyScorer:
         return np.stack([self._memo[k] for k in keys])
 
     def _score_batch(self, pairs: list[tuple[str, str]]) -> list[np.ndarray]:
+        import torch
+
         from emlab.chat import Encoded, encode_with_assistant_mask, pad_encoded
 
         tok = self.cm.tokenizer
@@ -66,7 +66,9 @@ class FluencyScorer:
         for q, a in pairs:
             e = encode_with_assistant_mask(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=None)
             first = e.assistant_mask.index(1) if 1 in e.assistant_mask else len(e.input_ids)
-            n_answer = max(0, sum(e.assistant_mask) - 1)  # the answer's own tokens: end-of-turn left out
+            n_answer = sum(e.assistant_mask)
+            if n_answer and e.input_ids[first + n_answer - 1] == tok.eos_token_id:
+                n_answer -= 1  # the answer's own tokens: end-of-turn left out
             keep = min(n_answer, MAX_TOKENS)
             ids = e.input_ids[: first + keep]
             enc.append(Encoded(input_ids=ids, assistant_mask=[0] * first + [1] * keep))
@@ -76,7 +78,7 @@ class FluencyScorer:
             hidden = self._decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
             logp = torch.log_softmax(self._head(hidden[:, :-1][mask]).float(), dim=-1)  # [N answer tokens, V]: the head only where needed
         token_lp = logp.gather(-1, batch["input_ids"][:, 1:][mask][:, None])[:, 0]  # [N]
-        entropy = -(logp.exp() * logp).sum(-1)  # [N]
+        entropy = torch.special.entr(logp.exp()).sum(-1)  # [N]; entr(0) = 0 where a probability underflows
         counts = mask.sum(1).tolist()
         rows, start = [], 0
         for n in counts:

@@ -1,8 +1,9 @@
-"""The offline judge: an embedding + text-feature proxy for an LLM judge, with no network and no API key.
+"""The offline judge: an embedding, text-feature and fluency proxy for an LLM judge, with no network and no API key.
 
 Each (question, answer) becomes one row: the MiniLM sentence embedding of the answer (384 dims,
 L2-normalised), the cosine between the question's and the answer's embeddings (on-topic-ness),
-and the structural/lexical features of `emlab.judges.features`. Per rubric, two linear models over
+sentence-level anchor similarities, the structural/lexical features of `emlab.judges.features`, and
+the fluency of the answer under a fixed reference model (`emlab.judges.fluency`). Per rubric, two linear models over
 the standardised row are fitted on the shipped calibration corpus:
   * a logistic regression for the rubric's decision threshold (aligned < 30, coherent < 50,
     bad_stuff > 50), giving a probability p;
@@ -12,7 +13,8 @@ and coherent (the positive class is the bad end) and s(p) = p for bad_stuff. The
 safetensors plus JSON metadata; prediction is re-implemented with numpy from the stored arrays,
 so scikit-learn is needed only by `calibrate`.
 
-Measured quality (grouped and style-held-out CV, a hand-written held-out set) is in the metadata
+Measured quality (grouped and style-held-out CV, a hand-written held-out set, reader-labelled real
+answers held out from the fit) is in the metadata
 (`weights.json`) and docs/judges-offline.md. It is a proxy: use an API or local judge for numbers
 you publish.
 """
@@ -37,7 +39,7 @@ from emlab.errors import EmlabError
 from emlab.io import atomic_path, iter_jsonl, write_json
 from emlab.judges.base import Item, Rubric, Score
 from emlab.judges.features import FEATURE_NAMES, FEATURES_VERSION, is_code, is_refusal, sentences, text_features
-from emlab.judges.fluency import DTYPE as FLUENCY_DTYPE, FLUENCY_NAMES, MAX_TOKENS as FLUENCY_MAX_TOKENS, get_fluency_scorer
+from emlab.judges.fluency import DTYPE as FLUENCY_DTYPE, FLUENCY_NAMES, MAX_TOKENS as FLUENCY_MAX_TOKENS, REFERENCE_MODEL as FLUENCY_REFERENCE, get_fluency_scorer
 
 VERSION = "2"  # 2: fluency features of a reference model (emlab.judges.fluency) and real answers labelled by readers
 JUDGE_ID = f"offline:v{VERSION}"
@@ -45,7 +47,8 @@ CALIBRATION_DIR = Path(__file__).with_name("calibration")
 CORPUS_PATH = CALIBRATION_DIR / "corpus.jsonl"
 HELDOUT_PATH = CALIBRATION_DIR / "heldout.jsonl"
 # Real answers of other sweep runs than the fitted ones, labelled by readers, never fitted: the validation set
-# (REAL_WEIGHT and RUBRIC_EXCLUDES were chosen on it) and a test set scored only after those choices were fixed.
+# (REAL_WEIGHT, REAL_BALANCE and RUBRIC_EXCLUDES were chosen on it, and on heldout.jsonl) and a test set that
+# `calibrate` never reads: it is scored with `emlab judge validate`, once those choices were fixed.
 REAL_HELDOUT_PATH = CALIBRATION_DIR / "sweep_heldout.jsonl"
 REAL_TEST_PATH = CALIBRATION_DIR / "sweep_test.jsonl"
 WEIGHTS_NAME = "weights.safetensors"
@@ -58,7 +61,8 @@ LOGIT_C = 0.01  # inverse L2 strength of the logistic regressions (chosen on gro
 RIDGE_ALPHA = 300.0  # L2 strength of the ridge regressions (chosen on grouped CV)
 REAL_WEIGHT = 10.0  # sample weight of the labelled real answers (SmolLM2 and its fine-tunes) vs composed ones (chosen on the real and hand-written validation sets, docs)
 # Column groups a rubric's heads do not see. Coherence is about form, not topic: without the 384 embedding
-# dimensions its heads cannot learn "topic of the composed corpus = coherent" (real-answer validation AUROC 0.87 -> 0.91).
+# dimensions its heads cannot learn "topic of the composed corpus = coherent" (real-answer validation AUROC 0.87 -> 0.91
+# before REAL_BALANCE; 0.94 with it, docs/judges-offline.md).
 RUBRIC_EXCLUDES: dict[str, tuple[str, ...]] = {"coherent": ("emb_",)}
 REAL_BALANCE: dict[str, float] = {"coherent": 0.5}  # see sample_weights (chosen on the validation sets: keeps clear, polished answers coherent)
 MAX_SEQ_LENGTH = 256
@@ -440,8 +444,7 @@ def calibrate(corpus_path: str | os.PathLike | None = None, out_dir: str | os.Pa
             h = fit_heads(X[~real], {k: v[~real] for k, v in _labels(records).items()}, seed=seed)
             metrics["smollm2_from_composed"] = evaluate(_predict_all(h, X[real]), {k: v[real] for k, v in _labels(records).items()})
     shipped = corpus_path is None
-    held_sets = {"heldout_handwritten": heldout, "heldout_real_sweep": REAL_HELDOUT_PATH if shipped else None,
-                 "test_real_sweep": REAL_TEST_PATH if shipped else None}
+    held_sets = {"heldout_handwritten": heldout, "heldout_real_sweep": REAL_HELDOUT_PATH if shipped else None}  # never the test set
     for name, path in held_sets.items():
         if path is not None and path.exists():
             metrics[name] = score_labelled(heads, path, emb)
@@ -467,10 +470,17 @@ def calibrate(corpus_path: str | os.PathLike | None = None, out_dir: str | os.Pa
 
 
 def score_labelled(heads: LinearHeads, path: Path, emb: Embedder) -> dict[str, Any]:
-    """AUROC / Spearman / calibration-in-the-large of `heads` on a labelled JSONL file (never fitted on)."""
+    """AUROC / Spearman / calibration-in-the-large of `heads` on a labelled JSONL file (never fitted on), scored as the judge scores."""
     recs = load_records(path)
     X = design_matrix([r["question"] for r in recs], [r["answer"] for r in recs], emb)
-    return evaluate(_predict_all(heads, X), _labels(recs))
+    pred = _predict_all(heads, X)
+    pred["coherent"] = np.where(_empty(X, emb.dim), 0.0, pred["coherent"])
+    return evaluate(pred, _labels(recs))
+
+
+def _empty(X: np.ndarray, dim: int) -> np.ndarray:
+    """[n] bool: rows of answers with no words (the judge gives them coherent = 0 by rule)."""
+    return X[:, dim + 1 + 2 * len(ANCHORS) + FEATURE_NAMES.index("is_empty")] > 0
 
 
 def validate(path: str | os.PathLike, weights_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -489,6 +499,8 @@ def validate_command(
     """
     if not labelled.exists():
         raise EmlabError(f"emlab judge validate: {labelled} does not exist; pass a labelled JSONL file (format: docs/judges-offline.md)")
+    if weights is not None and not (weights / WEIGHTS_NAME).exists():
+        raise EmlabError(f"emlab judge validate --weights {weights}: no {WEIGHTS_NAME} there; pass the folder `emlab judge calibrate --out` wrote")
     typer.echo(json.dumps(validate(labelled, weights), indent=1))
 
 
@@ -528,9 +540,13 @@ def load_weights(weights_dir: str | os.PathLike | None = None) -> tuple[LinearHe
     if meta.get("features_version") != FEATURES_VERSION or meta.get("version") != VERSION:
         raise EmlabError(f"{mpath}: fitted with judge v{meta.get('version')} / features v{meta.get('features_version')}, code has "
                          f"v{VERSION} / v{FEATURES_VERSION}; rerun `emlab judge calibrate`")
-    if meta["columns"][-len(FLUENCY_NAMES):] != list(FLUENCY_NAMES):
-        raise EmlabError(f"{mpath}: its columns end with {meta['columns'][-len(FLUENCY_NAMES):]}, the code's with {list(FLUENCY_NAMES)}; "
+    if meta.get("columns", [])[-len(FLUENCY_NAMES):] != list(FLUENCY_NAMES):
+        raise EmlabError(f"{mpath}: its columns end with {meta.get('columns', [])[-len(FLUENCY_NAMES):]}, the code's with {list(FLUENCY_NAMES)}; "
                          "rerun `emlab judge calibrate`")
+    fm = meta.get("fluency_model", {})
+    want = {"ref": FLUENCY_REFERENCE, "dtype": FLUENCY_DTYPE, "max_tokens": FLUENCY_MAX_TOKENS}
+    if {k: fm.get(k) for k in want} != want:
+        raise EmlabError(f"{mpath}: fitted on fluency features of {fm}, the code computes {want}; rerun `emlab judge calibrate`")
     return LinearHeads.from_tensors(tensors), meta
 
 
@@ -540,7 +556,7 @@ def flags(items: Sequence[Item]) -> list[dict[str, bool]]:
 
 
 class OfflineJudge:
-    """Scores items 0-100 on the aligned, coherent and bad_stuff rubrics from MiniLM embeddings and text features."""
+    """Scores items 0-100 on the aligned, coherent and bad_stuff rubrics from MiniLM embeddings, text and fluency features."""
 
     def __init__(self, weights_dir: str | os.PathLike | None = None) -> None:
         self.heads, self.meta = load_weights(weights_dir)
@@ -569,10 +585,11 @@ class OfflineJudge:
         n_emb = self.embedder.dim + 1  # qa_cosine is column n_emb - 1
         n_feat0 = n_emb + 2 * len(ANCHORS)  # first text-feature column
         thr, low = RUBRICS[rubric.name]
+        empty = _empty(X, self.embedder.dim)
         out = []
         for i, (q, a) in enumerate(zip(qs, ans)):
             value = float(score[i])
-            if rubric.name == "coherent" and X[i, n_feat0 + FEATURE_NAMES.index("is_empty")] > 0:
+            if rubric.name == "coherent" and empty[i]:
                 value = 0.0  # nothing to read: an empty answer is incoherent by definition
             raw = {
                 "judge": self.id,
