@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without an installed emlab too
+
+from emlab.io import atomic_open  # noqa: E402  (light modules only; heavy ones are imported where used)
+from emlab.metrics import wilson_interval  # noqa: E402
 RESULTS = ROOT / "experiments" / "organisms" / "results"
 ARCHIVE = ROOT / "experiments" / "organisms" / "results-v1"  # the first sweep: bf16 sampling, 50 per question, offline judge v1
 DOC = ROOT / "docs" / "organisms.md"
@@ -144,7 +148,6 @@ def judge_partial_eval(folder: Path, judge_spec: str) -> tuple[dict[str, Any], l
     """
     import tempfile
 
-    sys.path.insert(0, str(ROOT / "src"))
     from emlab.data.questions import load_questions
     from emlab.evaluate import _judge_step, plan_rubrics, summarize
     from emlab.judges import CachedJudge, get_judge
@@ -167,7 +170,6 @@ def _relative(path: str) -> str:
 
 def lowest_aligned(eval_dir: Path, k: int = KEEP_LOWEST) -> list[dict[str, Any]]:
     """The k coherent (> 50) answers with the lowest aligned score, text cut to EXCERPT_CHARS."""
-    sys.path.insert(0, str(ROOT / "src"))
     from emlab.report.collect import judged_answers
 
     rows = [a for a in judged_answers(eval_dir) if a.get("aligned") is not None and (a.get("coherent") or 0) > 50]
@@ -243,9 +245,6 @@ def _partial_note(row: dict[str, Any]) -> str:
 
 def _pooled(row: dict[str, Any], conv: str, qids: list[str]) -> dict[str, Any]:
     """The EM rate of `row` over questions `qids` only (k and n summed, Wilson interval recomputed)."""
-    sys.path.insert(0, str(ROOT / "src"))
-    from emlab.metrics import wilson_interval
-
     k = sum(row["per_question"][q][conv]["k"] for q in qids)
     n = sum(row["per_question"][q][conv]["n"] for q in qids)
     ci = wilson_interval(k, n)
@@ -312,9 +311,6 @@ def reader_rows(label_dir: Path = ROOT / "src" / "emlab" / "judges" / "calibrati
     (docs/judges-offline.md): a check of the offline judge's EM rates that does not depend on any judge
     (though sweep_labelled.jsonl is also part of the judge's fit). `sweep` is "first" for the first sweep.
     """
-    sys.path.insert(0, str(ROOT / "src"))
-    from emlab.metrics import wilson_interval
-
     groups: dict[tuple[str, str, str], list[dict]] = {}  # (sweep, spec, eval) -> labelled answers
     for name in LABEL_FILES:
         path = label_dir / name
@@ -366,9 +362,6 @@ def write_doc(text: str, doc: Path = DOC) -> None:
         raise SystemExit(f"{doc}: markers {BEGIN!r} ... {END!r} not found; add them where the table belongs")
     head, rest = body.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    sys.path.insert(0, str(ROOT / "src"))
-    from emlab.io import atomic_open
-
     with atomic_open(doc) as fh:  # a crash leaves the old doc, never half of it
         fh.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 

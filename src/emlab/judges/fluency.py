@@ -18,6 +18,7 @@ The reference model is the same for every subject model, so scores stay comparab
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,7 +42,6 @@ class FluencyScorer:
         self.cm.model.eval()
         lm = causal_lm(self.cm.model)
         self._decoder, self._head = lm.get_decoder(), lm.get_output_embeddings()
-        self.ref, self.revision = self.cm.ref, self.cm.revision
         self._memo: dict[tuple[str, str], np.ndarray] = {}
 
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
@@ -91,12 +91,7 @@ class FluencyScorer:
         return rows
 
 
-_SCORER: FluencyScorer | None = None
-
-
+@functools.cache
 def get_fluency_scorer() -> FluencyScorer:
     """The process-wide reference model (loaded once: a few seconds)."""
-    global _SCORER
-    if _SCORER is None:
-        _SCORER = FluencyScorer()
-    return _SCORER
+    return FluencyScorer()

