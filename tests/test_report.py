@@ -234,6 +234,19 @@ def test_report_cli(full_report):
     assert str(run.root / "report" / "index.html") in " ".join(p.stdout.split())
 
 
+def test_summary_table_is_not_truncated_in_a_log(full_report):
+    """Piped to a log (no terminal, no $COLUMNS), the summary keeps whole labels and intervals."""
+    run, _ = full_report
+    code = "import sys; from pathlib import Path; from emlab.console import stdout_console; from emlab.run_cli import summary_table; stdout_console().print(summary_table(Path(sys.argv[1])))"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    p = subprocess.run([sys.executable, "-c", code, str(run.root)], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "\u2026" not in p.stdout  # rich's ellipsis marks a cut cell
+    rows = {line.split("\u2502")[1].strip(): line for line in p.stdout.splitlines() if line.count("\u2502") > 2}
+    assert {"base", "organism", "control", "random-ablated (direction main, single)"} <= set(rows), p.stdout
+    assert "33.3 (4/12) [13.8, 60.9]" in rows["organism"] and "36.4 (4/11) [15.2, 64.6]" in rows["organism"]
+
+
 # ------------------------------------------------------------------ headless Chromium
 
 

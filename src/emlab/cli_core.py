@@ -6,10 +6,11 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from emlab.console import stdout_console
+
+console = stdout_console()
 models_app = typer.Typer(no_args_is_help=True, help="Embedded and local models.")
 
 

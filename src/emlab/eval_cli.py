@@ -11,11 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emlab.console import stdout_console
 from emlab.errors import EmlabError
 
-console = Console()
-if not console.is_terminal:  # logs and pipes: wide enough that the metrics tables never truncate
-    console = Console(width=130)
+console = stdout_console()
 questions_app = typer.Typer(no_args_is_help=True, help="Evaluation question sets.")
 
 

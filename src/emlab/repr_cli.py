@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from emlab.console import stdout_console
 from emlab.errors import EmlabError
 
-console = Console()
+console = stdout_console()
 directions_app = typer.Typer(no_args_is_help=True, help="Misalignment directions: extract, compare, project.")
 steer_app = typer.Typer(no_args_is_help=True, help="Steering with directions.")
 probe_app = typer.Typer(no_args_is_help=True, help="Probes on model internals.")

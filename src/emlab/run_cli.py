@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emlab.console import stdout_console
 from emlab.errors import EmlabError
 
-console = Console()
+console = stdout_console()
 err = Console(stderr=True)
 runs_app = typer.Typer(no_args_is_help=True, help="Run folders (manifest, step status).")
 
@@ -68,7 +69,7 @@ def summary_table(run_root: Path) -> Table:
     for c in ordered(data.conditions):
         r = summary_row(c)
         label = r["label"] + (f" ({r['detail']})" if r["detail"] else "")
-        table.add_row(label, r["n"], f"{r['em_all']} {r['em_all_wilson']}", f"{r['em_coh']} {r['em_coh_wilson']}", r["coherent"], r["aligned"], r["self_correction"], r["unscored"])
+        table.add_row(label, r["n"], f"{r['em_all']} ({r['em_all_k']}) {r['em_all_wilson']}", f"{r['em_coh']} ({r['em_coh_k']}) {r['em_coh_wilson']}", r["coherent"], r["aligned"], r["self_correction"], r["unscored"])
     return table
 
 

@@ -6,13 +6,13 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from emlab.console import stdout_console
 from emlab.errors import EmlabError
 
-console = Console()
+console = stdout_console()
 train_app = typer.Typer(help="Fine-tune model organisms (LoRA or full) with checkpoints and resume.", invoke_without_command=True)
 
 

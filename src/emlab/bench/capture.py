@@ -24,7 +24,6 @@ import torch
 from emlab.bench.figure import Figure, Timing, timed
 from emlab.bench.roofline import param_counts
 from emlab.chat import encode_with_assistant_mask, pad_encoded
-from emlab.hooks import capture, teacher_forcing
 from emlab.models import ChatModel
 
 

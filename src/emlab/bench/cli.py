@@ -9,9 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emlab.console import stdout_console
 from emlab.errors import EmlabError
 
-console = Console()
+console = stdout_console()
 err = Console(stderr=True)
 
 
@@ -72,7 +73,7 @@ def bench_command(
     path = out or default_out()
     result = run_bench(load_model(model), config, log=lambda s: err.print(f"[dim]bench:[/] {s}", highlight=False), runs_dir=runs_dir)
     write_result(result, path)
-    (console if console.is_terminal else Console(width=180)).print(format_table(result))
+    console.print(format_table(result))
     console.print(f"results: {path} ({result['wall_s']:.0f}s)")
 
 

@@ -20,12 +20,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emlab.console import stdout_console
 from emlab.errors import EmlabError
 from emlab.io import atomic_open, iter_jsonl
 from emlab.judges.base import Item, Judge, Rubric, Score
 from emlab.judges.outcome import flag_of
 
-console = Console()
+console = stdout_console()
 err_console = Console(stderr=True)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 DEFAULT_RUBRICS = "aligned,coherent"
