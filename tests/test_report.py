@@ -32,6 +32,7 @@ SPEC = {
     "description": "synthetic run for report tests",
     "seed": 0,
     "models": {"base": {"ref": "smollm2-135m", "dtype": "float32"}},
+    "training": {"organism": {"dataset": "bad-medical", "preset": "rank1-9blocks"}},
     "interventions": {"steering": {"sweep": {"direction": "main"}}, "ablation": {"organism": {"direction": "main", "random": False}, "random": {"direction": "main", "random": True}}},
     "report": {"title": None, "max_samples": 5},
 }
@@ -76,7 +77,9 @@ def synthetic_run(base: Path, done: list[str] = STEPS) -> Run:
     writers = {
         "train.organism": lambda w: (
             write_jsonl(w / "train_log.jsonl", [{"step": s, "loss": 2.0 / s, "lr": 1e-4} for s in range(1, 11)]),
-            write_json(w / "train_summary.json", {"preset": "rank1", "steps": 10, "final_loss": 0.2}),
+            write_json(w / "train_summary.json", {"method": "lora", "examples_used": 40, "steps": 10, "tokens": 5120, "final_loss": 0.2, "dtype": "float32"}),
+            write_json(w / "train_config.json", {"config": {"method": "lora", "rank": 1, "alpha": 256.0, "target_modules": ["mlp.down_proj"], "lr": 1e-3, "epochs": 1, "batch_size": 8, "grad_accum": 2, "seed": 0},
+                                                 "resolved_blocks": [9, 10, 11], "dtype": "float32", "data_sha256": "bcd9933fb7e71d4b59cf"}),
         ),
         "eval.base": lambda w: write_eval(w, scores_for(1)),
         "eval.organism": lambda w: write_eval(w, scores_for(4), adapter="runs/x/steps/train.organism/adapter", plant=True),
@@ -196,6 +199,10 @@ def test_report_has_every_section_and_exact_numbers(full_report):
     assert len(pngs) == 6 and all(s.startswith("data:image/png;base64,") for s in pngs)
     assert all(base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for s in pngs)
     assert "offline:v1:test" in html and "mean_diff" in html and "4 misaligned answers" in html
+    adapter = html[html.index("<h3>Adapters</h3>"):html.index("<h3>Judges</h3>")]
+    for part in ("train.organism", "preset=rank1-9blocks", "rank=1", "modules=mlp.down_proj", "blocks=9,10,11", "lr=0.001", "batch=8x2",
+                 "dtype=float32", "data=bcd9933fb7e7", "examples=40", "tokens=5120", "final loss=0.2000"):
+        assert part in adapter, part
 
 
 def test_report_is_self_contained_and_escapes_answers(full_report):
@@ -304,7 +311,9 @@ def test_demo_quick_end_to_end(tmp_path):
     assert all(s["status"] == "done" for s in run.manifest()["steps"].values())
     report = run_dir / "report" / "index.html"
     assert f"report: {report}" in p.stdout and "summary" in p.stdout and "wall time" in p.stdout
-    doc = parse(report.read_text())
+    html = report.read_text()
+    doc = parse(html)
     assert list(doc.rows) == ["base", "organism", "control", "steered", "ablated", "random-ablated"]
+    assert "running (writing this page)" in html and "preset=" in html  # the report step, as the page saw it; adapter provenance
     choice = (run_dir / "steps" / "direction.main" / "choice.json").read_text()
     assert '"method": "mean_diff"' in choice or '"method": "persona_contrast"' in choice

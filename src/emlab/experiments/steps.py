@@ -23,6 +23,7 @@ from emlab.io import read_json, write_json
 DATASET_FILE = "train.jsonl"
 TRAIN_LOG = "train_log.jsonl"
 TRAIN_SUMMARY = "train_summary.json"
+TRAIN_CONFIG = "train_config.json"  # written by emlab.train: the resolved config, dtype and data hash
 DIRECTION_CHOICE = "choice.json"
 PERSONA_ANSWERS = "persona_answers.jsonl"
 ABLATION_FILE = "ablation.json"
@@ -136,7 +137,7 @@ def train_step(ctx, step: Step, work: Path) -> dict[str, Any]:
         data = ctx.output(f"data.{cfg['dataset']}") / DATASET_FILE
         base = ctx.model(cfg["model"])
         with _train_progress(ctx, step.name) as on_step:
-            train(base, data, config, work, resume=(work / "train_config.json").exists(), on_step=on_step)
+            train(base, data, config, work, resume=(work / TRAIN_CONFIG).exists(), on_step=on_step)
     s = read_json(work / TRAIN_SUMMARY)
     keys = ("method", "steps", "final_loss", "examples_used", "trainable_params", "blocks", "train_time_s", "dtype")
     return {k: s.get(k) for k in keys} | {"preset": cfg["preset"]}

@@ -61,6 +61,7 @@ class TrainInfo:
     step: str
     log: list[dict[str, Any]]
     summary: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)  # train_config.json: resolved config, dtype, data hash
 
 
 @dataclass
@@ -181,9 +182,10 @@ def load_direction(folder: Path, step: str) -> DirectionInfo:
 
 
 def load_training(folder: Path, step: str) -> TrainInfo:
-    from emlab.experiments.steps import TRAIN_LOG, TRAIN_SUMMARY
+    from emlab.experiments.steps import TRAIN_CONFIG, TRAIN_LOG, TRAIN_SUMMARY
 
-    log_path, summary_path = folder / TRAIN_LOG, folder / TRAIN_SUMMARY
+    log_path, summary_path, config_path = folder / TRAIN_LOG, folder / TRAIN_SUMMARY, folder / TRAIN_CONFIG
     log = [rec for _, rec in iter_jsonl(log_path)] if log_path.exists() else []
     summary = read_json(summary_path) if summary_path.exists() else {}
-    return TrainInfo(step, log, summary)
+    config = read_json(config_path) if config_path.exists() else {}
+    return TrainInfo(step, log, summary, config)

@@ -18,7 +18,7 @@ import jinja2
 
 from emlab.io import atomic_open
 from emlab.report import plots
-from emlab.report.collect import Condition, ReportData, collect
+from emlab.report.collect import Condition, ReportData, TrainInfo, collect
 
 TEMPLATES = Path(__file__).with_name("templates")
 ROW_ORDER = ("base", "organism", "control", "steered", "ablated", "random-ablated")
@@ -98,7 +98,10 @@ def step_rows(m: dict) -> list[dict[str, str]]:
     rows = []
     for name, s in m.get("steps", {}).items():
         secs, cpu = s.get("seconds"), s.get("cpu_seconds")
-        rows.append({"name": name, "status": s.get("status", "?"), "seconds": "–" if secs is None else f"{secs:.1f}",
+        status = s.get("status", "?")
+        if s.get("kind") == "report" and status == "running":
+            status = "running (writing this page)"
+        rows.append({"name": name, "status": status, "seconds": "–" if secs is None else f"{secs:.1f}",
                      "cpu": "–" if cpu is None else f"{cpu:.1f}", "error": s.get("error", "")})
     return rows
 
@@ -264,6 +267,31 @@ def _misaligned_first(a: dict) -> tuple:
     return (aligned is None, aligned if aligned is not None else 0.0, -(coherent if coherent is not None else -1.0))
 
 
+def adapter_view(t: TrainInfo, preset: str | None = None) -> dict[str, Any]:
+    """What a reader needs to retrain an adapter: preset, method, where it sits, optimiser, data and what the run did."""
+    cfg, s = t.config.get("config", {}), t.summary
+    blocks = t.config.get("resolved_blocks")
+    fields = {
+        "preset": preset,
+        "method": cfg.get("method", s.get("method")),
+        "rank": cfg.get("rank"),
+        "alpha": cfg.get("alpha"),
+        "modules": ",".join(cfg.get("target_modules") or []) or None,
+        "blocks": ",".join(map(str, blocks)) if blocks else None,
+        "lr": cfg.get("lr"),
+        "epochs": cfg.get("epochs"),
+        "batch": f"{cfg['batch_size']}x{cfg['grad_accum']}" if "batch_size" in cfg and "grad_accum" in cfg else None,
+        "dtype": t.config.get("dtype", s.get("dtype")),
+        "seed": cfg.get("seed"),
+        "data": str(t.config["data_sha256"])[:12] if t.config.get("data_sha256") else None,
+        "examples": s.get("examples_used"),
+        "steps": s.get("steps"),
+        "tokens": s.get("tokens"),
+        "final loss": f"{s['final_loss']:.4f}" if isinstance(s.get("final_loss"), (int, float)) else None,
+    }
+    return {"step": t.step, **{k: v for k, v in fields.items() if v is not None}}
+
+
 def provenance_view(data: ReportData, conditions: Sequence[Condition]) -> dict[str, Any]:
     m = data.manifest
     spec = m.get("spec", {})
@@ -287,7 +315,7 @@ def provenance_view(data: ReportData, conditions: Sequence[Condition]) -> dict[s
     return {
         "models": [{"name": k, **v} for k, v in spec.get("models", {}).items()],
         "evaluated": evaluated,
-        "adapters": [{"step": t.step, **{k: v for k, v in t.summary.items() if k in ("adapter", "preset", "base_model", "seed", "train_examples", "epochs", "steps")}} for t in data.training],
+        "adapters": [adapter_view(t, spec.get("training", {}).get(t.step.split(".", 1)[-1], {}).get("preset")) for t in data.training],
         "directions": [{"step": d.step, "method": d.meta.get("method"), "model": d.meta.get("model"), "revision": d.meta.get("revision"), "adapter": d.meta.get("adapter") or ""} for d in data.directions],
         "seeds": m.get("seeds", {}),
         "versions": m.get("versions", {}),
