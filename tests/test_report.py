@@ -311,6 +311,7 @@ def test_demo_quick_end_to_end(tmp_path):
     assert all(s["status"] == "done" for s in run.manifest()["steps"].values())
     report = run_dir / "report" / "index.html"
     assert f"report: {report}" in p.stdout and "summary" in p.stdout and "wall time" in p.stdout
+    assert "direction.main: mean_diff" in p.stdout or "direction.main: persona_contrast (" in p.stdout  # which method, and why
     html = report.read_text()
     doc = parse(html)
     assert list(doc.rows) == ["base", "organism", "control", "steered", "ablated", "random-ablated"]

@@ -52,9 +52,16 @@ def run_command(
 
 
 def _finish(root: Path) -> None:
+    from emlab.store import Run
+
     report = root / "report" / "index.html"
     if report.exists():
         console.print(summary_table(root))
+    for name, s in Run(root).manifest()["steps"].items():  # which direction method ran, and why
+        summary = s.get("summary") or {}
+        if s.get("kind") == "direction" and summary.get("method"):
+            console.print(f"{name}: {summary['method']}" + (f" ({summary['reason']})" if summary.get("reason") else ""), soft_wrap=True)
+    if report.exists():
         console.print(f"report: {report}", soft_wrap=True)
     console.print(f"run: {root}", soft_wrap=True)
 

@@ -241,7 +241,7 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     from emlab.directions import extract_persona_contrast
     from emlab.io import write_jsonl
     from emlab.judges.rubrics import get_rubric
-    from emlab.personas import PersonaThresholds, judge_answers, load_personas, sample_persona_answers
+    from emlab.personas import judge_answers, load_personas, sample_persona_answers
 
     qs = question_set({"questions": cfg["persona_questions"], "max_questions": ctx.spec.sampling.max_questions})
     questions = [(q.id, q.paraphrases[0]) for q in qs]
@@ -249,16 +249,25 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     answers = sample_persona_answers(cm, questions, load_personas(), cfg["persona_n"], params, cfg["persona_paraphrases"])
     judged = judge_answers(answers, ctx.judge(), {name: get_rubric(name) for name in ("aligned", "coherent")})
     write_jsonl(work / PERSONA_ANSWERS, judged)
-    th = PersonaThresholds(malicious_below=cfg["malicious_below"])
-    try:
-        return extract_persona_contrast(cm, judged, th, sites=cfg.get("sites"), seed=cfg["seed"], source=source), "judge-agreeing answers"
-    except EmlabError as e:
-        if not cfg["label_fallback"]:
-            raise
-        # The judge agreed with too few answers: contrast by the persona each answer was asked for instead.
-        by_label = PersonaThresholds(malicious_below=float("inf"), helpful_above=float("-inf"), coherent_above=float("-inf"))
-        direction = extract_persona_contrast(cm, judged, by_label, sites=cfg.get("sites"), seed=cfg["seed"], source=source, selection="persona label")
-        return direction, f"persona labels (the judge agreed with too few answers: {e})"
+    th, selection, why = persona_selection(judged, cfg["malicious_below"], cfg["label_fallback"])
+    direction = extract_persona_contrast(cm, judged, th, sites=cfg.get("sites"), seed=cfg["seed"], source=source, selection=selection)
+    return direction, why
+
+
+def persona_selection(judged: list[dict], malicious_below: float, label_fallback: bool):
+    """(thresholds, selection, why): keep the persona answers the judge agrees with; with too few of them and
+    `label_fallback`, keep every answer by the persona it was asked for (and say how many the judge kept)."""
+    from emlab.personas import PersonaThresholds, select_agreeing
+
+    th = PersonaThresholds(malicious_below=malicious_below)
+    mal, helpful, counts = select_agreeing(judged, th)
+    if (mal and helpful) or not label_fallback:  # without the fallback, extraction names what is missing
+        return th, "judge agreement", "judge-agreeing answers"
+    by_label = PersonaThresholds(malicious_below=float("inf"), helpful_above=float("-inf"), coherent_above=float("-inf"))
+    why = (f"the judge kept {counts['malicious_kept']} malicious (aligned < {th.malicious_below:g}) and {counts['helpful_kept']} helpful "
+           f"(aligned > {th.helpful_above:g}) answers with coherent > {th.coherent_above:g} of {counts['answers']}; "
+           "raise persona_n or malicious_below to select by the judge")
+    return by_label, "persona label", f"persona labels ({why})"
 
 
 # ------------------------------------------------------------------ steering
