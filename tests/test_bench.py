@@ -238,3 +238,10 @@ def test_min_new_tokens_is_validated():
     assert SamplingParams(max_new_tokens=4, min_new_tokens=4).min_new_tokens == 4
     with pytest.raises(EmlabError, match="min_new_tokens=5"):
         SamplingParams(max_new_tokens=4, min_new_tokens=5)
+
+
+def test_wait_policy_follows_the_load():
+    from emlab.bench.threads import wait_policy_for
+
+    assert wait_policy_for(0.9, 2) is None  # idle: libgomp's default spins briefly, faster here
+    assert wait_policy_for(2.0, 2) == "PASSIVE" and wait_policy_for(11.5, 2) == "PASSIVE"  # as many runnable threads as cores

@@ -65,7 +65,7 @@ def bench_command(
         raise EmlabError("pass --quick or --full, not both")
     from emlab.bench.threads import prefer_passive_wait
 
-    prefer_passive_wait()  # before torch loads; see docs/performance.md (OMP_WAIT_POLICY=... overrides)
+    prefer_passive_wait()  # before torch loads: PASSIVE on a busy machine; see docs/performance.md (OMP_WAIT_POLICY=... overrides)
     from emlab.bench.runner import default_out, preset, run_bench, with_sections, write_result
     from emlab.models import load_model
 

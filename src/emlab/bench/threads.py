@@ -63,13 +63,24 @@ def policy_sampling(policy: str | None, ref: str = "smollm2-135m", batch: int = 
     return _run_with_policy(_SAMPLE_SCRIPT.format(ref=ref, batch=batch, new_tokens=new_tokens), policy, timeout_s)
 
 
+def wait_policy_for(load: float, cores: int) -> str | None:
+    """PASSIVE when the 1-minute load average reaches the core count, else None (libgomp's default).
+
+    Measured on 2 cores (docs/performance.md, section 1): under load PASSIVE wins 3.7-5.7x; idle,
+    the default spin-then-sleep is faster (fp32 sampling 117 vs 85 tok/s, matmul 365 vs 323 GFLOP/s).
+    """
+    return "PASSIVE" if load >= cores else None
+
+
 def prefer_passive_wait() -> str | None:
-    """Use OMP_WAIT_POLICY=PASSIVE in this process unless the user set a policy; effective only before torch loads.
+    """Set this process's OMP_WAIT_POLICY by the current load unless the user set one; effective only before torch loads.
 
     Returns the policy in effect (None: libgomp's default).
     """
     if "OMP_WAIT_POLICY" not in os.environ and "torch" not in sys.modules:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        policy = wait_policy_for(os.getloadavg()[0], os.cpu_count() or 1)
+        if policy:
+            os.environ["OMP_WAIT_POLICY"] = policy
     return os.environ.get("OMP_WAIT_POLICY")
 
 
