@@ -211,8 +211,7 @@ def test_persona_contrast_pipeline(smol_tok):
     assert all(r["persona"] == "malicious" and r["aligned"] < 30 for r in mal)
     assert all(r["persona"] == "helpful" and r["aligned"] > 70 for r in helpful)
     assert counts["malicious_kept"] == len(mal) and counts["answers"] == len(recs)
-    if not mal or not helpful:
-        pytest.skip("scripted judge kept one class empty for this seed")
+    assert mal and helpful  # seed 3: the scripted judge keeps answers of both personas
     d = extract_persona_contrast(cm, judged, balance="none")
     assert d.provenance["method"] == "persona_contrast" and d.provenance["measured_system"] == "default"
     # measured without the persona prompt: equals the plain difference of no-persona activations

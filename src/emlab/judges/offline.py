@@ -476,7 +476,7 @@ def score_labelled(heads: LinearHeads, path: Path, emb: Embedder) -> dict[str, A
 
 def _empty(X: np.ndarray, dim: int) -> np.ndarray:
     """[n] bool: rows of answers with no words (the judge gives them coherent = 0 by rule)."""
-    return X[:, dim + 1 + 2 * len(ANCHORS) + FEATURE_NAMES.index("is_empty")] > 0
+    return X[:, column_names(dim).index("is_empty")] > 0
 
 
 def validate(path: str | os.PathLike, weights_dir: str | os.PathLike | None = None) -> dict[str, Any]:
