@@ -32,7 +32,6 @@ SPEC = {
     "description": "synthetic run for report tests",
     "seed": 0,
     "models": {"base": {"ref": "smollm2-135m", "dtype": "float32"}},
-    "training": {"organism": {"dataset": "bad-medical", "preset": "rank1-9blocks"}},
     "interventions": {"steering": {"sweep": {"direction": "main"}}, "ablation": {"organism": {"direction": "main", "random": False}, "random": {"direction": "main", "random": True}}},
     "report": {"title": None, "max_samples": 5},
 }
@@ -94,7 +93,7 @@ def synthetic_run(base: Path, done: list[str] = STEPS) -> Run:
             continue
         work = run.begin(name, resumable=False)
         writers[name](work)
-        run.finish(name, {}, 1.0)
+        run.finish(name, {"preset": "rank1-9blocks"} if name.startswith("train.") else {}, 1.0)  # as train_step records it
     return run
 
 

@@ -315,7 +315,7 @@ def provenance_view(data: ReportData, conditions: Sequence[Condition]) -> dict[s
     return {
         "models": [{"name": k, **v} for k, v in spec.get("models", {}).items()],
         "evaluated": evaluated,
-        "adapters": [adapter_view(t, spec.get("training", {}).get(t.step.split(".", 1)[-1], {}).get("preset")) for t in data.training],
+        "adapters": [adapter_view(t, (m.get("steps", {}).get(t.step, {}).get("summary") or {}).get("preset")) for t in data.training],
         "directions": [{"step": d.step, "method": d.meta.get("method"), "model": d.meta.get("model"), "revision": d.meta.get("revision"), "adapter": d.meta.get("adapter") or ""} for d in data.directions],
         "seeds": m.get("seeds", {}),
         "versions": m.get("versions", {}),
