@@ -55,9 +55,11 @@ from emlab.train.config import (
     with_overrides,
 )
 from emlab.train.data import BUCKET_BATCHES, DataStats, EpochPlans, collate, data_fingerprint, encode_examples, loss_tokens, plan_epoch, read_conversations
+from emlab.train.evaluation import EVAL_LOG, EvalAtSteps, read_eval_log
 from emlab.train.loop import TrainResult, train
 from emlab.train.placement import LoraPlan, attach_lora, lora_plan, resolve_blocks, scale_blocks
 from emlab.train.prepare import TrainSetup, cpu_supports_bf16, prepare, resolve_device, resolve_dtype
+from emlab.train.probes import GRAD_PROBE_LOG, GradientProbe, gradient_cosine, read_grad_probes
 from emlab.train.step import loss_gradient, lr_at, optimizer_step, step_loss
 
 _step_loss = step_loss  # the names these had in the one-file emlab/train.py (tests import them)
@@ -66,6 +68,8 @@ _atomic_dir = atomic_dir
 __all__ = [
     "BUCKET_BATCHES",
     "CHECKPOINTS",
+    "EVAL_LOG",
+    "GRAD_PROBE_LOG",
     "LORA_DEFAULTS",
     "LORA_FIELDS",
     "TRAINER_STATE",
@@ -76,6 +80,8 @@ __all__ = [
     "Checkpointing",
     "DataStats",
     "EpochPlans",
+    "EvalAtSteps",
+    "GradientProbe",
     "LoraPlan",
     "StepSchedule",
     "TrainConfig",
@@ -90,6 +96,7 @@ __all__ = [
     "cpu_supports_bf16",
     "data_fingerprint",
     "encode_examples",
+    "gradient_cosine",
     "latest_checkpoint",
     "list_presets",
     "load_checkpoint",
@@ -105,6 +112,8 @@ __all__ = [
     "prepare",
     "preset_names",
     "read_conversations",
+    "read_eval_log",
+    "read_grad_probes",
     "read_train_config",
     "read_train_log",
     "read_train_summary",
