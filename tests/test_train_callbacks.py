@@ -166,7 +166,7 @@ def test_eval_log_of_a_resumed_run_equals_the_uninterrupted_one(tiny3, tmp_path)
     cfg = _cfg(checkpoint_every=3)  # 6 steps, checkpoint at 3
 
     def adapter_sum(state):  # deterministic in the weights, so a redone step logs the same value
-        return {"adapter_sum": sum(float(p.double().sum()) for p in state.setup.params)}
+        return {"adapter_sum": sum(float(p.detach().double().sum()) for p in state.setup.params)}
 
     train(tiny3, CONVS, cfg, tmp_path / "whole", callbacks=[EvalAtSteps(adapter_sum, steps=[0], every=2)])
 

@@ -210,4 +210,3 @@ def with_overrides(data: dict, overrides: list[str], source: str) -> TrainConfig
         merged[key.strip()] = strict_yaml(raw, f"--set {key.strip()}") if raw.strip() else None
     where = source + (" with --set " + " ".join(overrides) if overrides else "")
     return parse_config(merged, where)
-

@@ -85,7 +85,6 @@ def loss_tokens(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-
 class EpochPlans:
     """The micro-batch plan of the current epoch, cut into optimizer steps of grad_accum micro-batches."""
 

@@ -118,4 +118,3 @@ def attach_lora(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, LoraP
         extra, missing = sorted(got - set(plan.expected)), sorted(set(plan.expected) - got)
         raise EmlabError(f"peft adapted {extra[:3]} beyond the plan and missed {missing[:3]}; name target_modules relative to a block (e.g. mlp.down_proj)")
     return wrapped, plan
-
