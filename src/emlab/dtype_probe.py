@@ -89,7 +89,7 @@ def _probe_path(key: str) -> Path:
     return cache_root() / "probe" / f"dtype-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
-def choose_dtype(device: str = "cpu", reps: int = 5, refresh: bool = False) -> DtypeChoice:
+def choose_dtype(device: str = "cpu", reps: int = 3, refresh: bool = False) -> DtypeChoice:
     """bf16 or fp32 for `device`, measured once per machine and cached."""
     if device == "cuda":
         ok = torch.cuda.is_bf16_supported()

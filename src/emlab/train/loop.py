@@ -151,8 +151,19 @@ def _summary(setup: TrainSetup, config: TrainConfig, stats: DataStats, progress:
         "targeted_modules": setup.plan.expected if setup.plan else [],
         "blocks": setup.plan.layers_to_transform if setup.plan else None,
         "dtype": str(setup.dtype).removeprefix("torch."),
+        "dtype_choice": _dtype_choice(config.dtype, setup.device),
         "device": setup.device,
         "checkpoints": progress["checkpoints"],
         "files": files,
         "stopped_by": stopped_by or None,
     }
+
+
+def _dtype_choice(requested: str, device: str) -> dict:
+    """Why training ran in its dtype: the config's choice, or the cached probe's verdict for `auto`."""
+    if requested != "auto":
+        return {"requested": requested, "reason": "set in the config"}
+    from emlab.dtype_probe import choose_dtype
+
+    c = choose_dtype(device)
+    return {"requested": "auto", "reason": c.reason, "seconds": c.seconds, "machine": c.machine}

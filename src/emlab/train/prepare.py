@@ -32,13 +32,14 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """auto -> bfloat16 where the hardware computes it natively, else float32."""
+    """auto -> what emlab.dtype_probe measured faster on this machine (cached per machine)."""
     if dtype == "float32":
         return torch.float32
     if dtype == "bfloat16":
         return torch.bfloat16
-    native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()
-    return torch.bfloat16 if native else torch.float32
+    from emlab.dtype_probe import choose_dtype
+
+    return choose_dtype(device).torch_dtype
 
 
 @dataclass
