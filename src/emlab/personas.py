@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from emlab.errors import EmlabError
+from emlab.strict_yaml import check_keys, load_yaml_file
 
 DEFAULT_PATH = Path(__file__).with_name("personas.yaml")
 PERSONAS = ("malicious", "helpful")
@@ -39,15 +38,11 @@ def load_personas(path: str | os.PathLike | None = None) -> PersonaSet:
     p = Path(path) if path is not None else DEFAULT_PATH
     if not p.exists():
         raise EmlabError(f"persona file {p} not found; pass a YAML file with 'malicious' and 'helpful' lists")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise EmlabError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+    doc = load_yaml_file(p, what="persona file")
+    data = doc.data
     if not isinstance(data, dict):
         raise EmlabError(f"{p}: expected a mapping with 'malicious' and 'helpful' lists")
-    unknown = set(data) - {"version", *PERSONAS}
-    if unknown:
-        raise EmlabError(f"{p}: unknown keys {sorted(unknown)}; allowed: version, malicious, helpful")
+    check_keys(data, ("version", *PERSONAS), doc)
     lists = {}
     for key in PERSONAS:
         items = data.get(key)
