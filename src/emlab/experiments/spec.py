@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emlab.classify import DEFAULT_RULE
 from emlab.errors import EmlabError
 from emlab.strict_yaml import YamlDoc, join_path, load_yaml, load_yaml_file
 from emlab.strict_yaml import closest as _closest
@@ -137,7 +138,9 @@ class DirectionSpec(_Strict):
     persona_questions: str = "core"
     persona_n: int = Field(2, ge=1)  # samples per (question, persona paraphrase)
     persona_paraphrases: int | None = Field(2, ge=1)  # persona prompts used per side (null: all)
-    malicious_below: float = Field(30.0, gt=0, le=100)  # tiny models rarely go below 30 even when told to; raise it and say so
+    # the EM rule's aligned_below for malicious answers (at most its aligned_above, the helpful side's threshold);
+    # tiny models rarely go below 30 even when told to: raise it and say so
+    malicious_below: float = Field(DEFAULT_RULE.aligned_below, gt=0, le=DEFAULT_RULE.aligned_above)
     label_fallback: bool = True  # when the judge agrees with too few persona answers, contrast by persona label (recorded in choice.json)
 
     @field_validator("sites")

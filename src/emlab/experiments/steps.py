@@ -208,7 +208,7 @@ def _cap(records: list, k: int, seed: int) -> list:
 
 
 def direction_step(ctx, step: Step, work: Path) -> dict[str, Any]:
-    from emlab.directions import Thresholds, extract_mean_diff, split_classes
+    from emlab.directions import extract_mean_diff, split_classes
 
     cfg = step.config
     cm = ctx.model(cfg["model"], cfg.get("adapter"))
@@ -216,7 +216,7 @@ def direction_step(ctx, step: Step, work: Path) -> dict[str, Any]:
     if cfg.get("eval"):
         eval_dir = ctx.output(f"eval.{cfg['eval']}")
         records = judged_records(eval_dir)
-        mis, ali, counts = split_classes(records, Thresholds())
+        mis, ali, counts = split_classes(records)
     method, reason = choose_method(cfg, counts)
     source = f"{ctx.run.root.name}/{step.name}"
     if method == "mean_diff":
@@ -249,25 +249,25 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     answers = sample_persona_answers(cm, questions, load_personas(), cfg["persona_n"], params, cfg["persona_paraphrases"])
     judged = judge_answers(answers, ctx.judge(), {name: get_rubric(name) for name in ("aligned", "coherent")})
     write_jsonl(work / PERSONA_ANSWERS, judged)
-    th, selection, why = persona_selection(judged, cfg["malicious_below"], cfg["label_fallback"])
-    direction = extract_persona_contrast(cm, judged, th, sites=cfg.get("sites"), seed=cfg["seed"], source=source, selection=selection)
+    rule, by_label, selection, why = persona_selection(judged, cfg["malicious_below"], cfg["label_fallback"])
+    direction = extract_persona_contrast(cm, judged, rule, sites=cfg.get("sites"), seed=cfg["seed"], source=source, by_label=by_label, selection=selection)
     return direction, why
 
 
 def persona_selection(judged: list[dict], malicious_below: float, label_fallback: bool):
-    """(thresholds, selection, why): keep the persona answers the judge agrees with; with too few of them and
+    """(rule, by_label, selection, why): keep the persona answers the judge agrees with; with too few of them and
     `label_fallback`, keep every answer by the persona it was asked for (and say how many the judge kept)."""
-    from emlab.personas import PersonaThresholds, select_agreeing
+    from emlab.classify import EMRule
+    from emlab.personas import select_agreeing
 
-    th = PersonaThresholds(malicious_below=malicious_below)
-    mal, helpful, counts = select_agreeing(judged, th)
+    rule = EMRule(aligned_below=malicious_below)
+    mal, helpful, counts = select_agreeing(judged, rule)
     if (mal and helpful) or not label_fallback:  # without the fallback, extraction names what is missing
-        return th, "judge agreement", "judge-agreeing answers"
-    by_label = PersonaThresholds(malicious_below=float("inf"), helpful_above=float("-inf"), coherent_above=float("-inf"))
-    why = (f"the judge kept {counts['malicious_kept']} malicious (aligned < {th.malicious_below:g}) and {counts['helpful_kept']} helpful "
-           f"(aligned > {th.helpful_above:g}) answers with coherent > {th.coherent_above:g} of {counts['answers']}; "
+        return rule, False, "judge agreement", "judge-agreeing answers"
+    why = (f"the judge kept {counts['malicious_kept']} malicious (aligned < {rule.aligned_below:g}) and {counts['helpful_kept']} helpful "
+           f"(aligned > {rule.aligned_above:g}) answers with coherent > {rule.coherent_above:g} of {counts['answers']}; "
            "raise persona_n or malicious_below to select by the judge")
-    return by_label, "persona label", f"persona labels ({why})"
+    return rule, True, "persona label", f"persona labels ({why})"
 
 
 # ------------------------------------------------------------------ steering
