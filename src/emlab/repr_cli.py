@@ -263,6 +263,7 @@ def sweep_command(
 ) -> None:
     """Steer with lambda x direction over a grid of sites x lambdas; judge every cell."""
     from emlab.directions import Direction
+    from emlab.evaluate import EvalRequest
     from emlab.steering import grid, parse_site_groups, run_sweep
 
     d = Direction.load(direction)
@@ -270,7 +271,8 @@ def sweep_command(
     qset = _limit(_questions(questions, persona, None), max_questions)
     cm = _model(model, adapter, dtype)
     t0 = time.perf_counter()
-    summary = run_sweep(cm, d, cells, qset, n, _judge(judge), out, _params(max_new_tokens, temperature, seed, batch_size), positions, scaling)
+    request = EvalRequest(qset, _judge(judge), n, _params(max_new_tokens, temperature, seed, batch_size))
+    summary = run_sweep(cm, d, cells, request, out, positions, scaling)
     _print_rows(summary["rows"], "cell")
     best = summary["best"]
     console.print(f"most coherent misalignment: {best['cell'] if best else '-'}   table: {out / 'sweep.jsonl'}   ({time.perf_counter() - t0:.1f} s)")
@@ -312,6 +314,7 @@ def ablate_command(
     """Ablate a direction (with an equal-norm random control) and evaluate, or export orthogonalized weights."""
     from emlab.ablation import build_conditions, default_site, export_orthogonalized, run_ablation
     from emlab.directions import Direction
+    from emlab.evaluate import EvalRequest
 
     d = Direction.load(direction)
     cm = _model(model, adapter, dtype)
@@ -326,7 +329,8 @@ def ablate_command(
     conds = build_conditions(cm, d, mode, site, random_baseline, seed)
     qset = _limit(_questions(questions, persona, None), max_questions)
     t0 = time.perf_counter()
-    rows = run_ablation(cm, conds, qset, n, _judge(judge), out, _params(max_new_tokens, temperature, seed, batch_size))
+    request = EvalRequest(qset, _judge(judge), n, _params(max_new_tokens, temperature, seed, batch_size))
+    rows = run_ablation(cm, conds, request, out)
     _print_rows(rows, "condition")
     console.print(f"table: {out / 'ablation.json'}   ({time.perf_counter() - t0:.1f} s)")
 

@@ -65,9 +65,9 @@ def sampling_params(cfg: dict):
 
 def run_evaluation(ctx, cm, cfg: dict, out: Path) -> dict[str, Any]:
     """evaluate() into `out`, resuming its journals; returns the headline numbers."""
-    from emlab.evaluate import evaluate
+    from emlab.evaluate import EvalRequest, evaluate
 
-    result = evaluate(cm, question_set(cfg), cfg["n"], ctx.judge(), out, sampling_params(cfg), resume=True, progress=True)
+    result = evaluate(cm, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), out, resume=True, progress=True)
     return headline(result.metrics) | {"timings": {k: round(v, 2) for k, v in result.timings.items()}}
 
 
@@ -276,13 +276,14 @@ def persona_selection(judged: list[dict], malicious_below: float, label_fallback
 def steer_step(ctx, step: Step, work: Path) -> dict[str, Any]:
     """A site x lambda sweep (steering.run_sweep); finished cells are kept when resumed."""
     from emlab.directions import Direction
+    from emlab.evaluate import EvalRequest
     from emlab.steering import grid, parse_site_groups, run_sweep
 
     cfg = step.config
     cm = ctx.model(cfg["model"], cfg.get("adapter"))
     direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
     cells = grid(parse_site_groups(cfg["sites"]), cfg["lambdas"])
-    sweep = run_sweep(cm, direction, cells, question_set(cfg), cfg["n"], ctx.judge(), work, sampling_params(cfg), cfg["positions"], cfg["scaling"])
+    sweep = run_sweep(cm, direction, cells, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), work, cfg["positions"], cfg["scaling"])
     best = sweep["best"] or {}
     return {"cells": sweep["cells_done"], "best_cell": best.get("cell"), "best_em_all": best.get("em_all"), "best_coherent": best.get("coherent_mean")}
 
@@ -297,13 +298,14 @@ def ablate_step(ctx, step: Step, work: Path) -> dict[str, Any]:
     """
     from emlab.ablation import build_conditions, run_ablation
     from emlab.directions import Direction
+    from emlab.evaluate import EvalRequest
 
     cfg = step.config
     cm = ctx.model(cfg["model"], cfg.get("adapter"))
     direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
     conds = build_conditions(cm, direction, cfg["mode"], cfg.get("site"), random_baseline=cfg["random"], seed=cfg.get("random_seed") or 0)
     cond = conds[-1]  # [none, <mode>, <mode>-random]: the random control when asked, else the ablation itself
-    rows = run_ablation(cm, [cond], question_set(cfg), cfg["n"], ctx.judge(), work, sampling_params(cfg))
+    rows = run_ablation(cm, [cond], EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), work)
     return {"condition": cond.name, **{k: v for k, v in cond.info.items() if isinstance(v, (str, int, float))}, **headline(_metrics(work / cond.name))}
 
 
