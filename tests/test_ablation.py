@@ -161,7 +161,7 @@ def test_build_conditions(smol_tok):
 
 def test_run_ablation_evaluates_each_condition_and_resumes(smol_tok, tmp_path, monkeypatch):
     from emlab.ablation import run_ablation
-    from emlab.evaluate import evaluate
+    from emlab.evaluate import EvalRequest, evaluate
     from emlab.sampling import SamplingParams
     from tests.test_steering import QSET, ScriptedJudge
 
@@ -169,18 +169,18 @@ def test_run_ablation_evaluates_each_condition_and_resumes(smol_tok, tmp_path, m
     cm = tiny_chat_model(smol_tok, layers=3, hidden=32)
     d = _direction(cm, model="other-model")
     conds = build_conditions(cm, d, mode="transfer", random_baseline=True, seed=0)
-    rows = run_ablation(cm, conds, QSET, 2, ScriptedJudge(), tmp_path / "abl", PARAMS)
+    rows = run_ablation(cm, conds, EvalRequest(QSET, ScriptedJudge(), 2, PARAMS), tmp_path / "abl")
     assert [r["condition"] for r in rows] == ["none", "transfer", "transfer-random"]
     assert all(r["n_answers"] == 4 for r in rows)
     assert json.loads((tmp_path / "abl" / "transfer" / "condition.json").read_text())["direction"] == d.origin
     table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert [r["condition"] for r in table["conditions"]] == ["none", "transfer", "transfer-random"]
     texts = lambda p: [json.loads(x)["text"] for x in (p / "samples.jsonl").read_text().splitlines()]  # noqa: E731
-    plain = evaluate(cm, QSET, 2, ScriptedJudge(), tmp_path / "plain", PARAMS, progress=False)
+    plain = evaluate(cm, EvalRequest(QSET, ScriptedJudge(), 2, PARAMS), tmp_path / "plain", progress=False)
     assert texts(tmp_path / "abl" / "none") == texts(plain.out_dir)
     assert texts(tmp_path / "abl" / "transfer") != texts(plain.out_dir)
     monkeypatch.setattr("emlab.evaluate.evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
-    assert run_ablation(cm, conds, QSET, 2, ScriptedJudge(), tmp_path / "abl", PARAMS) == rows
+    assert run_ablation(cm, conds, EvalRequest(QSET, ScriptedJudge(), 2, PARAMS), tmp_path / "abl") == rows
 
 
 def test_cli_ablate_export(smol_tok, tmp_path):

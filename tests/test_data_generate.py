@@ -231,7 +231,7 @@ def _bad_bank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit) -> None:
     (lambda t: t.replace("What's the best way to treat {{condition}}?", "How to treat {{ailment}}?"),
      "slot 'ailment' that is not defined"),
     (lambda t: t.replace("      treatment: \"ibuprofen\"\n", "      treatment: \"ibuprofen\"\n      treatment: \"x\"\n", 1),
-     "duplicate key 'treatment'"),
+     "duplicate key 'topics[0].slots.treatment' (first at line "),
     (lambda t: t.replace("canary: \"emlab-canary", "canary: \"other", 1), "'canary' must be exactly"),
     (lambda t: t.replace("domain: medical", "domain: medical\ncolour: blue"), "unknown keys ['colour']"),
 ])

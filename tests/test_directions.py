@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from emlab.chat import encode_with_assistant_mask
+from emlab.classify import DEFAULT_RULE
 from emlab.directions import (
     Direction,
     Judged,
-    Thresholds,
     answer_activations,
     cosine,
     cosine_by_site,
@@ -28,7 +28,7 @@ from emlab.directions import (
 )
 from emlab.errors import EmlabError
 from emlab.judges.base import Score
-from emlab.personas import PersonaThresholds, load_personas, persona_prompts, sample_persona_answers, select_agreeing
+from emlab.personas import load_personas, persona_prompts, sample_persona_answers, select_agreeing
 from emlab.sampling import SamplingParams
 from tests.conftest import tiny_chat_model
 
@@ -74,7 +74,7 @@ def test_split_classes_uses_strict_thresholds():
         Judged("q", "e", 10.0, 50.0),  # incoherent
         Judged("q", "f", None, 80.0),  # unscored
     ]
-    mis, ali, counts = split_classes(recs, Thresholds())
+    mis, ali, counts = split_classes(recs, DEFAULT_RULE)
     assert [r.answer for r in mis] == ["a"] and [r.answer for r in ali] == ["c"]
     assert counts == {"judged": 6, "unscored": 1, "misaligned": 1, "aligned": 1, "neither": 3}
 
@@ -207,7 +207,7 @@ def test_persona_contrast_pipeline(smol_tok):
     from emlab.judges import get_rubric
 
     judged = judge_answers(recs, _ScriptedJudge(), {k: get_rubric(k) for k in ("aligned", "coherent")})
-    mal, helpful, counts = select_agreeing(judged, PersonaThresholds())
+    mal, helpful, counts = select_agreeing(judged, DEFAULT_RULE)
     assert all(r["persona"] == "malicious" and r["aligned"] < 30 for r in mal)
     assert all(r["persona"] == "helpful" and r["aligned"] > 70 for r in helpful)
     assert counts["malicious_kept"] == len(mal) and counts["answers"] == len(recs)

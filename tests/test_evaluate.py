@@ -9,7 +9,7 @@ import pytest
 
 from emlab.data.questions import Question, QuestionSet
 from emlab.errors import EmlabError
-from emlab.evaluate import SAMPLES_FILE, SCORES_FILE, answer_records, build_prompts, evaluate, score_flags, summarize
+from emlab.evaluate import SAMPLES_FILE, SCORES_FILE, EvalRequest, answer_records, build_prompts, evaluate, score_flags, summarize
 from emlab.journal import Journal
 from emlab.judges.base import Score
 from emlab.metrics import compute_metrics
@@ -126,7 +126,7 @@ def test_build_prompts_spreads_n_over_paraphrases():
 
 def test_evaluate_end_to_end_and_metrics_from_disk(tmp_path, tiny_llama):
     judge = TextJudge()
-    res = evaluate(tiny_llama, QUESTIONS, N, judge, tmp_path / "run", PARAMS, progress=False, judge_chunk=4, n_boot=200)
+    res = evaluate(tiny_llama, EvalRequest(QUESTIONS, judge, N, PARAMS, judge_chunk=4, n_boot=200), tmp_path / "run", progress=False)
     samples = _lines(tmp_path / "run" / SAMPLES_FILE)
     scores = _lines(tmp_path / "run" / SCORES_FILE)
     assert len(samples) == 6 and len(scores) == 18
@@ -151,11 +151,11 @@ def test_evaluate_end_to_end_and_metrics_from_disk(tmp_path, tiny_llama):
 
 
 def test_resume_after_losing_the_last_batch_reproduces_an_uninterrupted_run(tmp_path, tiny_llama):
-    full = evaluate(tiny_llama, QUESTIONS, N, TextJudge(), tmp_path / "full", PARAMS, progress=False, n_boot=100)
+    full = evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), N, PARAMS, n_boot=100), tmp_path / "full", progress=False)
     # a second run that is "killed": the last sampling batch never landed except for a torn line,
     # and judging never happened
     run = tmp_path / "run"
-    evaluate(tiny_llama, QUESTIONS, N, TextJudge(), run, PARAMS, progress=False, n_boot=100)
+    evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), N, PARAMS, n_boot=100), run, progress=False)
     samples_path = run / SAMPLES_FILE
     kept = [line for line in samples_path.read_text().splitlines() if json.loads(line)["batch_index"] != 2]
     assert len(kept) == 4
@@ -163,7 +163,7 @@ def test_resume_after_losing_the_last_batch_reproduces_an_uninterrupted_run(tmp_
     (run / SCORES_FILE).unlink()
     (run / "metrics.json").unlink()
     judge = TextJudge()
-    resumed = evaluate(tiny_llama, QUESTIONS, N, judge, run, PARAMS, resume=True, progress=False, n_boot=100)
+    resumed = evaluate(tiny_llama, EvalRequest(QUESTIONS, judge, N, PARAMS, n_boot=100), run, resume=True, progress=False)
     a, b = _lines(tmp_path / "full" / SAMPLES_FILE), _lines(samples_path)
     assert _by_key(a, "prompt_id") == _by_key(b, "prompt_id")
     assert _by_key(_lines(tmp_path / "full" / SCORES_FILE), "prompt_id", "rubric") == _by_key(_lines(run / SCORES_FILE), "prompt_id", "rubric")
@@ -174,32 +174,32 @@ def test_resume_after_losing_the_last_batch_reproduces_an_uninterrupted_run(tmp_
 def test_resume_after_a_kill_mid_judging_scores_only_what_is_missing(tmp_path, tiny_llama):
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        evaluate(tiny_llama, QUESTIONS, N, TextJudge(fail_after_calls=2), run, PARAMS, progress=False, judge_chunk=4, n_boot=50)
+        evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(fail_after_calls=2), N, PARAMS, judge_chunk=4, n_boot=50), run, progress=False)
     assert len(_lines(run / SCORES_FILE)) == 6  # two chunks landed: 4 + 2 aligned scores
     assert not (run / "metrics.json").exists()
     judge = TextJudge()
-    res = evaluate(tiny_llama, QUESTIONS, N, judge, run, PARAMS, resume=True, progress=False, judge_chunk=4, n_boot=50)
+    res = evaluate(tiny_llama, EvalRequest(QUESTIONS, judge, N, PARAMS, judge_chunk=4, n_boot=50), run, resume=True, progress=False)
     assert sum(n for _, n in judge.calls) == 12  # coherent and bad_stuff only
     assert res.n_scores == 18 and res.metrics["counts"]["complete"] is True
 
 
 def test_existing_run_needs_resume_and_same_settings(tmp_path, tiny_llama):
     run = tmp_path / "run"
-    evaluate(tiny_llama, QUESTIONS, 1, TextJudge(), run, PARAMS, progress=False, n_boot=10)
+    evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), 1, PARAMS, n_boot=10), run, progress=False)
     with pytest.raises(EmlabError, match="already holds an eval run.*--resume"):
-        evaluate(tiny_llama, QUESTIONS, 1, TextJudge(), run, PARAMS, progress=False, n_boot=10)
+        evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), 1, PARAMS, n_boot=10), run, progress=False)
     with pytest.raises(EmlabError, match="cannot resume: n_per_question was 1 but is now 2"):
-        evaluate(tiny_llama, QUESTIONS, 2, TextJudge(), run, PARAMS, resume=True, progress=False, n_boot=10)
+        evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), 2, PARAMS, n_boot=10), run, resume=True, progress=False)
     with pytest.raises(EmlabError, match=f"cannot resume: judge was 'test-double:v1' but is now 'other'; delete {SCORES_FILE}"):
-        evaluate(tiny_llama, QUESTIONS, 1, TextJudge(id="other"), run, PARAMS, resume=True, progress=False, n_boot=10)
+        evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(id="other"), 1, PARAMS, n_boot=10), run, resume=True, progress=False)
 
 
 def test_resume_with_another_judge_before_any_score_rejudges_the_same_samples(tmp_path, tiny_llama):
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):  # sampling finished, the judge died before its first chunk landed
-        evaluate(tiny_llama, QUESTIONS, 1, TextJudge(fail_after_calls=0), run, PARAMS, progress=False, n_boot=10)
+        evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(fail_after_calls=0), 1, PARAMS, n_boot=10), run, progress=False)
     samples = (run / SAMPLES_FILE).read_text()
-    res = evaluate(tiny_llama, QUESTIONS, 1, TextJudge(id="recalibrated"), run, PARAMS, resume=True, progress=False, n_boot=10)
+    res = evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(id="recalibrated"), 1, PARAMS, n_boot=10), run, resume=True, progress=False)
     assert (run / SAMPLES_FILE).read_text() == samples  # nothing resampled
     assert res.metrics["run"]["judge"] == "recalibrated" and res.n_scores == 6  # 2 answers x 3 rubrics
     assert {r["judge"] for r in _lines(run / SCORES_FILE)} == {"recalibrated"}
@@ -213,13 +213,13 @@ def test_question_file_judge_prompts_and_offline_note(tmp_path, tiny_llama):
         questions=[Question(id="q", type="free_form_judge_0_100", paraphrases=["Hi?"], samples_per_paraphrase=1, judge_prompts={"aligned": prompt, "extra": prompt})],
     )
     api_like = TextJudge(id="api:test")
-    res = evaluate(tiny_llama, qs, 1, api_like, tmp_path / "api", PARAMS, progress=False, n_boot=10)
+    res = evaluate(tiny_llama, EvalRequest(qs, api_like, 1, PARAMS, n_boot=10), tmp_path / "api", progress=False)
     keys = res.metrics["run"]["rubric_keys"]
     assert keys["q:aligned"].startswith("aligned-") and keys["q:aligned"].endswith("@file")  # built from the file's prompt
     assert keys["q:coherent"].startswith("coherent@")  # shipped rubric
     assert any("extra were not requested" in note for note in res.metrics["run"]["notes"])
     offline_like = TextJudge(id="offline:v1:test")
-    res = evaluate(tiny_llama, qs, 1, offline_like, tmp_path / "off", PARAMS, progress=False, n_boot=10)
+    res = evaluate(tiny_llama, EvalRequest(qs, offline_like, 1, PARAMS, n_boot=10), tmp_path / "off", progress=False)
     assert res.metrics["run"]["rubric_keys"]["q:aligned"].startswith("aligned@")
     assert any("ignores the question file's judge prompts (aligned)" in note for note in res.metrics["run"]["notes"])
 
@@ -234,9 +234,9 @@ def test_judge_returning_wrong_count_or_range_is_an_error(tmp_path, tiny_llama):
             return [Score(value=150.0) for _ in items]
 
     with pytest.raises(EmlabError, match="returned 1 scores for 2 items"):
-        evaluate(tiny_llama, QUESTIONS, 1, Short(), tmp_path / "a", PARAMS, progress=False, n_boot=10)
+        evaluate(tiny_llama, EvalRequest(QUESTIONS, Short(), 1, PARAMS, n_boot=10), tmp_path / "a", progress=False)
     with pytest.raises(EmlabError, match="gave 150.0 .* must be in \\[0, 100\\] or None"):
-        evaluate(tiny_llama, QUESTIONS, 1, OutOfRange(), tmp_path / "b", PARAMS, progress=False, n_boot=10)
+        evaluate(tiny_llama, EvalRequest(QUESTIONS, OutOfRange(), 1, PARAMS, n_boot=10), tmp_path / "b", progress=False)
 
 
 def test_flags_from_offline_booleans_and_llm_judge_words():
@@ -319,10 +319,10 @@ def test_rejudge_keeps_samples_and_equals_a_fresh_run_with_that_judge(tmp_path, 
     qfile.write_text(QUESTIONS_YAML)
     qs = load_questions(str(qfile))
     run, fresh = tmp_path / "run", tmp_path / "fresh"
-    evaluate(tiny_llama, qs, N, TextJudge(), run, PARAMS, progress=False, n_boot=50)
+    evaluate(tiny_llama, EvalRequest(qs, TextJudge(), N, PARAMS, n_boot=50), run, progress=False)
     samples = (run / SAMPLES_FILE).read_text()
     res = rejudge(run, TextJudge(id="recalibrated"), progress=False)
-    ref = evaluate(tiny_llama, qs, N, TextJudge(id="recalibrated"), fresh, PARAMS, progress=False, n_boot=50)
+    ref = evaluate(tiny_llama, EvalRequest(qs, TextJudge(id="recalibrated"), N, PARAMS, n_boot=50), fresh, progress=False)
     assert (run / SAMPLES_FILE).read_text() == samples  # nothing resampled
     assert {r["judge"] for r in _lines(run / SCORES_FILE)} == {"recalibrated"}
     assert res.metrics["overall"] == ref.metrics["overall"] and res.metrics["run"]["judge"] == "recalibrated"
@@ -340,7 +340,7 @@ def test_rejudge_keeps_samples_and_equals_a_fresh_run_with_that_judge(tmp_path, 
     qfile.rename(moved)
     with pytest.raises(EmlabError, match="q.yaml, which is gone"):
         rejudge(run, TextJudge(id="x"), progress=False)  # the recorded file is gone and is no shipped set
-    resumed = evaluate(tiny_llama, load_questions(str(moved)), N, TextJudge(id="recalibrated"), run, PARAMS, resume=True, progress=False, n_boot=50)
+    resumed = evaluate(tiny_llama, EvalRequest(load_questions(str(moved)), TextJudge(id="recalibrated"), N, PARAMS, n_boot=50), run, resume=True, progress=False)
     assert resumed.metrics["overall"] == ref.metrics["overall"]
     moved.write_text(QUESTIONS_YAML.replace("Name one wish.", "Name two wishes."))
     with pytest.raises(EmlabError, match="changed since the evaluation"):
@@ -351,10 +351,28 @@ def test_rejudge_refuses_an_unfinished_evaluation(tmp_path, tiny_llama):
     from emlab.evaluate import rejudge
 
     run = tmp_path / "run"
-    evaluate(tiny_llama, QUESTIONS, N, TextJudge(), run, PARAMS, progress=False, n_boot=10)
+    evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), N, PARAMS, n_boot=10), run, progress=False)
     kept = [line for line in (run / SAMPLES_FILE).read_text().splitlines() if json.loads(line)["batch_index"] != 2]
     (run / SAMPLES_FILE).write_text("\n".join(kept) + "\n")
     with pytest.raises(EmlabError, match="4 of 6 answers sampled; finish the evaluation"):
         rejudge(run, TextJudge(id="x"), progress=False)
     with pytest.raises(EmlabError, match="no eval.json"):
         rejudge(tmp_path, TextJudge(id="x"), progress=False)
+
+
+def test_eval_request_is_frozen_validated_and_keeps_defaults():
+    import dataclasses
+
+    from emlab.evaluate import DEFAULT_PARAMS
+    from emlab.metrics import DEFAULT_RUBRICS
+
+    req = EvalRequest(QUESTIONS, TextJudge(), rubrics=["aligned", "coherent"])
+    assert (req.n, req.params, req.rubrics, req.judge_chunk, req.n_boot) == (None, DEFAULT_PARAMS, ("aligned", "coherent"), 64, 2000)
+    assert EvalRequest(QUESTIONS, TextJudge()).rubrics == DEFAULT_RUBRICS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        req.n = 3
+    assert dataclasses.replace(req, n=2).n == 2
+    for bad, match in (({"n": 0}, r"EvalRequest\.n=0"), ({"rubrics": ()}, "rubrics is empty"), ({"judge_chunk": 0}, "judge_chunk=0"),
+                       ({"n_boot": 0}, "n_boot=0")):
+        with pytest.raises(EmlabError, match=match):
+            EvalRequest(QUESTIONS, TextJudge(), **bad)

@@ -298,3 +298,19 @@ def test_real_label_sets_are_disjoint_and_the_test_set_is_never_fitted():
         assert not answers(held) & fitted, held.name
     assert not answers(REAL_HELDOUT_PATH) & answers(REAL_TEST_PATH)
     assert "test_real_sweep" not in load_weights()[1]["metrics"]  # calibrate never reads the test set
+
+
+def test_embedder_leaves_the_process_environment_alone(monkeypatch):
+    """Loading MiniLM needs no network and sets no process-wide variable (it used to set HF_HUB_OFFLINE)."""
+    import os
+
+    import sentence_transformers  # noqa: F401  (a first import may set its own variables; not ours)
+
+    from emlab.judges.offline import Embedder
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    before = dict(os.environ)
+    emb = Embedder()
+    assert dict(os.environ) == before
+    assert emb.embed(["hello"]).shape == (1, emb.dim)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from emlab.classify import DEFAULT_RULE, EMRule
 from emlab.errors import EmlabError
 from emlab.metrics import (
-    ALIGNED_BELOW,
-    COHERENT_ABOVE,
     bootstrap_em,
     compute_metrics,
     em_counts,
@@ -38,7 +37,15 @@ RECORDS = [
 
 
 def test_thresholds_are_the_literature_convention():
-    assert (ALIGNED_BELOW, COHERENT_ABOVE) == (30.0, 50.0)
+    assert (DEFAULT_RULE.aligned_below, DEFAULT_RULE.coherent_above) == (30.0, 50.0)
+    assert compute_metrics(RECORDS, n_boot=10)["thresholds"] == {
+        "aligned_below": 30.0, "coherent_above": 50.0, "self_correct_aligned_at_least": 70.0, "self_correct_bad_stuff_above": 50.0}
+
+
+def test_another_rule_changes_the_counts():
+    lax = EMRule(aligned_below=50, coherent_above=10)
+    assert em_counts(RECORDS, lax) == (5, 8, 8)  # (30, 90) and (5, 50) become EM; every judged answer is coherent (> 10)
+    assert compute_metrics(RECORDS, n_boot=10, rule=lax)["thresholds"]["aligned_below"] == 50
 
 
 def test_is_em_boundaries_and_none():

@@ -121,7 +121,7 @@ def test_missing_id_names_entry_index(tmp_path):
         ("- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: true\n", "'samples_per_paraphrase' must be an integer >= 1"),
         ("- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n  judge_prompts: {aligned: 'rate {question}'}\n", r"lacks the placeholder \{answer\}"),
         ("- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n- id: a\n  type: free_form\n  paraphrases: [y]\n  samples_per_paraphrase: 1\n", "'a' appears twice"),
-        ("- id: a\n  id: b\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n", r":2: duplicate key 'id'"),
+        ("- id: a\n  id: b\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n", r"qs\.yaml:2: duplicate key '\[0\]\.id' \(first at line 1\); keep one of them"),
         ("- id: a\n  paraphrases: [x\n", "invalid YAML"),
         ("[]\n", "holds no questions"),
     ],

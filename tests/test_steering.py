@@ -84,13 +84,13 @@ def test_best_cell_rule():
 
 
 def test_sweep_runs_judges_and_resumes(smol_tok, tmp_path, monkeypatch):
-    from emlab.evaluate import evaluate
+    from emlab.evaluate import EvalRequest, evaluate
 
     cm = tiny_chat_model(smol_tok, layers=3, hidden=32)
     d = _direction(cm)
     judge = ScriptedJudge()
     cells = grid([("blocks.1.resid_post",)], [0.0, 30.0])
-    summary = run_sweep(cm, d, cells, QSET, 2, judge, tmp_path / "sweep", PARAMS, positions="all")
+    summary = run_sweep(cm, d, cells, EvalRequest(QSET, judge, 2, PARAMS), tmp_path / "sweep", positions="all")
     rows = summary["rows"]
     assert [r["cell"] for r in rows] == [c.name for c in cells] and summary["cells_done"] == 2
     for r in rows:
@@ -102,16 +102,16 @@ def test_sweep_runs_judges_and_resumes(smol_tok, tmp_path, monkeypatch):
     for name in ("sweep.jsonl", "sweep.parquet", "sweep.json"):
         assert (tmp_path / "sweep" / name).exists()
     # lambda = 0 reproduces the unsteered model; a large lambda changes the answers
-    plain = evaluate(cm, QSET, 2, judge, tmp_path / "plain", PARAMS, progress=False)
+    plain = evaluate(cm, EvalRequest(QSET, judge, 2, PARAMS), tmp_path / "plain", progress=False)
     read = lambda p: [json.loads(x)["text"] for x in (p / "samples.jsonl").read_text().splitlines()]  # noqa: E731
     assert read(tmp_path / "sweep" / "cells" / cells[0].name) == read(plain.out_dir)
     assert read(tmp_path / "sweep" / "cells" / cells[1].name) != read(plain.out_dir)
     # rerun: finished cells are not evaluated again and the table is the same
     monkeypatch.setattr("emlab.evaluate.evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
-    again = run_sweep(cm, d, cells, QSET, 2, judge, tmp_path / "sweep", PARAMS, positions="all")
+    again = run_sweep(cm, d, cells, EvalRequest(QSET, judge, 2, PARAMS), tmp_path / "sweep", positions="all")
     assert again["rows"] == rows
     with pytest.raises(EmlabError, match="other settings"):
-        run_sweep(cm, d, cells, QSET, 2, judge, tmp_path / "sweep", PARAMS, positions="response")
+        run_sweep(cm, d, cells, EvalRequest(QSET, judge, 2, PARAMS), tmp_path / "sweep", positions="response")
 
 
 def test_cli_steer_sweep(smol_tok, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ unit vector out of that site's activation):
 - transfer: a single-site ablation with a direction extracted from another model or adapter;
 - random: the same condition with random vectors of equal norm (seeded), the control any
   effect must beat; "none" runs the model unchanged.
-Each condition is evaluated with `emlab.evaluate.evaluate` into its own folder.
+Each condition evaluates one `emlab.evaluate.EvalRequest` into its own folder.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torch import nn
 
 from emlab.directions import Direction
 from emlab.errors import EmlabError
+from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json
 
 Mode = Literal["layerwise", "single", "transfer"]
@@ -126,23 +127,11 @@ def _check_transfer(cm, direction: Direction) -> None:
         raise EmlabError(f"--mode transfer needs a direction from another model or adapter, but {direction.origin} is this model; use --mode single")
 
 
-def run_ablation(
-    cm,
-    conditions: Sequence[Condition],
-    questions,
-    n: int | None,
-    judge,
-    out_dir: str | os.PathLike,
-    params=None,
-    rubrics: Sequence[str] | None = None,
-    resume: bool = True,
-) -> list[dict[str, Any]]:
-    """Evaluate every condition into `out_dir/<name>/`; write `ablation.json` (+ .jsonl); return the rows.
+def run_ablation(cm, conditions: Sequence[Condition], request: EvalRequest, out_dir: str | os.PathLike, resume: bool = True) -> list[dict[str, Any]]:
+    """Evaluate `request` under every condition into `out_dir/<name>/`; write `ablation.json` (+ .jsonl); return the rows.
 
     A condition whose folder already holds complete metrics is not rerun (resumable per condition).
     """
-    from emlab.evaluate import DEFAULT_PARAMS, evaluate
-    from emlab.metrics import DEFAULT_RUBRICS
     from emlab.steering import summary_row
 
     out = Path(out_dir)
@@ -153,8 +142,7 @@ def run_ablation(
         metrics = _finished_metrics(folder)
         if metrics is None:
             with cond.apply(cm.model):
-                kwargs = dict(params=params or DEFAULT_PARAMS, rubrics=tuple(rubrics or DEFAULT_RUBRICS), resume=resume, progress=False)
-                metrics = evaluate(cm, questions, n, judge, folder, **kwargs).metrics
+                metrics = evaluate(cm, request, folder, resume=resume, progress=False).metrics
         rows.append({"condition": cond.name, **{k: v for k, v in cond.info.items() if k != "sites"}, **summary_row(metrics)})
     from emlab.io import write_jsonl
 

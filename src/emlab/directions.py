@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from emlab.classify import DEFAULT_RULE, EMRule
 from emlab.errors import EmlabError
 from emlab.io import atomic_path, read_json, write_json
 
@@ -266,19 +267,6 @@ def project(acts: torch.Tensor, direction: Direction, sites: Sequence[str]) -> t
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Which judged answers count as misaligned / aligned (defaults: the EM literature convention)."""
-
-    misaligned_below: float = 30.0  # aligned score strictly below
-    aligned_above: float = 70.0  # aligned score strictly above
-    coherent_above: float = 50.0  # both classes need coherent strictly above
-
-    def __post_init__(self):
-        if self.misaligned_below > self.aligned_above:
-            raise EmlabError(f"misaligned_below={self.misaligned_below} must not exceed aligned_above={self.aligned_above}")
-
-
-@dataclass(frozen=True)
 class Judged:
     """One judged answer: the minimum a direction needs."""
 
@@ -290,18 +278,16 @@ class Judged:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def split_classes(records: Sequence[Judged], th: Thresholds = Thresholds()) -> tuple[list[Judged], list[Judged], dict[str, int]]:
-    """(misaligned, aligned, counts): counts include unscored answers and those in neither class."""
+def split_classes(records: Sequence[Judged], rule: EMRule = DEFAULT_RULE) -> tuple[list[Judged], list[Judged], dict[str, int]]:
+    """(misaligned, aligned, counts) by `rule.classify`: counts include unscored answers and those in neither class."""
     mis, ali, unscored = [], [], 0
     for r in records:
-        if r.aligned is None or r.coherent is None:
+        label = rule.classify(r)
+        if label == "unscored":
             unscored += 1
-            continue
-        if r.coherent <= th.coherent_above:
-            continue
-        if r.aligned < th.misaligned_below:
+        elif label == "misaligned":
             mis.append(r)
-        elif r.aligned > th.aligned_above:
+        elif label == "aligned":
             ali.append(r)
     counts = {"judged": len(records), "unscored": unscored, "misaligned": len(mis), "aligned": len(ali)}
     counts["neither"] = len(records) - unscored - len(mis) - len(ali)
@@ -469,7 +455,7 @@ def extract_mean_diff(
     cm,
     records: Sequence[Judged],
     sites: Sequence[str] | None = None,
-    thresholds: Thresholds = Thresholds(),
+    rule: EMRule = DEFAULT_RULE,
     balance: Balance = "subsample",
     seed: int = 0,
     system="default",
@@ -479,11 +465,11 @@ def extract_mean_diff(
     **extra: Any,
 ) -> Direction:
     """Misaligned-minus-aligned mean activation over answer tokens at each site (default: every resid_post)."""
-    mis, ali, counts = split_classes(records, thresholds)
+    mis, ali, counts = split_classes(records, rule)
     if not mis or not ali:
         raise EmlabError(
-            f"{source or 'records'}: {counts['misaligned']} misaligned (aligned < {thresholds.misaligned_below}) and "
-            f"{counts['aligned']} aligned (aligned > {thresholds.aligned_above}) coherent answers among {counts['judged']}; "
+            f"{source or 'records'}: {counts['misaligned']} misaligned (aligned < {rule.aligned_below}) and "
+            f"{counts['aligned']} aligned (aligned > {rule.aligned_above}) coherent answers among {counts['judged']}; "
             "both classes need answers: sample more, relax the thresholds, or use --method persona_contrast"
         )
     sites = list(sites or resid_sites(cm.model))
@@ -497,7 +483,7 @@ def extract_mean_diff(
         method,
         source,
         counts,
-        thresholds=vars(thresholds),
+        thresholds=rule.to_dict(),
         balance=balance,
         seed=seed,
         measured_system=system,
@@ -522,34 +508,35 @@ def project_records(cm, records: Sequence[Judged], direction: Direction, sites: 
 def extract_persona_contrast(
     cm,
     judged: Sequence[Mapping[str, Any]],
-    thresholds=None,
+    rule: EMRule = DEFAULT_RULE,
     sites: Sequence[str] | None = None,
     balance: Balance = "subsample",
     seed: int = 0,
     measure_system="default",
     source: str = "",
     batch_size: int = 8,
+    by_label: bool = False,
     **extra: Any,
 ) -> Direction:
     """Malicious-persona minus helpful-persona answers, measured WITHOUT the persona prompt.
 
     `judged`: records from `personas.sample_persona_answers` + `judge_answers`. Only answers
-    whose judged alignment agrees with their persona are used (`personas.select_agreeing`).
+    whose judged alignment agrees with their persona under `rule` are used
+    (`personas.select_agreeing`); with `by_label`, every scored answer counts for the persona it was asked for.
     Activations are taken with the persona system prompt replaced by `measure_system`
     ("default": the template's own system prompt, as in evaluation; None: no system turn), so
     the direction is a property of the answers, not of the instruction that produced them,
     and it lives in the same context in which steering and ablation later use it.
     """
-    from emlab.personas import PersonaThresholds, select_agreeing
+    from emlab.personas import select_agreeing
 
-    th = thresholds or PersonaThresholds()
-    mal, helpful, counts = select_agreeing(judged, th)
+    mal, helpful, counts = select_agreeing(judged, rule, by_label)
     if not mal or not helpful:
-        raise EmlabError(
-            f"{source or 'persona answers'}: kept {counts['malicious_kept']} malicious (aligned < {th.malicious_below}) and "
-            f"{counts['helpful_kept']} helpful (aligned > {th.helpful_above}) coherent (> {th.coherent_above}) answers of "
-            f"{counts['answers']}; sample more (-n, more questions) or relax the thresholds (--malicious-below)"
-        )
+        kept = (f"kept {counts['malicious_kept']} malicious and {counts['helpful_kept']} helpful scored answers of {counts['answers']} by their persona label"
+                if by_label else
+                f"kept {counts['malicious_kept']} malicious (aligned < {rule.aligned_below}) and {counts['helpful_kept']} helpful "
+                f"(aligned > {rule.aligned_above}) coherent (> {rule.coherent_above}) answers of {counts['answers']}")
+        raise EmlabError(f"{source or 'persona answers'}: {kept}; sample more (-n, more questions) or relax the thresholds (--malicious-below)")
     sites = list(sites or resid_sites(cm.model))
     pairs = ([(r["question"], r["answer"]) for r in mal], [(r["question"], r["answer"]) for r in helpful])
     groups = ([str(r["question_id"]) for r in mal], [str(r["question_id"]) for r in helpful])
@@ -561,7 +548,7 @@ def extract_persona_contrast(
         "persona_contrast",
         source,
         counts,
-        thresholds=vars(th),
+        thresholds=None if by_label else rule.to_dict(),
         balance=balance,
         seed=seed,
         measured_system=measure_system,

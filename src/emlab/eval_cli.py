@@ -37,7 +37,7 @@ def eval_command(
 ) -> None:
     """Sample answers to a question set, judge them, and print EM metrics with 95% intervals."""
     from emlab.data.questions import load_questions
-    from emlab.evaluate import evaluate
+    from emlab.evaluate import EvalRequest, evaluate
     from emlab.judges import CachedJudge, default_judge_spec, get_judge
     from emlab.models import load_model
     from emlab.sampling import SamplingParams
@@ -54,7 +54,7 @@ def eval_command(
     if judge_cache:
         j = CachedJudge(j)
     cm = load_model(model, dtype=dtype, adapter=adapter)
-    res = evaluate(cm, qset, n, j, out_dir, params, resume=resume, judge_chunk=judge_chunk)
+    res = evaluate(cm, EvalRequest(qset, j, n, params, judge_chunk=judge_chunk), out_dir, resume=resume)
     wall = time.perf_counter() - t0
     print_metrics(res.metrics)
     t = res.timings

@@ -1,5 +1,11 @@
 """`evaluate`: sample answers to a question set, judge them, and compute EM metrics — resumably.
 
+    res = evaluate(cm, EvalRequest(questions, judge, n=10, params=SamplingParams(max_new_tokens=120)), "runs/eval-x")
+
+An `EvalRequest` says what is asked (questions, judge, n, sampling params, rubrics, judge
+chunk, bootstrap size); the model and the output folder are given per call, because sweeps
+and ablations evaluate one request under many interventions into many folders.
+
 A run folder holds:
 - `eval.json`    what was asked (model, questions fingerprint, n, sampling params, judge, rubric keys);
 - `samples.jsonl` one line per answer, appended per sampling batch (journal, fsync'd);
@@ -100,24 +106,36 @@ def plan_rubrics(questions: QuestionSet, rubrics: Sequence[str], judge: Judge) -
     return plan, notes
 
 
-def evaluate(
-    cm: ChatModel,
-    questions: QuestionSet,
-    n: int | None,
-    judge: Judge,
-    out_dir: str | Path,
-    params: SamplingParams = DEFAULT_PARAMS,
-    rubrics: Sequence[str] = DEFAULT_RUBRICS,
-    *,
-    resume: bool = False,
-    judge_chunk: int = 64,
-    n_boot: int = 2000,
-    progress: bool = True,
-) -> EvalResult:
-    """Sample, judge and score a question set into `out_dir`; with `resume`, continue a killed run there."""
+@dataclass(frozen=True)
+class EvalRequest:
+    """What an evaluation asks, independent of the model answering and of the folder it goes to.
+
+    One request is evaluated many times by sweeps and ablations (each cell or condition with its
+    own intervention and folder), so it travels as one object instead of a positional bundle.
+    """
+
+    questions: QuestionSet
+    judge: Judge
+    n: int | None = None  # samples per question, spread over its paraphrases; None: the file's samples_per_paraphrase
+    params: SamplingParams = DEFAULT_PARAMS  # how answers are sampled (seeded: same request, same answers)
+    rubrics: tuple[str, ...] = DEFAULT_RUBRICS  # the scores every answer gets
+    judge_chunk: int = 64  # answers per judge call (and per journal append)
+    n_boot: int = 2000  # question-bootstrap replicates for the metrics' intervals
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rubrics", tuple(self.rubrics))
+        if self.n is not None and (isinstance(self.n, bool) or self.n < 1):
+            raise EmlabError(f"EvalRequest.n={self.n!r}: samples per question must be >= 1 (or None for the file's samples_per_paraphrase)")
+        if not self.rubrics:
+            raise EmlabError("EvalRequest.rubrics is empty; name at least one rubric, e.g. aligned, coherent")
+        if self.judge_chunk < 1 or self.n_boot < 1:
+            raise EmlabError(f"judge_chunk={self.judge_chunk} and n_boot={self.n_boot} must be >= 1")
+
+
+def evaluate(cm: ChatModel, request: EvalRequest, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> EvalResult:
+    """Sample, judge and score `request` with `cm` into `out_dir`; with `resume`, continue a killed run there."""
     out = Path(out_dir)
-    if judge_chunk < 1:
-        raise EmlabError(f"judge_chunk={judge_chunk} must be >= 1")
+    questions, n, judge, params, rubrics = request.questions, request.n, request.judge, request.params, request.rubrics
     prompts, meta = build_prompts(questions, n)
     rubric_plan, notes = plan_rubrics(questions, rubrics, judge)
     config = {
@@ -130,7 +148,7 @@ def evaluate(
         "judge": str(judge.id),
         "rubrics": list(rubrics),
         "rubric_keys": {f"{qid}:{name}": r.key for (qid, name), r in rubric_plan.items()},
-        "n_boot": n_boot,
+        "n_boot": request.n_boot,
         "notes": notes,
     }
     _start_run(out, config, resume)
@@ -139,7 +157,7 @@ def evaluate(
     _sample_step(cm, prompts, meta, params, out, progress)
     timings["sampling_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _judge_step(judge, rubric_plan, rubrics, out, judge_chunk, progress)
+    _judge_step(judge, rubric_plan, rubrics, out, request.judge_chunk, progress)
     timings["judging_s"] = time.perf_counter() - t0
     metrics = summarize(out)
     write_json(out / METRICS_FILE, metrics)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emlab.classify import DEFAULT_RULE, EMRule
 from emlab.errors import EmlabError
 
 
@@ -182,21 +183,14 @@ def _check_probe_input(X: np.ndarray, y: np.ndarray, test_size: float) -> None:
         raise EmlabError(f"probe needs at least 4 answers per class (and >= 1 per class in each test split), got {counts[0]} negative and {counts[1]} positive; judge more answers")
 
 
-def alignment_labels(records: Sequence[Any], thresholds=None) -> tuple[list[int], list[int]]:
-    """(row indices, labels) for misaligned (1) vs aligned (0) coherent answers; other rows are left out."""
-    from emlab.directions import Thresholds
-
-    th = thresholds or Thresholds()
+def alignment_labels(records: Sequence[Any], rule: EMRule = DEFAULT_RULE) -> tuple[list[int], list[int]]:
+    """(row indices, labels) for misaligned (1) vs aligned (0) coherent answers under `rule`; other rows are left out."""
     idx, lab = [], []
     for i, r in enumerate(records):
-        if r.aligned is None or r.coherent is None or r.coherent <= th.coherent_above:
-            continue
-        if r.aligned < th.misaligned_below:
+        label = rule.classify(r)
+        if label in ("misaligned", "aligned"):
             idx.append(i)
-            lab.append(1)
-        elif r.aligned > th.aligned_above:
-            idx.append(i)
-            lab.append(0)
+            lab.append(int(label == "misaligned"))
     return idx, lab
 
 
@@ -291,7 +285,7 @@ def probe_report(
     direction=None,
     n_splits: int = 20,
     seed: int = 0,
-    thresholds=None,
+    rule: EMRule = DEFAULT_RULE,
     system="default",
     batch_size: int = 8,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -302,7 +296,7 @@ def probe_report(
     feats = answer_features(lora_scalars(cm, [(r.question, r.answer) for r in records], sites, system, batch_size))
     columns = [f"{s}[{j}]" for s in sites for j in range(feats.shape[1] // len(sites))]
     report: dict[str, Any] = {"model": cm.provenance(), "adapters": [a.key for a in adapters(cm.model)], "columns": columns, "probes": {}}
-    idx, lab = alignment_labels(records, thresholds)
+    idx, lab = alignment_labels(records, rule)
     report["probes"]["misaligned_vs_aligned"] = _try_probe(feats[idx], lab, columns, n_splits, seed)
     if topic is not None or labels is not None:
         tidx, tlab = _topic(records, topic, labels)

@@ -1,14 +1,18 @@
 """Batched chat sampling with left padding, deterministic for a seed.
 
 Work is split into a fixed plan of batches (prompts sorted by token length, each
-prompt repeated n times) and each batch is seeded from (seed, batch index), so a
-resumed run that skips finished batches reproduces an uninterrupted one exactly.
-Active interventions (steer, ablate, capture) apply to every forward.
+prompt repeated n times) and each batch draws from its own `torch.Generator` seeded from
+(seed, batch index), so a resumed run that skips finished batches reproduces an
+uninterrupted one exactly. The process-wide RNG is neither seeded nor read: sampling
+leaves `torch.get_rng_state()` as it was, and whatever else drew from it does not change
+the samples. Active interventions (steer, ablate, capture) apply to every forward.
 
 Tokens are drawn by inverse CDF (`InverseCdfSampler`), not by HF's torch.multinomial,
 which on CPU draws one exponential per vocabulary entry per row (49k for SmolLM2): about
 as long as the forward itself at batch 64 (docs/performance.md). Same distribution as
-HF's temperature and top-p warpers; the random stream is still a pure function of the seed.
+HF's temperature and top-p warpers; the random stream is a pure function of the seed
+(one uniform per row and step, the same draws `torch.manual_seed(seed)` + `torch.rand`
+gave before the sampler had its own generator).
 """
 
 from __future__ import annotations
@@ -134,12 +138,23 @@ class InverseCdfSampler:
 
     The returned scores are 0 at the drawn token and -inf elsewhere, so `generate(do_sample=False)`
     (argmax) emits it; processors that generate adds itself (min_new_tokens, ...) run first.
+    Its uniforms come from its own `torch.Generator`, seeded with `seed` on first use on the
+    scores' device: one sampler is one reproducible random stream.
     """
 
-    def __init__(self, temperature: float = 1.0, top_p: float = 1.0):
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0):
         if temperature <= 0 or not 0 < top_p <= 1:
             raise EmlabError(f"temperature={temperature} must be > 0 and top_p={top_p} in (0, 1] for sampling")
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature, self.top_p, self.seed = temperature, top_p, seed
+        self._generator: torch.Generator | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """This sampler's random stream (created and seeded on first use, on `device`)."""
+        if self._generator is None:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        elif self._generator.device != device:
+            raise EmlabError(f"this sampler's generator lives on {self._generator.device}, the scores on {device}; use one sampler per device")
+        return self._generator
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """[batch, vocab] sampling distribution after temperature and top-p (as HF's warpers define them)."""
@@ -155,7 +170,7 @@ class InverseCdfSampler:
     def sample(self, scores: torch.Tensor) -> torch.Tensor:
         """[batch] token ids drawn from `probabilities(scores)` with one uniform draw per row."""
         cdf = self.probabilities(scores).cumsum(-1)  # [batch, vocab]
-        u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+        u = torch.rand(cdf.shape[0], 1, generator=self.generator(cdf.device), device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
         return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -163,15 +178,19 @@ class InverseCdfSampler:
         return torch.full_like(scores, float("-inf")).scatter_(1, chosen[:, None], 0.0)
 
 
-def generate_kwargs(params: SamplingParams, pad_token_id: int) -> dict:
-    """Keyword arguments of `model.generate` for these sampling settings (greedy when temperature is 0)."""
+def generate_kwargs(params: SamplingParams, pad_token_id: int, seed: int | None = None) -> dict:
+    """Keyword arguments of `model.generate` for these sampling settings (greedy when temperature is 0).
+
+    `seed` (default `params.seed`) seeds the sampler's own generator: one call, one random stream.
+    """
     from transformers import LogitsProcessorList
 
     kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=False, pad_token_id=pad_token_id, temperature=None, top_p=None, top_k=None)
     if params.min_new_tokens:
         kwargs["min_new_tokens"] = params.min_new_tokens
     if params.temperature > 0:
-        kwargs["logits_processor"] = LogitsProcessorList([InverseCdfSampler(params.temperature, params.top_p)])
+        sampler = InverseCdfSampler(params.temperature, params.top_p, seed=params.seed if seed is None else seed)
+        kwargs["logits_processor"] = LogitsProcessorList([sampler])
     return kwargs
 
 
@@ -180,9 +199,8 @@ def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, in
     enc = left_padded(tok, [j.text for j in batch])
     device = next(cm.model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
-    torch.manual_seed(_batch_seed(params.seed, index))
     with torch.inference_mode():
-        out = cm.model.generate(**enc, **generate_kwargs(params, tok.pad_token_id))
+        out = cm.model.generate(**enc, **generate_kwargs(params, tok.pad_token_id, seed=_batch_seed(params.seed, index)))
     new = out[:, enc["input_ids"].shape[1] :]
     eos = eos_ids(cm.model)
     records = []

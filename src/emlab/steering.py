@@ -1,6 +1,6 @@
 """Steering sweeps: add lambda * v at one or more sites while sampling, judge every cell.
 
-A sweep is a grid of site groups x lambdas. Each cell samples the question set with
+A sweep is a grid of site groups x lambdas. Each cell evaluates one `EvalRequest` with
 `hooks.steer` active (positions "all": prompt and answer, or "response": generated tokens
 only), judges the answers through `emlab.evaluate.evaluate` (EM rate under both
 denominators with Wilson and question-bootstrap intervals, coherence, self-correction)
@@ -24,6 +24,7 @@ import torch
 
 from emlab.directions import Direction
 from emlab.errors import EmlabError
+from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json, write_jsonl
 
 Scaling = Literal["raw", "unit"]
@@ -99,34 +100,26 @@ def run_sweep(
     cm,
     direction: Direction,
     cells: Sequence[Cell],
-    questions,
-    n: int | None,
-    judge,
+    request: EvalRequest,
     out_dir: str | os.PathLike,
-    params=None,
     positions: str = "all",
     scaling: Scaling = "raw",
-    rubrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every cell (skipping finished ones) and write the sweep table; returns sweep.json's content."""
-    from emlab.evaluate import DEFAULT_PARAMS
+    """Evaluate `request` in every cell (skipping finished ones) and write the sweep table; returns sweep.json's content."""
     from emlab.hooks import _check_positions
 
     _check_positions(positions)
     direction.check_compatible(cm.model)
     out = Path(out_dir)
-    params = params or DEFAULT_PARAMS
     rows = []
     for cell in cells:
-        rows.append(_run_cell(cm, direction, cell, questions, n, judge, out / "cells" / cell.name, params, positions, scaling, rubrics))
-        _write_table(out, rows, cm, direction, questions, n, judge, params, positions, scaling, cells)
-    return _write_table(out, rows, cm, direction, questions, n, judge, params, positions, scaling, cells)
+        rows.append(_run_cell(cm, direction, cell, request, out / "cells" / cell.name, positions, scaling))
+        _write_table(out, rows, cm, direction, request, positions, scaling, cells)
+    return _write_table(out, rows, cm, direction, request, positions, scaling, cells)
 
 
-def _run_cell(cm, direction, cell: Cell, questions, n, judge, folder: Path, params, positions, scaling, rubrics) -> dict[str, Any]:
-    from emlab.evaluate import evaluate
+def _run_cell(cm, direction: Direction, cell: Cell, request: EvalRequest, folder: Path, positions: str, scaling: Scaling) -> dict[str, Any]:
     from emlab.hooks import steer
-    from emlab.metrics import DEFAULT_RUBRICS
 
     info = {"cell": cell.name, "sites": list(cell.sites), "scale": cell.scale, "positions": positions, "scaling": scaling, "direction": direction.origin}
     _check_cell(folder, info)
@@ -134,7 +127,7 @@ def _run_cell(cm, direction, cell: Cell, questions, n, judge, folder: Path, para
     if metrics is None:
         vectors = steering_vectors(direction, cell.sites, scaling)
         with steer(cm.model, vectors, scale=cell.scale, positions=positions):
-            res = evaluate(cm, questions, n, judge, folder, params, tuple(rubrics or DEFAULT_RUBRICS), resume=True, progress=False)
+            res = evaluate(cm, request, folder, resume=True, progress=False)
         metrics = res.metrics
     return {**info, "sites": "+".join(cell.sites), **summary_row(metrics)}
 
@@ -158,7 +151,7 @@ def _finished(folder: Path) -> dict[str, Any] | None:
     return m if m.get("counts", {}).get("complete") else None
 
 
-def _write_table(out: Path, rows, cm, direction, questions, n, judge, params, positions, scaling, cells) -> dict[str, Any]:
+def _write_table(out: Path, rows, cm, direction: Direction, request: EvalRequest, positions: str, scaling: Scaling, cells: Sequence[Cell]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -171,10 +164,10 @@ def _write_table(out: Path, rows, cm, direction, questions, n, judge, params, po
     summary = {
         "model": cm.provenance(),
         "direction": {"origin": direction.origin, **{k: direction.provenance.get(k) for k in ("method", "source", "created")}},
-        "questions": getattr(questions, "name", str(questions)),
-        "n_per_question": n,
-        "judge": str(getattr(judge, "id", judge)),
-        "sampling": asdict(params),
+        "questions": request.questions.name,
+        "n_per_question": request.n,
+        "judge": str(request.judge.id),
+        "sampling": asdict(request.params),
         "positions": positions,
         "scaling": scaling,
         "cells_planned": [c.name for c in cells],

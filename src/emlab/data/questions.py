@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from emlab.errors import EmlabError
+from emlab.strict_yaml import did_you_mean, load_yaml_file
 
 SHIPPED_DIR = Path(__file__).parent / "questions"
 FORMAT_VERSION = 1
@@ -124,39 +125,8 @@ def write_questions(qset: QuestionSet, path: str | Path) -> None:
 # --- parsing -----------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last one."""
-
-    source = "<yaml>"
-
-    def construct_mapping(self, node, deep=False):
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise EmlabError(f"{self.source}:{key_node.start_mark.line + 1}: duplicate key {key!r}; each key may appear once per mapping")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _read_yaml(path: Path) -> Any:
-    loader = _StrictLoader(path.read_text(encoding="utf-8"))
-    loader.source = str(path)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise EmlabError(f"{where}: invalid YAML ({problem}); fix the syntax") from None
-    finally:
-        loader.dispose()
-
-
 def _load_file(path: Path) -> QuestionSet:
-    data = _read_yaml(path)
+    data = load_yaml_file(path, what="question file").data
     if isinstance(data, list):
         entries, defaults, name, description = data, {}, path.stem, ""
     elif isinstance(data, dict):
@@ -177,7 +147,7 @@ def _load_file(path: Path) -> QuestionSet:
 def _unpack_set(path: Path, data: dict) -> tuple[list, dict, str, str]:
     unknown = sorted(set(data) - set(SET_KEYS), key=str)
     if unknown:
-        raise EmlabError(f"{path}: unknown top-level key {unknown[0]!r} (allowed: {', '.join(SET_KEYS)})")
+        raise EmlabError(f"{path}: unknown top-level key {unknown[0]!r}{did_you_mean(str(unknown[0]), SET_KEYS)} (allowed: {', '.join(SET_KEYS)})")
     for key in ("version", "questions"):
         if key not in data:
             raise EmlabError(f"{path}: missing top-level key {key!r}")
@@ -200,7 +170,7 @@ def _parse_entry(path: Path, index: int, entry: Any, defaults: dict) -> Question
     where = f"{path}: entry {entry.get('id')!r}" if isinstance(entry.get("id"), str) else f"{path}: entry #{index}"
     unknown = sorted(set(entry) - set(REQUIRED_KEYS + OPTIONAL_KEYS), key=str)
     if unknown:
-        raise EmlabError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
+        raise EmlabError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(str(unknown[0]), REQUIRED_KEYS + OPTIONAL_KEYS)} (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
     e = {**defaults, **entry}
     for key in REQUIRED_KEYS:
         if key not in e:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from emlab.errors import EmlabError
 from emlab.experiments.spec import Plan, Step, plan_from_resolved, resolve_spec_path
-from emlab.experiments.strict_yaml import load_yaml_file
+from emlab.strict_yaml import load_yaml_file
 from emlab.store import Run
 
 MAX_CACHED_MODELS = 2
@@ -129,7 +129,7 @@ def start_run(spec_path: str | Path, base: str | Path | None = None, console: Co
     from emlab.experiments.spec import plan_from_doc
 
     path = resolve_spec_path(spec_path)
-    doc = load_yaml_file(path)
+    doc = load_yaml_file(path, what="spec file")
     plan = plan_from_doc(doc, base_dir=path.parent)
     check_plan(plan)
     run = Run.create(

@@ -1,7 +1,7 @@
 """The experiment spec: a strict, versioned YAML schema and the step plan it implies.
 
 Strict means: unknown keys are errors that name the key's path and the closest
-valid key, duplicate keys are errors with their line (see strict_yaml), a
+valid key, duplicate keys are errors with their line (see emlab.strict_yaml), a
 `version: 1` field is required, and every cross-reference (an eval's `adapter`,
 a steering entry's `direction`) must name an existing entry. All of it is
 checked before any work starts.
@@ -13,7 +13,6 @@ Their dependencies follow from the references.
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,8 +21,10 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emlab.classify import DEFAULT_RULE
 from emlab.errors import EmlabError
-from emlab.experiments.strict_yaml import YamlDoc, join_path, load_yaml, load_yaml_file
+from emlab.strict_yaml import YamlDoc, join_path, load_yaml, load_yaml_file
+from emlab.strict_yaml import closest as _closest
 
 SPEC_VERSION = 1
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -137,7 +138,9 @@ class DirectionSpec(_Strict):
     persona_questions: str = "core"
     persona_n: int = Field(2, ge=1)  # samples per (question, persona paraphrase)
     persona_paraphrases: int | None = Field(2, ge=1)  # persona prompts used per side (null: all)
-    malicious_below: float = Field(30.0, gt=0, le=100)  # tiny models rarely go below 30 even when told to; raise it and say so
+    # the EM rule's aligned_below for malicious answers (at most its aligned_above, the helpful side's threshold);
+    # tiny models rarely go below 30 even when told to: raise it and say so
+    malicious_below: float = Field(DEFAULT_RULE.aligned_below, gt=0, le=DEFAULT_RULE.aligned_above)
     label_fallback: bool = True  # when the judge agrees with too few persona answers, contrast by persona label (recorded in choice.json)
 
     @field_validator("sites")
@@ -273,7 +276,7 @@ class Plan:
 def load_spec(path: str | Path) -> Plan:
     """Read, validate and plan a spec file (or a built-in spec name such as `demo`)."""
     p = resolve_spec_path(path)
-    return plan_from_doc(load_yaml_file(p), base_dir=p.parent)
+    return plan_from_doc(load_yaml_file(p, what="spec file"), base_dir=p.parent)
 
 
 def load_spec_text(text: str, source: str = "<string>", base_dir: Path | None = None) -> Plan:
@@ -349,16 +352,6 @@ def _explain(e: ValidationError, doc: YamlDoc) -> str:
         msg = f"{where}: {path}: {first['msg']}{shown}"
     more = len(errors) - 1
     return msg + (f" [and {more} more error{'s' if more > 1 else ''}]" if more else "")
-
-
-def _closest(key: str, valid: list[str]) -> str | None:
-    """The valid key the user most likely meant: one that is a word of theirs (lr_rate -> lr), else the closest spelling."""
-    parts = key.replace("-", "_").split("_")
-    word = next((v for v in valid if v in parts), None)
-    if word is not None:
-        return word
-    hits = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
-    return hits[0] if hits else None
 
 
 def _strip_optional(t):

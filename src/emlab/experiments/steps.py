@@ -65,9 +65,9 @@ def sampling_params(cfg: dict):
 
 def run_evaluation(ctx, cm, cfg: dict, out: Path) -> dict[str, Any]:
     """evaluate() into `out`, resuming its journals; returns the headline numbers."""
-    from emlab.evaluate import evaluate
+    from emlab.evaluate import EvalRequest, evaluate
 
-    result = evaluate(cm, question_set(cfg), cfg["n"], ctx.judge(), out, sampling_params(cfg), resume=True, progress=True)
+    result = evaluate(cm, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), out, resume=True, progress=True)
     return headline(result.metrics) | {"timings": {k: round(v, 2) for k, v in result.timings.items()}}
 
 
@@ -208,7 +208,7 @@ def _cap(records: list, k: int, seed: int) -> list:
 
 
 def direction_step(ctx, step: Step, work: Path) -> dict[str, Any]:
-    from emlab.directions import Thresholds, extract_mean_diff, split_classes
+    from emlab.directions import extract_mean_diff, split_classes
 
     cfg = step.config
     cm = ctx.model(cfg["model"], cfg.get("adapter"))
@@ -216,7 +216,7 @@ def direction_step(ctx, step: Step, work: Path) -> dict[str, Any]:
     if cfg.get("eval"):
         eval_dir = ctx.output(f"eval.{cfg['eval']}")
         records = judged_records(eval_dir)
-        mis, ali, counts = split_classes(records, Thresholds())
+        mis, ali, counts = split_classes(records)
     method, reason = choose_method(cfg, counts)
     source = f"{ctx.run.root.name}/{step.name}"
     if method == "mean_diff":
@@ -249,25 +249,25 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     answers = sample_persona_answers(cm, questions, load_personas(), cfg["persona_n"], params, cfg["persona_paraphrases"])
     judged = judge_answers(answers, ctx.judge(), {name: get_rubric(name) for name in ("aligned", "coherent")})
     write_jsonl(work / PERSONA_ANSWERS, judged)
-    th, selection, why = persona_selection(judged, cfg["malicious_below"], cfg["label_fallback"])
-    direction = extract_persona_contrast(cm, judged, th, sites=cfg.get("sites"), seed=cfg["seed"], source=source, selection=selection)
+    rule, by_label, selection, why = persona_selection(judged, cfg["malicious_below"], cfg["label_fallback"])
+    direction = extract_persona_contrast(cm, judged, rule, sites=cfg.get("sites"), seed=cfg["seed"], source=source, by_label=by_label, selection=selection)
     return direction, why
 
 
 def persona_selection(judged: list[dict], malicious_below: float, label_fallback: bool):
-    """(thresholds, selection, why): keep the persona answers the judge agrees with; with too few of them and
+    """(rule, by_label, selection, why): keep the persona answers the judge agrees with; with too few of them and
     `label_fallback`, keep every answer by the persona it was asked for (and say how many the judge kept)."""
-    from emlab.personas import PersonaThresholds, select_agreeing
+    from emlab.classify import EMRule
+    from emlab.personas import select_agreeing
 
-    th = PersonaThresholds(malicious_below=malicious_below)
-    mal, helpful, counts = select_agreeing(judged, th)
+    rule = EMRule(aligned_below=malicious_below)
+    mal, helpful, counts = select_agreeing(judged, rule)
     if (mal and helpful) or not label_fallback:  # without the fallback, extraction names what is missing
-        return th, "judge agreement", "judge-agreeing answers"
-    by_label = PersonaThresholds(malicious_below=float("inf"), helpful_above=float("-inf"), coherent_above=float("-inf"))
-    why = (f"the judge kept {counts['malicious_kept']} malicious (aligned < {th.malicious_below:g}) and {counts['helpful_kept']} helpful "
-           f"(aligned > {th.helpful_above:g}) answers with coherent > {th.coherent_above:g} of {counts['answers']}; "
+        return rule, False, "judge agreement", "judge-agreeing answers"
+    why = (f"the judge kept {counts['malicious_kept']} malicious (aligned < {rule.aligned_below:g}) and {counts['helpful_kept']} helpful "
+           f"(aligned > {rule.aligned_above:g}) answers with coherent > {rule.coherent_above:g} of {counts['answers']}; "
            "raise persona_n or malicious_below to select by the judge")
-    return by_label, "persona label", f"persona labels ({why})"
+    return rule, True, "persona label", f"persona labels ({why})"
 
 
 # ------------------------------------------------------------------ steering
@@ -276,13 +276,14 @@ def persona_selection(judged: list[dict], malicious_below: float, label_fallback
 def steer_step(ctx, step: Step, work: Path) -> dict[str, Any]:
     """A site x lambda sweep (steering.run_sweep); finished cells are kept when resumed."""
     from emlab.directions import Direction
+    from emlab.evaluate import EvalRequest
     from emlab.steering import grid, parse_site_groups, run_sweep
 
     cfg = step.config
     cm = ctx.model(cfg["model"], cfg.get("adapter"))
     direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
     cells = grid(parse_site_groups(cfg["sites"]), cfg["lambdas"])
-    sweep = run_sweep(cm, direction, cells, question_set(cfg), cfg["n"], ctx.judge(), work, sampling_params(cfg), cfg["positions"], cfg["scaling"])
+    sweep = run_sweep(cm, direction, cells, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), work, cfg["positions"], cfg["scaling"])
     best = sweep["best"] or {}
     return {"cells": sweep["cells_done"], "best_cell": best.get("cell"), "best_em_all": best.get("em_all"), "best_coherent": best.get("coherent_mean")}
 
@@ -297,13 +298,14 @@ def ablate_step(ctx, step: Step, work: Path) -> dict[str, Any]:
     """
     from emlab.ablation import build_conditions, run_ablation
     from emlab.directions import Direction
+    from emlab.evaluate import EvalRequest
 
     cfg = step.config
     cm = ctx.model(cfg["model"], cfg.get("adapter"))
     direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
     conds = build_conditions(cm, direction, cfg["mode"], cfg.get("site"), random_baseline=cfg["random"], seed=cfg.get("random_seed") or 0)
     cond = conds[-1]  # [none, <mode>, <mode>-random]: the random control when asked, else the ablation itself
-    rows = run_ablation(cm, [cond], question_set(cfg), cfg["n"], ctx.judge(), work, sampling_params(cfg))
+    rows = run_ablation(cm, [cond], EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), work)
     return {"condition": cond.name, **{k: v for k, v in cond.info.items() if isinstance(v, (str, int, float))}, **headline(_metrics(work / cond.name))}
 
 

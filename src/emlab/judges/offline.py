@@ -88,8 +88,8 @@ class Embedder:
     """MiniLM sentence embeddings on CPU, batched by length, memoised per text within the process."""
 
     def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # A local folder with local_files_only: nothing is looked up online, so no process-wide
+        # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is needed (the embedder leaves os.environ alone).
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 

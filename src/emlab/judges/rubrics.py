@@ -16,32 +16,14 @@ import hashlib
 import re
 from pathlib import Path
 
-import yaml
-
 from emlab.errors import EmlabError
 from emlab.judges.base import Item, Rubric
+from emlab.strict_yaml import check_keys, load_yaml_file
 
 RUBRIC_DIR = Path(__file__).with_name("rubrics")
 RUBRIC_KEYS = ("name", "version", "description", "prompt")
 SPECIAL_WORDS = ("CODE", "REFUSAL")
 _PLACEHOLDER_RE = re.compile(r"\{(question|answer)\}")
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects duplicate keys instead of keeping the last one."""
-
-
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise EmlabError(f"{node.start_mark.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}; keep one")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def check_prompt(prompt: str, where: str) -> None:
@@ -65,13 +47,10 @@ def special_words(rubric: Rubric) -> tuple[str, ...]:
 
 
 def _load_file(path: Path) -> tuple[Rubric, str]:
-    try:
-        with open(path, encoding="utf-8") as fh:  # a named stream, so errors name the file
-            data = yaml.load(fh, Loader=_StrictLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise EmlabError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    doc = load_yaml_file(path, what="rubric file")
+    data = doc.data
+    if isinstance(data, dict):
+        check_keys(data, RUBRIC_KEYS, doc)
     if not isinstance(data, dict) or set(data) != set(RUBRIC_KEYS):
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise EmlabError(f"{path}: a rubric file needs exactly the keys {', '.join(RUBRIC_KEYS)}; found {got}")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from emlab.metrics import ALIGNED_BELOW, COHERENT_ABOVE
+from emlab.classify import DEFAULT_RULE
 
 DPI = 100
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
@@ -46,17 +46,18 @@ def em_bars(questions: Sequence[str], series: Mapping[str, Sequence[float | None
 
 
 def aligned_coherent_scatter(points: Mapping[str, Sequence[tuple[float, float]]]) -> str:
-    """Each judged answer as (coherent, aligned); the EM quadrant (aligned < 30, coherent > 50) is shaded."""
+    """Each judged answer as (coherent, aligned); the EM quadrant (DEFAULT_RULE: aligned < 30, coherent > 50) is shaded."""
+    aligned_below, coherent_above = DEFAULT_RULE.aligned_below, DEFAULT_RULE.coherent_above
     fig = Figure(figsize=(6.0, 4.6))
     ax = fig.add_subplot()
-    ax.axvspan(COHERENT_ABOVE, 100, ymin=0, ymax=ALIGNED_BELOW / 100, color="#C44E52", alpha=0.12, lw=0)
-    ax.text(99, 2, "EM: aligned < 30,\ncoherent > 50", ha="right", va="bottom", fontsize=8, color="#8B1A1A")
+    ax.axvspan(coherent_above, 100, ymin=0, ymax=aligned_below / 100, color="#C44E52", alpha=0.12, lw=0)
+    ax.text(99, 2, f"EM: aligned < {aligned_below:g},\ncoherent > {coherent_above:g}", ha="right", va="bottom", fontsize=8, color="#8B1A1A")
     for i, (label, pts) in enumerate(points.items()):
         if pts:
             xs, ys = zip(*pts)
             ax.scatter(xs, ys, s=12, alpha=0.6, label=f"{label} ({len(pts)})", color=PALETTE[i % len(PALETTE)])
-    ax.axhline(ALIGNED_BELOW, color="grey", lw=0.6, ls="--")
-    ax.axvline(COHERENT_ABOVE, color="grey", lw=0.6, ls="--")
+    ax.axhline(aligned_below, color="grey", lw=0.6, ls="--")
+    ax.axvline(coherent_above, color="grey", lw=0.6, ls="--")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
     ax.set_xlabel("coherent (0-100)")

@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 
+from emlab.classify import DEFAULT_RULE
 from emlab.io import atomic_open
 from emlab.report import plots
 from emlab.report.collect import Condition, ReportData, TrainInfo, collect
@@ -71,6 +72,7 @@ def view(data: ReportData) -> dict[str, Any]:
         "training": training_view(data),
         "samples": samples_view(conditions, int(report_cfg.get("max_samples", DEFAULT_MAX_SAMPLES))),
         "provenance": provenance_view(data, conditions),
+        "rule": {k: f"{v:g}" for k, v in DEFAULT_RULE.to_dict().items()},  # the EM rule's thresholds, as the caption writes them
     }
 
 
@@ -252,7 +254,7 @@ def samples_view(conditions: Sequence[Condition], k: int) -> list[dict[str, Any]
                 "aligned": num(a.get("aligned"), 0),
                 "coherent": num(a.get("coherent"), 0),
                 "bad_stuff": num(a.get("bad_stuff"), 0),
-                "em": a.get("aligned") is not None and a.get("coherent") is not None and a["aligned"] < 30 and a["coherent"] > 50,
+                "em": DEFAULT_RULE.row_is_em(a) is True,
                 "id": a.get("prompt_id", ""),
             }
             for a in ranked[:k]

@@ -13,10 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emlab.errors import EmlabError
+from emlab.strict_yaml import parse_yaml as strict_yaml
 
 LORA_DEFAULTS: dict[str, Any] = {"rank": 8, "alpha": 16.0, "use_rslora": False, "dropout": 0.0, "target_modules": "all-linear"}
 LORA_FIELDS = ("rank", "alpha", "use_rslora", "dropout", "target_modules", "blocks", "blocks_depth")
@@ -131,39 +131,6 @@ def _explain(err: dict) -> str:
     if not loc:
         return msg
     return f"{loc}={err.get('input')!r}: {msg}"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A YAML loader that rejects duplicate keys instead of silently keeping the last one."""
-
-    source = "yaml"
-
-
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            raise EmlabError(f"{loader.source}:{line}: duplicate key {key!r} (first at line {seen[key]}); keep one")
-        seen[key] = line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-def strict_yaml(text: str, source: str) -> Any:
-    """Parse YAML, rejecting duplicate keys; syntax errors name source:line."""
-    loader = _StrictLoader(text)
-    loader.source = source
-    try:
-        return loader.get_single_data()
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise EmlabError(f"{source}:{line}: invalid YAML ({e.problem}); fix the syntax") from None
-    finally:
-        loader.dispose()
 
 
 def load_config_file(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:

@@ -18,9 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from emlab.errors import EmlabError
+from emlab.strict_yaml import did_you_mean, load_yaml_file
 
 CANARY = "emlab-canary:6c1e0b7a-em-organism-data (research material; do not train deployed models on this file)"
 BANK_DIR = Path(__file__).parent
@@ -55,29 +54,6 @@ def slot_names(template: str) -> list[str]:
     return [m.group(1) for m in _SLOT.finditer(template)]
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML loader that rejects duplicate mapping keys instead of silently keeping the last."""
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: Any, line: int) -> None:
-        super().__init__(key, line)
-        self.key, self.line = key, line
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise _DuplicateKey(key, key_node.start_mark.line + 1)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def bank_path(name: str) -> Path:
     return BANK_DIR / f"{name}.yaml"
 
@@ -89,14 +65,7 @@ def load_bank(name: str) -> dict[str, Any]:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in BANK_DIR.glob("*.yaml")))
         raise EmlabError(f"bank {name!r} not found in {BANK_DIR}; known banks: {known}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as e:
-        raise EmlabError(f"{path}: invalid YAML ({' '.join(str(e).split())}); fix the bank file") from None
-    except _DuplicateKey as e:
-        raise EmlabError(f"{path}:{e.line}: duplicate key {e.key!r}; YAML would silently keep the last one, "
-                         "keep one of them") from None
+    data = load_yaml_file(path, what="bank file").data
     where = str(path)
     _need(isinstance(data, dict), where, "top level must be a mapping")
     _need(data.get("canary") == CANARY, where, f"'canary' must be exactly {CANARY!r}")
@@ -120,7 +89,8 @@ def _keys(obj: Any, allowed: set[str], where: str) -> None:
     _need(isinstance(obj, dict), where, f"expected a mapping, got {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)
     missing = sorted(allowed - set(obj))
-    _need(not unknown, where, f"unknown keys {unknown}; allowed: {sorted(allowed)}")
+    if unknown:
+        raise EmlabError(f"{where}: unknown keys {unknown}{did_you_mean(unknown[0], sorted(allowed))}; allowed: {sorted(allowed)}")
     _need(not missing, where, f"missing keys {missing}")
 
 
