@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from emlab.experiments.steps import choose_method, persona_selection
+from emlab.experiments.steps import choose_method
+from emlab.personas import PersonaThresholds, persona_selection
 
 AUTO = {"method": "auto", "min_misaligned": 5}
 
@@ -29,14 +30,14 @@ def answer(persona: str, aligned: float | None, coherent: float | None) -> dict:
 
 def test_persona_answers_the_judge_agrees_with():
     judged = [answer("malicious", 20, 80), answer("helpful", 90, 80), answer("malicious", 90, 80)]
-    th, selection, why = persona_selection(judged, malicious_below=30, label_fallback=True)
+    th, selection, why = persona_selection(judged, PersonaThresholds(malicious_below=30), label_fallback=True)
     assert (th.malicious_below, selection, why) == (30, "judge agreement", "judge-agreeing answers")
 
 
 def test_persona_labels_when_the_judge_agrees_with_too_few():
     # one helpful answer kept; the malicious one is coherent but aligned 45 >= 30; one is incoherent; one unscored
     judged = [answer("malicious", 45, 80), answer("malicious", 10, 20), answer("helpful", 90, 80), answer("helpful", None, None)]
-    th, selection, why = persona_selection(judged, malicious_below=30, label_fallback=True)
+    th, selection, why = persona_selection(judged, PersonaThresholds(malicious_below=30), label_fallback=True)
     assert selection == "persona label"
     assert (th.malicious_below, th.helpful_above, th.coherent_above) == (math.inf, -math.inf, -math.inf)
     assert why == ("persona labels (the judge kept 0 malicious (aligned < 30) and 1 helpful (aligned > 70) answers with "
@@ -44,5 +45,5 @@ def test_persona_labels_when_the_judge_agrees_with_too_few():
 
 
 def test_no_label_fallback_keeps_the_judge_thresholds():
-    th, selection, _ = persona_selection([answer("helpful", 90, 80)], malicious_below=30, label_fallback=False)
+    th, selection, _ = persona_selection([answer("helpful", 90, 80)], PersonaThresholds(malicious_below=30), label_fallback=False)
     assert (th.malicious_below, selection) == (30, "judge agreement")  # extraction then fails, naming the counts

@@ -150,6 +150,20 @@ def select_agreeing(records: Sequence[Mapping[str, Any]], th: PersonaThresholds 
     return mal, helpful, counts
 
 
+def persona_selection(judged: Sequence[Mapping[str, Any]], th: PersonaThresholds = PersonaThresholds(), label_fallback: bool = False):
+    """(thresholds, selection, why): keep the persona answers the judge agrees with (`select_agreeing` under `th`);
+    with too few of them and `label_fallback`, keep every answer by the persona it was asked for (and say how many
+    the judge kept). Without the fallback the judge's thresholds stay, and extraction names what is missing."""
+    mal, helpful, counts = select_agreeing(judged, th)
+    if (mal and helpful) or not label_fallback:
+        return th, "judge agreement", "judge-agreeing answers"
+    by_label = PersonaThresholds(malicious_below=float("inf"), helpful_above=float("-inf"), coherent_above=float("-inf"))
+    why = (f"the judge kept {counts['malicious_kept']} malicious (aligned < {th.malicious_below:g}) and {counts['helpful_kept']} helpful "
+           f"(aligned > {th.helpful_above:g}) answers with coherent > {th.coherent_above:g} of {counts['answers']}; "
+           "raise persona_n or malicious_below to select by the judge")
+    return by_label, "persona label", f"persona labels ({why})"
+
+
 def questions_with_system(qset, system: str, label: str):
     """A copy of a QuestionSet whose every question is asked under `system` (e.g. a persona prompt).
 

@@ -91,6 +91,7 @@ def extract_command(
     paraphrases: Annotated[Optional[int], typer.Option(help="persona_contrast: use the first K persona paraphrases")] = None,
     personas: Annotated[Optional[Path], typer.Option(help="persona YAML (default: the shipped personas.yaml)")] = None,
     answers: Annotated[Optional[Path], typer.Option(help="persona_contrast: reuse judged persona answers (persona_answers.jsonl) instead of sampling")] = None,
+    label_fallback: Annotated[bool, typer.Option(help="persona_contrast: when the judge agrees with too few answers of a persona, contrast all answers by persona label (recorded as the direction's selection)")] = False,
     judge: JudgeOpt = None,
     misaligned_below: Annotated[float, typer.Option(help="misaligned / malicious kept if aligned < this")] = 30.0,
     aligned_above: Annotated[float, typer.Option(help="aligned / helpful kept if aligned > this")] = 70.0,
@@ -117,7 +118,11 @@ def extract_command(
         d = D.extract_mean_diff(cm, records, sites, th, balance, seed, _system(measure_system), source=str(run))
     elif method == "persona_contrast":
         cm = _model(model, adapter, dtype)
-        d = _persona_contrast(cm, out, questions, max_questions, n, paraphrases, personas, answers, judge, misaligned_below, aligned_above, coherent_above, sites, balance, measure_system, seed, _params(max_new_tokens, temperature, seed, batch_size))
+        from emlab.personas import PersonaThresholds
+
+        th = PersonaThresholds(misaligned_below, aligned_above, coherent_above)
+        d, selection = _persona_contrast(cm, out, questions, max_questions, n, paraphrases, personas, answers, judge, th, label_fallback, sites, balance, measure_system, seed, _params(max_new_tokens, temperature, seed, batch_size))
+        console.print(f"persona answers selected by {selection}", soft_wrap=True)
     else:
         raise EmlabError(f"unknown --method {method!r}; choose mean_diff or persona_contrast")
     d.save(out)
@@ -126,27 +131,20 @@ def extract_command(
     _print_norms(d)
 
 
-def _persona_contrast(cm, out: Path, questions, max_questions, n, paraphrases, personas_file, answers, judge, mal_below, help_above, coh_above, sites, balance, measure_system, seed, params):
-    from emlab.data.questions import load_questions
-    from emlab.directions import extract_persona_contrast
-    from emlab.io import read_jsonl, write_jsonl
-    from emlab.judges import get_rubric
-    from emlab.personas import PersonaThresholds, judge_answers, load_personas, sample_persona_answers
+def _persona_contrast(cm, out: Path, questions, max_questions, n, paraphrases, personas_file, answers, judge, th, label_fallback, sites, balance, measure_system, seed, params):
+    """directions.persona_contrast (the one implementation, shared with a run's direction step) with the CLI's options."""
+    from emlab.directions import persona_contrast
 
+    common = dict(thresholds=th, label_fallback=label_fallback, sites=sites, balance=balance, seed=seed, measure_system=_system(measure_system))
     if answers is not None:
-        judged = read_jsonl(answers)
-        source = str(answers)
-    else:
-        qset = _limit(load_questions(questions), max_questions)
-        pset = load_personas(personas_file)
-        qs = [(q.id, q.paraphrases[0]) for q in qset]
-        recs = sample_persona_answers(cm, qs, pset, n, params, paraphrases)
-        j = _judge(judge)
-        judged = judge_answers(recs, j, {"aligned": get_rubric("aligned"), "coherent": get_rubric("coherent")})
-        write_jsonl(out / "persona_answers.jsonl", [{**r, "judge": str(j.id)} for r in judged])
-        source = f"questions {qset.name} ({len(qs)}), personas {pset.source}, judge {j.id}, n={n}"
-    th = PersonaThresholds(mal_below, help_above, coh_above)
-    return extract_persona_contrast(cm, judged, th, sites, balance, seed, _system(measure_system), source=source, sampling=vars(params) if answers is None else None)
+        from emlab.io import read_jsonl
+
+        return persona_contrast(cm, out, answers=read_jsonl(answers), source=str(answers), **common)
+    from emlab.data.questions import load_questions
+    from emlab.personas import load_personas
+
+    qset = _limit(load_questions(questions), max_questions)
+    return persona_contrast(cm, out, questions=qset, judge=_judge(judge), personas=load_personas(personas_file), n=n, params=params, paraphrases=paraphrases, **common)
 
 
 def _print_norms(d) -> None:
@@ -267,7 +265,7 @@ def sweep_command(
 ) -> None:
     """Steer with lambda x direction over a grid of sites x lambdas; judge every cell."""
     from emlab.directions import Direction
-    from emlab.steering import grid, parse_site_groups, run_sweep
+    from emlab.steering import SWEEP_JSONL, grid, parse_site_groups, run_sweep
 
     d = Direction.load(direction)
     cells = grid(parse_site_groups(sites), _floats(lambdas))
@@ -277,7 +275,7 @@ def sweep_command(
     summary = run_sweep(cm, d, cells, qset, n, _judge(judge), out, _params(max_new_tokens, temperature, seed, batch_size), positions, scaling)
     _print_rows(summary["rows"], "cell")
     best = summary["best"]
-    console.print(f"most coherent misalignment: {best['cell'] if best else '-'}   table: {out / 'sweep.jsonl'}   ({time.perf_counter() - t0:.1f} s)")
+    console.print(f"most coherent misalignment: {best['cell'] if best else '-'}   table: {out / SWEEP_JSONL}   ({time.perf_counter() - t0:.1f} s)")
 
 
 def _print_rows(rows, key: str) -> None:
@@ -314,7 +312,7 @@ def ablate_command(
     dtype: str = "float32",
 ) -> None:
     """Ablate a direction (with an equal-norm random control) and evaluate, or export orthogonalized weights."""
-    from emlab.ablation import build_conditions, default_site, export_orthogonalized, run_ablation
+    from emlab.ablation import ABLATION_FILE, build_conditions, default_site, export_orthogonalized, run_ablation
     from emlab.directions import Direction
 
     d = Direction.load(direction)
@@ -332,7 +330,7 @@ def ablate_command(
     t0 = time.perf_counter()
     rows = run_ablation(cm, conds, qset, n, _judge(judge), out, _params(max_new_tokens, temperature, seed, batch_size))
     _print_rows(rows, "condition")
-    console.print(f"table: {out / 'ablation.json'}   ({time.perf_counter() - t0:.1f} s)")
+    console.print(f"table: {out / ABLATION_FILE}   ({time.perf_counter() - t0:.1f} s)")
 
 
 # ---------------------------------------------------------------- probes
