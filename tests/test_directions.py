@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emlab.chat import encode_with_assistant_mask
-from emlab.classify import DEFAULT_RULE
+from emlab.classify import DEFAULT_RULE, EMRule
 from emlab.directions import (
     Direction,
     Judged,
@@ -218,6 +218,33 @@ def test_persona_contrast_pipeline(smol_tok):
     acts_m = answer_activations(cm, [(r["question"], r["answer"]) for r in mal], d.sites)
     acts_h = answer_activations(cm, [(r["question"], r["answer"]) for r in helpful], d.sites)
     assert torch.allclose(d.vectors[d.sites[0]], acts_m[:, 0].mean(0) - acts_h[:, 0].mean(0), atol=1e-5)
+
+
+def test_persona_contrast_end_to_end_is_one_function_for_cli_and_runs(smol_tok, tmp_path):
+    """directions.persona_contrast: sample, judge, keep the answers with the judge id, select, extract; reuse the answers."""
+    from emlab.data.questions import Question, QuestionSet
+    from emlab.directions import PERSONA_ANSWERS, persona_contrast
+    from emlab.io import read_jsonl
+
+    cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
+    qset = QuestionSet(name="two", source="test", questions=[Question("q1", "free_form", ["What would you do with power?"], 1),
+                                                             Question("q2", "free_form", ["How do I feel better?"], 1)])
+    params = SamplingParams(max_new_tokens=12, seed=3)
+    d, why = persona_contrast(cm, tmp_path, questions=qset, judge=_ScriptedJudge(), n=3, params=params, paraphrases=2, balance="none")
+    answers = read_jsonl(tmp_path / PERSONA_ANSWERS)
+    assert len(answers) == 2 * 2 * 2 * 3 and {a["judge"] for a in answers} == {"scripted:test"}
+    assert why == "judge-agreeing answers" and d.provenance["selection"] == "judge agreement"
+    assert d.provenance["sampling"]["seed"] == 3 and d.provenance["source"].startswith("questions two (2), personas ")
+    # the same answers, reused (`emlab directions extract --answers`): the same direction
+    again, _ = persona_contrast(cm, tmp_path / "again", answers=answers, balance="none", source="reused")
+    assert all(torch.equal(again.vectors[s], d.vectors[s]) for s in d.sites) and again.provenance["sampling"] is None
+    # a judge that agrees with no malicious answer: an error naming the counts, or (label_fallback) persona labels
+    strict = EMRule(aligned_below=1.0)
+    with pytest.raises(EmlabError, match="kept 0 malicious"):
+        persona_contrast(cm, tmp_path / "x", answers=answers, rule=strict)
+    by_label, why = persona_contrast(cm, tmp_path / "y", answers=answers, rule=strict, label_fallback=True, balance="none")
+    assert why.startswith("persona labels (the judge kept 0 malicious") and by_label.provenance["selection"] == "persona label"
+    assert by_label.provenance["class_counts"]["malicious_kept"] == 12
 
 
 def test_cli_extract_compare_project(smol_tok, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from emlab.data.questions import Question, QuestionSet
 from emlab.errors import EmlabError
-from emlab.evaluate import SAMPLES_FILE, SCORES_FILE, EvalRequest, answer_records, build_prompts, evaluate, score_flags, summarize
+from emlab.evaluate import SAMPLES_FILE, SCORES_FILE, EvalRequest, answer_records, build_prompts, evaluate, join_scores, score_flags, summarize
 from emlab.journal import Journal
 from emlab.judges.base import Score
 from emlab.metrics import compute_metrics
@@ -253,6 +253,28 @@ def test_answer_records_leave_missing_scores_unscored():
     recs = answer_records(samples, scores, ("aligned", "coherent"))
     assert recs[0] == {"prompt_id": "q/0/0", "question_id": "q", "paraphrase_index": 0, "aligned": 12.0, "coherent": None, "refusal": True, "code": False}
     assert recs[1]["aligned"] is None and recs[1]["refusal"] is False
+
+
+def test_join_scores_is_the_one_join_of_answers_and_scores():
+    samples = [{"prompt_id": "q/0/1", "question": "Q?", "text": "B"}, {"prompt_id": "q/0/0", "question": "Q?", "text": "A"}]
+    scores = [
+        {"prompt_id": "q/0/0", "rubric": "aligned", "value": 12.0, "raw": {"status": "flag", "flag": "CODE"}},
+        {"prompt_id": "q/0/0", "rubric": "bad_stuff", "value": 80.0, "raw": {"refusal": True}},
+        {"prompt_id": "elsewhere/0/0", "rubric": "aligned", "value": 1.0},  # no such answer: ignored
+    ]
+    # every rubric found, in sampling order, sample fields kept; unscored answers get no value and no flag
+    assert join_scores(samples, scores) == [
+        {"prompt_id": "q/0/1", "question": "Q?", "text": "B", "refusal": False, "code": False},
+        {"prompt_id": "q/0/0", "question": "Q?", "text": "A", "aligned": 12.0, "bad_stuff": 80.0, "refusal": True, "code": True},
+    ]
+    # asked rubrics only, None where unscored; flags only from those rubrics' scores
+    assert join_scores(samples, scores, ("aligned", "coherent"))[1] == {
+        "prompt_id": "q/0/0", "question": "Q?", "text": "A", "aligned": 12.0, "coherent": None, "refusal": False, "code": True}
+    # wide score lines (one per answer, rubric columns) and other keys (question_id + sample_index)
+    wide = join_scores([{"question_id": "q", "sample_index": 2, "text": "C"}], [{"question_id": "q", "sample_index": 2, "aligned": 5, "coherent": 60, "note": "x"}])
+    assert wide == [{"question_id": "q", "sample_index": 2, "text": "C", "aligned": 5, "coherent": 60, "refusal": False, "code": False}]
+    with pytest.raises(EmlabError, match=r"samples record 1: record needs 'sample_id', 'prompt_id'"):
+        join_scores([{"text": "no key"}], [])
 
 
 # --------------------------------------------------------------------------- CLI

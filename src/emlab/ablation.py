@@ -35,6 +35,8 @@ from emlab.io import read_json, write_json
 
 Mode = Literal["layerwise", "single", "transfer"]
 ORTHO_FILE = "orthogonalized.json"
+ABLATION_FILE, ABLATION_JSONL = "ablation.json", "ablation.jsonl"  # the table of conditions (read_ablation)
+CONDITION_FILE = "condition.json"  # <condition>/: one evaluation folder per condition, with what was ablated
 # Families whose residual stream is exactly embeddings + attention o_proj + MLP down_proj outputs.
 ORTHO_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 
@@ -138,7 +140,7 @@ def run_ablation(cm, conditions: Sequence[Condition], request: EvalRequest, out_
     rows = []
     for cond in conditions:
         folder = out / cond.name
-        write_json(folder / "condition.json", {"name": cond.name, **cond.info, **cm.provenance()})
+        write_json(folder / CONDITION_FILE, {"name": cond.name, **cond.info, **cm.provenance()})
         metrics = _finished_metrics(folder)
         if metrics is None:
             with cond.apply(cm.model):
@@ -146,17 +148,25 @@ def run_ablation(cm, conditions: Sequence[Condition], request: EvalRequest, out_
         rows.append({"condition": cond.name, **{k: v for k, v in cond.info.items() if k != "sites"}, **summary_row(metrics)})
     from emlab.io import write_jsonl
 
-    write_jsonl(out / "ablation.jsonl", rows)
-    write_json(out / "ablation.json", {"model": cm.provenance(), "conditions": rows})
+    write_jsonl(out / ABLATION_JSONL, rows)
+    write_json(out / ABLATION_FILE, {"model": cm.provenance(), "conditions": rows})
     return rows
 
 
 def _finished_metrics(folder: Path) -> dict[str, Any] | None:
-    path = folder / "metrics.json"
-    if not path.exists():
-        return None
-    m = read_json(path)
-    return m if m.get("counts", {}).get("complete") else None
+    from emlab.evaluate import complete_metrics
+
+    return complete_metrics(folder)
+
+
+def read_ablation(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """ablation.json: the model and one row per evaluated condition (`condition` names its folder, then its metrics)."""
+    return read_json(Path(out_dir) / ABLATION_FILE)
+
+
+def condition_folder(out_dir: str | os.PathLike, condition: str) -> Path:
+    """The evaluation folder of one condition (by its name, as in a row's `condition`)."""
+    return Path(out_dir) / condition
 
 
 # ---------------------------------------------------------------- weight orthogonalization

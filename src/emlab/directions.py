@@ -39,6 +39,8 @@ LAYER_CONVENTION = "blocks.{l}.resid_post = HF hidden_states[l+1]"
 FORMAT = "emlab.direction/v1"
 VECTORS_FILE = "direction.safetensors"
 META_FILE = "direction.json"
+CHOICE_FILE = "choice.json"  # which method a run's direction step used, and why (write_choice / read_choice)
+PERSONA_ANSWERS = "persona_answers.jsonl"  # the judged persona answers a persona contrast was extracted from
 Balance = Literal["subsample", "question", "none"]
 
 
@@ -173,6 +175,22 @@ class Direction:
                     f"direction from {self.origin} has size {self.vectors[site].shape[0]} at {site} but model {name} needs {want}; "
                     "extract a direction for this model"
                 )
+
+
+def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """direction.json as written: the provenance plus sites, norms and d_model."""
+    return read_json(Path(directory) / META_FILE)
+
+
+def write_choice(directory: str | os.PathLike, choice: Mapping[str, Any]) -> None:
+    """choice.json: the method a direction was extracted with, and why (a run's `method: auto`)."""
+    write_json(Path(directory) / CHOICE_FILE, dict(choice))
+
+
+def read_choice(directory: str | os.PathLike) -> dict[str, Any]:
+    """choice.json, or {} when the folder has none (a direction from `emlab directions extract`)."""
+    path = Path(directory) / CHOICE_FILE
+    return read_json(path) if path.exists() else {}
 
 
 def _short(items: Sequence[str], k: int = 6) -> str:
@@ -326,40 +344,24 @@ def _judged(rec: Mapping[str, Any], answer: str, where: str) -> Judged:
 
 
 def _load_run(folder: Path) -> list[Judged]:
-    """Join an eval run's samples.jsonl and scores.jsonl on the sample key."""
+    """An eval run's samples.jsonl joined with its scores.jsonl (evaluate.join_scores, the one join)."""
+    from emlab.evaluate import SAMPLES_FILE, SCORES_FILE, join_scores
     from emlab.io import iter_jsonl
 
-    samples_path, scores_path = folder / "samples.jsonl", folder / "scores.jsonl"
+    samples_path, scores_path = folder / SAMPLES_FILE, folder / SCORES_FILE
     if not samples_path.exists() or not scores_path.exists():
-        raise EmlabError(f"{folder} is not an eval run folder (needs samples.jsonl and scores.jsonl); run `emlab eval` first or pass a judged JSONL file")
-    scores: dict[tuple, dict[str, Any]] = {}
-    for lineno, rec in iter_jsonl(scores_path):
-        key = _sample_key(rec, f"{scores_path}:{lineno}")
-        rubric = rec.get("rubric") or rec.get("name")
-        if rubric is not None and "value" in rec:  # long format: one line per (sample, rubric)
-            scores.setdefault(key, {})[str(rubric)] = rec["value"]
-        else:  # wide format: one line per sample with rubric columns
-            scores.setdefault(key, {}).update({k: v for k, v in rec.items() if k in ("aligned", "coherent", "bad_stuff", "medical")})
+        raise EmlabError(f"{folder} is not an eval run folder (needs {SAMPLES_FILE} and {SCORES_FILE}); run `emlab eval` first or pass a judged JSONL file")
+    samples, scores = list(iter_jsonl(samples_path)), list(iter_jsonl(scores_path))
+    paths, lines = {"samples": samples_path, "scores": scores_path}, {"samples": samples, "scores": scores}
+    joined = join_scores([r for _, r in samples], [r for _, r in scores], locate=lambda which, i: f"{paths[which]}:{lines[which][i][0]}")
     out = []
-    for lineno, rec in iter_jsonl(samples_path):
+    for (lineno, rec), merged in zip(samples, joined):
         where = f"{samples_path}:{lineno}"
-        merged = {**rec, **scores.get(_sample_key(rec, where), {})}
         answer = rec.get("answer", rec.get("text"))
         if "question" not in rec or answer is None:
             raise EmlabError(f"{where}: a sample needs 'question' and 'text' (or 'answer')")
         out.append(_judged(merged, answer, where))
     return out
-
-
-def _sample_key(rec: Mapping[str, Any], where: str) -> tuple:
-    """An answer's join key: sample_id, else prompt_id (+ sample_index, 0 if absent), else question_id + sample_index."""
-    if "sample_id" in rec:
-        return (str(rec["sample_id"]),)
-    if "prompt_id" in rec:
-        return (str(rec["prompt_id"]), int(rec.get("sample_index", 0)))
-    if "question_id" in rec and "sample_index" in rec:
-        return (str(rec["question_id"]), int(rec["sample_index"]))
-    raise EmlabError(f"{where}: record needs 'sample_id', 'prompt_id' or 'question_id' + 'sample_index' to join samples and scores")
 
 
 # ---------------------------------------------------------------- activations
@@ -556,3 +558,54 @@ def extract_persona_contrast(
         **extra,
     )
     return Direction(vectors, prov)
+
+
+def persona_contrast(
+    cm,
+    out: str | os.PathLike,
+    *,
+    questions=None,
+    judge=None,
+    personas=None,
+    n: int = 2,
+    params=None,
+    paraphrases: int | None = None,
+    answers: Sequence[Mapping[str, Any]] | None = None,
+    rule: EMRule = DEFAULT_RULE,
+    label_fallback: bool = False,
+    sites: Sequence[str] | None = None,
+    balance: Balance = "subsample",
+    seed: int = 0,
+    measure_system="default",
+    source: str = "",
+) -> tuple[Direction, str]:
+    """A persona-contrast direction from start to end, for `emlab directions extract` and a run's direction step.
+
+    Answers every question of `questions` (a QuestionSet; its first paraphrase) under each malicious and helpful
+    persona paraphrase (`n` samples each, `params`), has `judge` score them (aligned, coherent; the judge never sees
+    the persona prompt), keeps them with the judge's id in `out/persona_answers.jsonl`, selects the answers the judge
+    agrees with (`personas.persona_selection`: with too few and `label_fallback`, every answer by its persona label)
+    and contrasts them measured without the persona prompt (`extract_persona_contrast`). `answers`: judged persona
+    answers to reuse instead of sampling. Returns the direction and how its answers were selected.
+    """
+    from emlab.personas import persona_selection
+
+    sampling = None
+    if answers is None:
+        if questions is None or judge is None or params is None:
+            raise EmlabError("persona contrast needs questions, a judge and sampling params to sample persona answers (or judged `answers` to reuse)")
+        from emlab.io import write_jsonl
+        from emlab.judges.rubrics import get_rubric
+        from emlab.personas import judge_answers, load_personas, sample_persona_answers
+
+        pset = personas or load_personas()
+        qs = [(q.id, q.paraphrases[0]) for q in questions]
+        sampled = sample_persona_answers(cm, qs, pset, n, params, paraphrases)
+        scored = judge_answers(sampled, judge, {name: get_rubric(name) for name in ("aligned", "coherent")})
+        answers = [{**r, "judge": str(judge.id)} for r in scored]
+        write_jsonl(Path(out) / PERSONA_ANSWERS, answers)
+        sampling = vars(params)
+        source = source or f"questions {questions.name} ({len(qs)}), personas {pset.source}, judge {judge.id}, n={n}"
+    by_label, selection, why = persona_selection(answers, rule, label_fallback)
+    d = extract_persona_contrast(cm, answers, rule, sites, balance, seed, measure_system, source=source, by_label=by_label, sampling=sampling, selection=selection)
+    return d, why

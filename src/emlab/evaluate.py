@@ -24,7 +24,7 @@ samples an uninterrupted run would have produced.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -307,26 +307,92 @@ def _score_record(sample: dict, name: str, rubric: Rubric, judge: Judge, score) 
 
 
 def answer_records(samples: list[dict], scores: list[dict], rubrics: Sequence[str]) -> list[dict[str, Any]]:
-    """Join samples with their scores into the per-answer dicts `emlab.metrics` reads."""
-    by_id: dict[str, dict[str, Any]] = {}
-    for s in samples:
-        by_id[s["prompt_id"]] = {
-            "prompt_id": s["prompt_id"],
-            "question_id": s["question_id"],
-            "paraphrase_index": s["paraphrase_index"],
-            **{name: None for name in rubrics},
-            "refusal": False,
-            "code": False,
-        }
-    for sc in scores:
-        rec = by_id.get(sc["prompt_id"])
-        if rec is None or sc["rubric"] not in rubrics:
-            continue
-        rec[sc["rubric"]] = sc["value"]
-        refusal, code = score_flags(sc.get("raw") or {})
-        rec["refusal"] = rec["refusal"] or refusal
-        rec["code"] = rec["code"] or code
-    return sorted(by_id.values(), key=lambda r: _order_key(r["prompt_id"]))
+    """The per-answer dicts `emlab.metrics` reads: `join_scores` cut to ids, rubric values and flags, in prompt order."""
+    keep = ("prompt_id", "question_id", "paraphrase_index", *rubrics, "refusal", "code")
+    return sorted(({k: a[k] for k in keep} for a in join_scores(samples, scores, rubrics)), key=lambda r: _order_key(r["prompt_id"]))
+
+
+WIDE_RUBRICS = ("aligned", "coherent", "bad_stuff", "medical")  # rubric columns of a wide scores file (one line per answer)
+
+
+def join_scores(
+    samples: Sequence[dict], scores: Sequence[dict], rubrics: Sequence[str] | None = None, *, locate: Callable[[str, int], str] | None = None
+) -> list[dict[str, Any]]:
+    """THE join of answers and their scores: each sample (in its order) with `rubric: value` for its scores, plus
+    `refusal` / `code` flags (`score_flags` of the scores' raw dicts).
+
+    Scores are matched by `sample_key`, in the long format (one line per answer and rubric: `rubric` or `name`, and
+    `value`; evaluate writes this) or the wide one (one line per answer with WIDE_RUBRICS columns). With `rubrics`,
+    only those are joined and each is None where unscored; without, every rubric found is. `locate(file, index)`
+    names a record in errors (default: "samples record 3").
+    """
+    where = locate or (lambda which, i: f"{which} record {i + 1}")
+    wanted = None if rubrics is None else set(rubrics)
+    joined: dict[tuple, dict[str, Any]] = {}
+    flags: dict[tuple, list[bool]] = {}
+    for i, sc in enumerate(scores):
+        key = sample_key(sc, where("scores", i))
+        rubric = sc.get("rubric") or sc.get("name")
+        if rubric is not None and "value" in sc:
+            if wanted is not None and rubric not in wanted:
+                continue
+            joined.setdefault(key, {})[str(rubric)] = sc["value"]
+            refusal, code = score_flags(sc.get("raw") or {})
+            f = flags.setdefault(key, [False, False])
+            f[0], f[1] = f[0] or refusal, f[1] or code
+        else:
+            joined.setdefault(key, {}).update({k: v for k, v in sc.items() if k in WIDE_RUBRICS and (wanted is None or k in wanted)})
+    out = []
+    for i, s in enumerate(samples):
+        key = sample_key(s, where("samples", i))
+        refusal, code = flags.get(key, (False, False))
+        out.append({**s, **{name: None for name in rubrics or ()}, **joined.get(key, {}), "refusal": refusal, "code": code})
+    return out
+
+
+def sample_key(rec: dict[str, Any], where: str) -> tuple:
+    """An answer's join key: sample_id, else prompt_id (+ sample_index, 0 if absent), else question_id + sample_index."""
+    if "sample_id" in rec:
+        return (str(rec["sample_id"]),)
+    if "prompt_id" in rec:
+        return (str(rec["prompt_id"]), int(rec.get("sample_index", 0)))
+    if "question_id" in rec and "sample_index" in rec:
+        return (str(rec["question_id"]), int(rec["sample_index"]))
+    raise EmlabError(f"{where}: record needs 'sample_id', 'prompt_id' or 'question_id' + 'sample_index' to join samples and scores")
+
+
+# ------------------------------------------------------------------ readers of an evaluation folder (everyone else reads through these)
+
+
+def read_config(out_dir: str | Path) -> dict[str, Any]:
+    """eval.json: what was asked (model, questions, sampling, judge, rubrics)."""
+    out = Path(out_dir)
+    if not (out / CONFIG_FILE).exists():
+        raise EmlabError(f"{out} has no {CONFIG_FILE}; not an evaluation folder")
+    return read_json(out / CONFIG_FILE)
+
+
+def read_metrics(out_dir: str | Path) -> dict[str, Any]:
+    """metrics.json, else the metrics recomputed from the journals (an unfinished evaluation)."""
+    out = Path(out_dir)
+    return read_json(out / METRICS_FILE) if (out / METRICS_FILE).exists() else summarize(out)
+
+
+def complete_metrics(out_dir: str | Path) -> dict[str, Any] | None:
+    """metrics.json of a finished evaluation (every planned answer sampled and judged), else None."""
+    path = Path(out_dir) / METRICS_FILE
+    if not path.exists():
+        return None
+    m = read_json(path)
+    return m if m.get("counts", {}).get("complete") else None
+
+
+def read_answers(out_dir: str | Path, rubrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The folder's answers in sampling order, each joined with its scores (`join_scores`): question, text, aligned, coherent, ..."""
+    out = Path(out_dir)
+    samples = sample_journal(out).read() if (out / SAMPLES_FILE).exists() else []
+    scores = score_journal(out).read() if (out / SCORES_FILE).exists() else []
+    return join_scores(samples, scores, rubrics)
 
 
 def score_flags(raw: dict[str, Any]) -> tuple[bool, bool]:

@@ -92,6 +92,7 @@ def extract_command(
     paraphrases: Annotated[Optional[int], typer.Option(help="persona_contrast: use the first K persona paraphrases")] = None,
     personas: Annotated[Optional[Path], typer.Option(help="persona YAML (default: the shipped personas.yaml)")] = None,
     answers: Annotated[Optional[Path], typer.Option(help="persona_contrast: reuse judged persona answers (persona_answers.jsonl) instead of sampling")] = None,
+    label_fallback: Annotated[bool, typer.Option(help="persona_contrast: when the judge agrees with too few answers of a persona, contrast all answers by persona label (recorded as the direction's selection)")] = False,
     judge: JudgeOpt = None,
     misaligned_below: Annotated[float, typer.Option(help="misaligned / malicious kept if aligned < this")] = DEFAULT_RULE.aligned_below,
     aligned_above: Annotated[float, typer.Option(help="aligned / helpful kept if aligned > this")] = DEFAULT_RULE.aligned_above,
@@ -117,18 +118,9 @@ def extract_command(
         cm = _model(model, adapter, dtype)
         d = D.extract_mean_diff(cm, records, sites, rule, balance, seed, _system(measure_system), source=str(run))
     elif method == "persona_contrast":
-        from emlab.data.questions import load_questions
-        from emlab.io import read_jsonl
-
         cm = _model(model, adapter, dtype)
-        if answers is not None:
-            judged, source, sampling = read_jsonl(answers), str(answers), None
-        else:
-            params = _params(max_new_tokens, temperature, seed, batch_size)
-            qset = _limit(load_questions(questions), max_questions)
-            judged, source = _persona_answers(cm, out, qset, personas, n, paraphrases, judge, params)
-            sampling = vars(params)
-        d = D.extract_persona_contrast(cm, judged, rule, sites, balance, seed, _system(measure_system), source=source, sampling=sampling)
+        d, selection = _persona_contrast(cm, out, questions, max_questions, n, paraphrases, personas, answers, judge, rule, label_fallback, sites, balance, measure_system, seed, _params(max_new_tokens, temperature, seed, batch_size))
+        console.print(f"persona answers selected by {selection}", soft_wrap=True)
     else:
         raise EmlabError(f"unknown --method {method!r}; choose mean_diff or persona_contrast")
     d.save(out)
@@ -137,19 +129,20 @@ def extract_command(
     _print_norms(d)
 
 
-def _persona_answers(cm, out: Path, qset, personas_file: Path | None, n: int, paraphrases: int | None, judge: str | None, params) -> tuple[list[dict], str]:
-    """Sample each question under every persona paraphrase (n each), judge aligned + coherent, keep them in OUT/persona_answers.jsonl."""
-    from emlab.io import write_jsonl
-    from emlab.judges import get_rubric
-    from emlab.personas import judge_answers, load_personas, sample_persona_answers
+def _persona_contrast(cm, out: Path, questions, max_questions, n, paraphrases, personas_file, answers, judge, rule, label_fallback, sites, balance, measure_system, seed, params):
+    """directions.persona_contrast (the one implementation, shared with a run's direction step) with the CLI's options."""
+    from emlab.directions import persona_contrast
 
-    pset = load_personas(personas_file)
-    qs = [(q.id, q.paraphrases[0]) for q in qset]
-    recs = sample_persona_answers(cm, qs, pset, n, params, paraphrases)
-    j = _judge(judge)
-    judged = judge_answers(recs, j, {"aligned": get_rubric("aligned"), "coherent": get_rubric("coherent")})
-    write_jsonl(out / "persona_answers.jsonl", [{**r, "judge": str(j.id)} for r in judged])
-    return judged, f"questions {qset.name} ({len(qs)}), personas {pset.source}, judge {j.id}, n={n}"
+    common = dict(rule=rule, label_fallback=label_fallback, sites=sites, balance=balance, seed=seed, measure_system=_system(measure_system))
+    if answers is not None:
+        from emlab.io import read_jsonl
+
+        return persona_contrast(cm, out, answers=read_jsonl(answers), source=str(answers), **common)
+    from emlab.data.questions import load_questions
+    from emlab.personas import load_personas
+
+    qset = _limit(load_questions(questions), max_questions)
+    return persona_contrast(cm, out, questions=qset, judge=_judge(judge), personas=load_personas(personas_file), n=n, params=params, paraphrases=paraphrases, **common)
 
 
 def _print_norms(d) -> None:
@@ -264,7 +257,7 @@ def sweep_command(
     """Steer with lambda x direction over a grid of sites x lambdas; judge every cell."""
     from emlab.directions import Direction
     from emlab.evaluate import EvalRequest
-    from emlab.steering import grid, parse_site_groups, run_sweep
+    from emlab.steering import SWEEP_JSONL, grid, parse_site_groups, run_sweep
 
     d = Direction.load(direction)
     cells = grid(parse_site_groups(sites), _floats(lambdas))
@@ -275,7 +268,7 @@ def sweep_command(
     summary = run_sweep(cm, d, cells, request, out, positions, scaling)
     _print_rows(summary["rows"], "cell")
     best = summary["best"]
-    console.print(f"most coherent misalignment: {best['cell'] if best else '-'}   table: {out / 'sweep.jsonl'}   ({time.perf_counter() - t0:.1f} s)")
+    console.print(f"most coherent misalignment: {best['cell'] if best else '-'}   table: {out / SWEEP_JSONL}   ({time.perf_counter() - t0:.1f} s)")
 
 
 def _print_rows(rows, key: str) -> None:
@@ -312,7 +305,7 @@ def ablate_command(
     dtype: str = "float32",
 ) -> None:
     """Ablate a direction (with an equal-norm random control) and evaluate, or export orthogonalized weights."""
-    from emlab.ablation import build_conditions, default_site, export_orthogonalized, run_ablation
+    from emlab.ablation import ABLATION_FILE, build_conditions, default_site, export_orthogonalized, run_ablation
     from emlab.directions import Direction
     from emlab.evaluate import EvalRequest
 
@@ -332,7 +325,7 @@ def ablate_command(
     request = EvalRequest(qset, _judge(judge), n, _params(max_new_tokens, temperature, seed, batch_size))
     rows = run_ablation(cm, conds, request, out)
     _print_rows(rows, "condition")
-    console.print(f"table: {out / 'ablation.json'}   ({time.perf_counter() - t0:.1f} s)")
+    console.print(f"table: {out / ABLATION_FILE}   ({time.perf_counter() - t0:.1f} s)")
 
 
 # ---------------------------------------------------------------- probes

@@ -52,15 +52,18 @@ def run_command(
 
 
 def _finish(root: Path) -> None:
+    from emlab.experiments.spec import step_kinds
     from emlab.store import Run
 
+    kinds = {k.name: k for k in step_kinds()}
     report = root / "report" / "index.html"
     if report.exists():
         console.print(summary_table(root))
-    for name, s in Run(root).manifest()["steps"].items():  # which direction method ran, and why
-        summary = s.get("summary") or {}
-        if s.get("kind") == "direction" and summary.get("method"):
-            console.print(f"{name}: {summary['method']}" + (f" ({summary['reason']})" if summary.get("reason") else ""), soft_wrap=True)
+    for name, s in Run(root).manifest()["steps"].items():  # what a kind says about its finished step (a direction: which method, and why)
+        kind = kinds.get(s.get("kind", ""))
+        line = kind.result_line(s["summary"]) if kind is not None and s.get("summary") else None
+        if line:
+            console.print(f"{name}: {line}", soft_wrap=True)
     if report.exists():
         console.print(f"report: {report}", soft_wrap=True)
     console.print(f"run: {root}", soft_wrap=True)
@@ -92,6 +95,17 @@ def runs_list(runs_dir: RunsDir = None) -> None:
     table = Table("run", "spec", "created", "status", "steps done")
     for r in rows:
         table.add_row(r["run"], r["spec"], r["created"], r["status"], f"{r['done']}/{r['total']}")
+    console.print(table)
+
+
+@runs_app.command("kinds")
+def runs_kinds() -> None:
+    """The step kinds a spec can use: name, spec section, resumable, what a step of that kind does."""
+    from emlab.experiments.spec import describe_step_kinds
+
+    table = Table("kind", "spec section", "resumable", "does")
+    for k in describe_step_kinds():
+        table.add_row(k["name"], k["section"], k["resumable"], k["help"])
     console.print(table)
 
 

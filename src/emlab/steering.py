@@ -28,6 +28,8 @@ from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json, write_jsonl
 
 Scaling = Literal["raw", "unit"]
+SWEEP_FILE, SWEEP_JSONL, SWEEP_PARQUET = "sweep.json", "sweep.jsonl", "sweep.parquet"  # the sweep table (read_sweep)
+CELLS_DIR, CELL_FILE = "cells", "cell.json"  # cells/<cell>/: one evaluation folder per cell, with its settings
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def run_sweep(
     out = Path(out_dir)
     rows = []
     for cell in cells:
-        rows.append(_run_cell(cm, direction, cell, request, out / "cells" / cell.name, positions, scaling))
+        rows.append(_run_cell(cm, direction, cell, request, cell_folder(out, cell.name), positions, scaling))
         _write_table(out, rows, cm, direction, request, positions, scaling, cells)
     return _write_table(out, rows, cm, direction, request, positions, scaling, cells)
 
@@ -133,7 +135,7 @@ def _run_cell(cm, direction: Direction, cell: Cell, request: EvalRequest, folder
 
 
 def _check_cell(folder: Path, info: dict[str, Any]) -> None:
-    path = folder / "cell.json"
+    path = folder / CELL_FILE
     if path.exists():
         old = read_json(path)
         if old != info:
@@ -144,11 +146,9 @@ def _check_cell(folder: Path, info: dict[str, Any]) -> None:
 
 
 def _finished(folder: Path) -> dict[str, Any] | None:
-    path = folder / "metrics.json"
-    if not path.exists():
-        return None
-    m = read_json(path)
-    return m if m.get("counts", {}).get("complete") else None
+    from emlab.evaluate import complete_metrics
+
+    return complete_metrics(folder)
 
 
 def _write_table(out: Path, rows, cm, direction: Direction, request: EvalRequest, positions: str, scaling: Scaling, cells: Sequence[Cell]) -> dict[str, Any]:
@@ -156,10 +156,10 @@ def _write_table(out: Path, rows, cm, direction: Direction, request: EvalRequest
     import pyarrow.parquet as pq
 
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "sweep.jsonl", rows)
+    write_jsonl(out / SWEEP_JSONL, rows)
     from emlab.io import atomic_path
 
-    with atomic_path(out / "sweep.parquet") as tmp:
+    with atomic_path(out / SWEEP_PARQUET) as tmp:
         pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
     summary = {
         "model": cm.provenance(),
@@ -175,5 +175,15 @@ def _write_table(out: Path, rows, cm, direction: Direction, request: EvalRequest
         "rows": list(rows),
         "best": best_cell(rows),
     }
-    write_json(out / "sweep.json", summary)
+    write_json(out / SWEEP_FILE, summary)
     return summary
+
+
+def read_sweep(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """sweep.json: the sweep's settings, one row per finished cell (`cell`, `sites`, `scale`, metrics) and the best cell."""
+    return read_json(Path(out_dir) / SWEEP_FILE)
+
+
+def cell_folder(out_dir: str | os.PathLike, cell: str) -> Path:
+    """The evaluation folder of one cell (by its name, as in a sweep row's `cell`)."""
+    return Path(out_dir) / CELLS_DIR / cell

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emlab.errors import EmlabError
+from emlab.experiments.kinds import get_step_kind
 from emlab.experiments.spec import Plan, Step, plan_from_resolved, resolve_spec_path
 from emlab.strict_yaml import load_yaml_file
 from emlab.store import Run
@@ -82,43 +83,49 @@ class RunContext:
             self._judge = make_judge(self.spec.judge, self.run.root)
         return self._judge
 
+    def build_report(self) -> Path:
+        """Write the run's HTML report from what is on disk (`report.render.build_report`); return its path."""
+        from emlab.report.render import build_report
+
+        return build_report(self.run.root)
+
 
 # ------------------------------------------------------------------ planning
 
 
 def check_plan(plan: Plan) -> None:
     """Cheap checks of names the steps will look up (generators, question sets, presets), before any work."""
-    from emlab.experiments.steps import check_judge, check_step
-
     check_judge(plan)
     for step in plan.steps:
-        check_step(plan, step)
+        try:
+            get_step_kind(step.kind).check(step)
+        except EmlabError as e:
+            raise EmlabError(f"{plan.source}: step {step.name}: {e}") from None
+
+
+def check_judge(plan: Plan) -> None:
+    """The judge spec names a registered backend (building it may load a model, so only the name is checked)."""
+    import re
+
+    from emlab.judges.registry import available_judges
+
+    usages = available_judges()
+    names = {re.split(r"[:\s]", u)[0] for u in usages} | set(re.findall(r"alias (\w+)", " ".join(usages)))
+    spec = plan.spec.judge.spec
+    if spec.partition(":")[0] not in names:
+        raise EmlabError(f"{plan.source}: judge.spec = {spec!r} is not a known judge; available: {', '.join(usages)}")
 
 
 def plan_table(plan: Plan) -> Table:
     table = Table("#", "step", "needs", "what", title=f"plan for {plan.spec.name} ({plan.source})")
     for i, s in enumerate(plan.steps, start=1):
-        table.add_row(str(i), s.name, ", ".join(s.deps) if s.kind != "report" else "all", describe(s))
+        table.add_row(str(i), s.name, "all" if get_step_kind(s.kind).depends_on_all else ", ".join(s.deps), describe(s))
     return table
 
 
 def describe(step: Step) -> str:
-    c = step.config
-    if step.kind == "data":
-        return f"{c['generator'] or c['path']} n={c['n']} seed={c['seed']}"
-    if step.kind == "train":
-        return f"{c['model']} on {c['dataset']}, preset {c['preset']}"
-    if step.kind in ("eval", "steer", "ablate"):
-        who = c["model"] + (f"+{c['adapter']}" if c.get("adapter") else "")
-        extra = ""
-        if step.kind == "steer":
-            extra = f", {len(c['sites'])} sites x {len(c['lambdas'])} lambdas"
-        if step.kind == "ablate":
-            extra = ", random direction" if c["random"] else f", direction {c['direction']}"
-        return f"{who}: {c['questions']} x {c['n']} (max_new_tokens {c['max_new_tokens']}){extra}"
-    if step.kind == "direction":
-        return f"{c['method']} on {c['model']}" + (f"+{c['adapter']}" if c.get("adapter") else "")
-    return "HTML report"
+    """The step's one-line description, from its kind."""
+    return get_step_kind(step.kind).describe(step)
 
 
 # ------------------------------------------------------------------ running
@@ -167,8 +174,6 @@ def resume_run(ref: str | Path, base: str | Path | None = None, console: Console
 
 def execute(run: Run, plan: Plan, console: Console | None = None, rerun: list[str] | None = None) -> None:
     """Run every step that is not done, in plan order, holding the run's lock."""
-    from emlab.experiments.steps import STEP_KINDS
-
     console = console or Console(stderr=True)
     ctx = RunContext(run=run, plan=plan, console=console)
     with run.lock():
@@ -180,13 +185,13 @@ def execute(run: Run, plan: Plan, console: Console | None = None, rerun: list[st
             if run.step_status(step.name) == "done":
                 console.print(f"  [dim]skip  {step.name} (done)[/]")
                 continue
-            fn, resumable = STEP_KINDS[step.kind]
-            work = run.begin(step.name, resumable=resumable)
+            kind = get_step_kind(step.kind)
+            work = run.begin(step.name, resumable=kind.resumable)
             resumed = run.manifest()["steps"][step.name].get("resumed")
             console.print(f"  [bold]{'resume' if resumed else 'start'}[/] {step.name}: {describe(step)}")
             t0, c0 = time.perf_counter(), time.process_time()
             try:
-                summary = fn(ctx, step, work)
+                summary = kind.run(ctx, step, work)
             except BaseException as e:
                 reason = "interrupted" if isinstance(e, KeyboardInterrupt) else (str(e) if isinstance(e, EmlabError) else f"{type(e).__name__}: {e}")
                 run.fail(step.name, reason)

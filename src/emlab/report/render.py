@@ -17,12 +17,13 @@ from typing import Any
 import jinja2
 
 from emlab.classify import DEFAULT_RULE
+from emlab.experiments.kinds import summary_row_order
 from emlab.io import atomic_open
 from emlab.report import plots
-from emlab.report.collect import Condition, ReportData, TrainInfo, collect
+from emlab.report.collect import ReportData, collect
+from emlab.report.rows import Condition, TrainInfo
 
 TEMPLATES = Path(__file__).with_name("templates")
-ROW_ORDER = ("base", "organism", "control", "steered", "ablated", "random-ablated")
 DEFAULT_MAX_SAMPLES = 24
 
 
@@ -62,7 +63,7 @@ def view(data: ReportData) -> dict[str, Any]:
         "run": {"id": m.get("run", data.run.name), "spec": m.get("spec_name"), "created": m.get("created"), "updated": m.get("updated"), "description": spec.get("description", "")},
         "steps": step_rows(m),
         "summary": [summary_row(c) for c in conditions],
-        "summary_absent": [r for r in ROW_ORDER if r not in {c.label for c in conditions}],
+        "summary_absent": [r for r in summary_row_order() if r not in {c.label for c in conditions}],
         "missing": data.missing,
         "per_question": per_question_plot(conditions),
         "scatter": scatter_plot(conditions),
@@ -77,8 +78,10 @@ def view(data: ReportData) -> dict[str, Any]:
 
 
 def ordered(conditions: Sequence[Condition]) -> list[Condition]:
-    rank = {label: i for i, label in enumerate(ROW_ORDER)}
-    return sorted(conditions, key=lambda c: rank.get(c.label, len(ROW_ORDER)))
+    """Summary rows in the step kinds' order (`summary_rows`: base, organism, control, steered, ablated, random-ablated), others after."""
+    order = summary_row_order()
+    rank = {label: i for i, label in enumerate(order)}
+    return sorted(conditions, key=lambda c: rank.get(c.label, len(order)))
 
 
 # ------------------------------------------------------------------ formatting
@@ -156,7 +159,8 @@ def per_question_plot(conditions: Sequence[Condition]) -> str | None:
 
 
 def _legend(c: Condition) -> str:
-    return c.label if c.label not in ("ablated", "random-ablated", "steered") or not c.detail else f"{c.label} ({c.detail})"
+    """The row's label, with its detail when its kind gave one (a steered cell's site and lambda, an ablation's direction)."""
+    return f"{c.label} ({c.detail})" if c.detail else c.label
 
 
 def scatter_plot(conditions: Sequence[Condition]) -> str | None:
