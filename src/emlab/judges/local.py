@@ -140,7 +140,7 @@ class LocalJudge:
             cand_lp, first_lp = self.candidate_logprobs([ids[i] for i in batch])
             for row, i in enumerate(batch):
                 out[i] = self._to_score(cand_lp[row], first_lp[row], firsts)
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # every slot is filled: the batches cover each index once
 
     def _prompt_ids(self, prompt: str, index: int) -> list[int]:
         text = render(self.tok, [{"role": "user", "content": prompt}], system=self.system, add_generation_prompt=True)
