@@ -133,7 +133,8 @@ class _Tracker:
         elif prefill:
             self.prompt, self.response = valid, torch.zeros_like(valid)
             self.done = torch.zeros(bsz, dtype=torch.bool, device=ids.device)
-        else:
+        else:  # a decode step
+            assert self.done is not None  # prefill is True whenever done is None
             self.prompt = torch.zeros_like(valid)
             self.response = valid & ~self.done[:, None]
             is_eos = torch.zeros(bsz, dtype=torch.bool, device=ids.device)
