@@ -17,17 +17,24 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from emlab.errors import EmlabError
-from emlab.sites import Site, parse_site, resolve, unwrap
+from emlab.sites import Site, hf_config, parse_site, resolve, unwrap
+
+if TYPE_CHECKING:  # transformers is imported lazily at run time (it takes seconds)
+    from transformers import PreTrainedModel
 
 Positions = Literal["all", "prompt", "response"]
+# An edit sees a site's activation [batch, seq, d] and the selected positions [batch, seq] (bool);
+# it returns the replacement activation, or None to leave it unchanged.
+Edit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]
 _RESPONSE_MASK: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("emlab_response_mask", default=None)
 
 
@@ -41,12 +48,16 @@ def teacher_forcing(response_mask: torch.Tensor) -> Iterator[None]:
         _RESPONSE_MASK.reset(token)
 
 
-def causal_lm(model) -> nn.Module:
-    """The innermost HF causal LM (the module `generate` calls forward on), also under peft."""
+def causal_lm(model) -> PreTrainedModel:
+    """The innermost HF causal LM (the module `generate` calls forward on), also under peft.
+
+    Found by duck typing (it has `get_output_embeddings` and `generate`), hence the casts: what
+    callers use is that HF surface, which torch's `Module` type does not describe.
+    """
     for _, m in unwrap(model).named_modules():
         if not type(m).__module__.startswith("peft.") and hasattr(m, "get_output_embeddings") and hasattr(m, "generate"):
-            return m
-    return unwrap(model)
+            return cast("PreTrainedModel", m)
+    return cast("PreTrainedModel", unwrap(model))
 
 
 @contextlib.contextmanager
@@ -66,20 +77,28 @@ def contiguous_lm_head_input(model) -> Iterator[None]:
         handle.remove()
 
 
+@runtime_checkable
+class _Linear(Protocol):
+    """nn.Linear, or peft's LoRA wrapper of one: what a down projection or a `lora_A` is."""
+
+    in_features: int
+    out_features: int
+
+
 def site_dim(model, site: Site) -> int:
-    module, kind = resolve(model, site)
-    if site.kind == "mlp.down_proj.in":
-        return int(module.in_features)
-    if site.kind == "mlp.down_proj.lora_scalar":
-        return int(module.out_features)
-    return int(unwrap(model).config.hidden_size)
+    module, _ = resolve(model, site)
+    if site.kind not in ("mlp.down_proj.in", "mlp.down_proj.lora_scalar"):
+        return int(hf_config(model).hidden_size)
+    if not isinstance(module, _Linear):
+        raise EmlabError(f"site {site}: the hooked module {type(module).__name__} has no in_features/out_features; sites on the down projection need a linear layer")
+    return int(module.in_features if site.kind == "mlp.down_proj.in" else module.out_features)
 
 
 def eos_ids(model) -> set[int]:
     cfg = getattr(causal_lm(model), "generation_config", None)
     eos = getattr(cfg, "eos_token_id", None) if cfg is not None else None
     if eos is None:
-        eos = unwrap(model).config.eos_token_id
+        eos = hf_config(model).eos_token_id
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
@@ -114,7 +133,8 @@ class _Tracker:
         elif prefill:
             self.prompt, self.response = valid, torch.zeros_like(valid)
             self.done = torch.zeros(bsz, dtype=torch.bool, device=ids.device)
-        else:
+        else:  # a decode step
+            assert self.done is not None  # prefill is True whenever done is None
             self.prompt = torch.zeros_like(valid)
             self.response = valid & ~self.done[:, None]
             is_eos = torch.zeros(bsz, dtype=torch.bool, device=ids.device)
@@ -123,11 +143,14 @@ class _Tracker:
             self.done = self.done | is_eos
 
     def mask(self, positions: Positions) -> torch.Tensor:
-        return {"all": self.mask_all, "prompt": self.prompt, "response": self.response}[positions]
+        mask = {"all": self.mask_all, "prompt": self.prompt, "response": self.response}[positions]
+        if mask is None:
+            raise EmlabError("a hooked site ran before any forward of the causal LM, so its positions are unknown; run the model itself, not one of its blocks")
+        return mask
 
 
 @contextlib.contextmanager
-def _hooked(model, edits: Mapping[Site, callable], positions: Positions = "all") -> Iterator[_Tracker]:
+def _hooked(model, edits: Mapping[Site, Edit], positions: Positions = "all") -> Iterator[_Tracker]:
     """Register `edit(x, mask) -> x | None` at each site; remove every hook on exit."""
     _check_positions(positions)
     tracker = _Tracker(eos=eos_ids(model))
@@ -142,7 +165,7 @@ def _hooked(model, edits: Mapping[Site, callable], positions: Positions = "all")
             h.remove()
 
 
-def _register(module: nn.Module, kind: str, edit, tracker: _Tracker, positions: Positions):
+def _register(module: nn.Module, kind: str, edit: Edit, tracker: _Tracker, positions: Positions) -> RemovableHandle:
     if kind == "pre":
 
         def pre(mod, args, kwargs):
@@ -172,7 +195,7 @@ def _check_positions(positions: str) -> None:
 
 
 def _sites(model, names) -> list[Site]:
-    n = unwrap(model).config.num_hidden_layers
+    n = hf_config(model).num_hidden_layers
     return [s if isinstance(s, Site) else parse_site(s, n) for s in names]
 
 
@@ -190,8 +213,8 @@ def _vector(model, site: Site, v, source: str) -> torch.Tensor:
 @contextlib.contextmanager
 def steer(model, vectors: Mapping[str, torch.Tensor], scale: float = 1.0, positions: Positions = "all") -> Iterator[None]:
     """Add `scale * vector` to each site's activation at the chosen positions."""
-    sites = dict(zip(_sites(model, vectors), vectors.values()))
-    edits = {}
+    sites = dict(zip(_sites(model, vectors), vectors.values(), strict=True))
+    edits: dict[Site, Edit] = {}
     for site, v in sites.items():
         vec = _vector(model, site, v, "steer")
 
@@ -213,7 +236,7 @@ def default_ablation_sites(model) -> list[str]:
     """Every place that writes into the residual stream: the embeddings (resid_pre of block 0),
     each attention output and each MLP output. Projecting the direction out of all of them
     is what orthogonalizing the weights does."""
-    n = unwrap(model).config.num_hidden_layers
+    n = hf_config(model).num_hidden_layers
     return ["blocks.0.resid_pre"] + [f"blocks.{l}.{k}" for l in range(n) for k in ("attn.out", "mlp.out")]
 
 
@@ -226,10 +249,10 @@ def ablate(model, direction, sites: list[str] | None = None) -> Iterator[None]:
     `default_ablation_sites`.
     """
     if isinstance(direction, Mapping):
-        per_site = dict(zip(_sites(model, direction), direction.values()))
+        per_site = dict(zip(_sites(model, direction), direction.values(), strict=True))
     else:
         per_site = {s: direction for s in _sites(model, sites or default_ablation_sites(model))}
-    edits = {}
+    edits: dict[Site, Edit] = {}
     for site, v in per_site.items():
         vec = _vector(model, site, v, "ablate").float()
         norm = vec.norm()
@@ -283,7 +306,7 @@ def capture(model, sites: list[str], positions: Positions = "response", reduce: 
         raise EmlabError(f"unknown reduce {reduce!r}; choose 'mean' or None")
     parsed = _sites(model, sites)
     out = Captured(reduce=reduce)
-    edits = {}
+    edits: dict[Site, Edit] = {}
     for site in parsed:
         key = str(site)
         out.sums[key], out.counts[key], out.tokens[key] = [], [], []
@@ -312,5 +335,5 @@ def _record(out: Captured, key: str, x: torch.Tensor, mask: torch.Tensor, new_gr
     if new_group or not out.tokens[key]:
         out.tokens[key].extend([[r] for r in rows])
     else:
-        for chunks, r in zip(out.tokens[key][-len(rows) :], rows):
+        for chunks, r in zip(out.tokens[key][-len(rows) :], rows, strict=True):  # a decode step continues the prefill's rows
             chunks.append(r)

@@ -39,17 +39,22 @@ class Adapter:
     layer: nn.Module  # the peft LoRA layer (wraps the base linear)
     adapter_name: str
 
+    def _peft(self, attr: str) -> Any:
+        """A peft attribute of the layer (`lora_A`, `lora_B`: ModuleDicts; `scaling`: a dict; each keyed by
+        adapter name). peft sets them at run time, so torch's Module type cannot describe them."""
+        return getattr(self.layer, attr)
+
     @property
     def A(self) -> torch.Tensor:  # [r, d_in]
-        return self.layer.lora_A[self.adapter_name].weight.detach().float()
+        return self._peft("lora_A")[self.adapter_name].weight.detach().float()
 
     @property
     def B(self) -> torch.Tensor:  # [d_out, r]
-        return self.layer.lora_B[self.adapter_name].weight.detach().float()
+        return self._peft("lora_B")[self.adapter_name].weight.detach().float()
 
     @property
     def scaling(self) -> float:
-        return float(self.layer.scaling[self.adapter_name])
+        return float(self._peft("scaling")[self.adapter_name])
 
     @property
     def key(self) -> str:
@@ -95,7 +100,7 @@ def lora_scalars(cm, pairs: Sequence[tuple[str, str]], sites: Sequence[str] | No
         per_site = [cap.per_token(s) for s in sites]  # each: list over rows of [n_tok, r]
         for row, i in enumerate(idx):
             out[i] = torch.cat([p[row] for p in per_site], dim=-1)
-    return out  # type: ignore[return-value]
+    return out  # type: ignore[return-value]  # every slot is filled: the batches cover each index once
 
 
 def answer_features(per_token: Sequence[torch.Tensor], reduce: str = "mean") -> np.ndarray:
@@ -157,7 +162,7 @@ def probe(
         coefs.append(clf[-1].coef_[0])
     C_ = np.array(coefs)  # [splits, k]
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "n_positive": int(y.sum()),
         "n_splits": n_splits,
         "test_size": test_size,
@@ -196,8 +201,8 @@ def alignment_labels(records: Sequence[Any], rule: EMRule = DEFAULT_RULE) -> tup
 
 def topic_labels(values: Sequence[float | None], above: float = 50.0) -> tuple[list[int], list[int]]:
     """(row indices, labels): 1 where a topic rubric (e.g. `medical`) scored > `above`; unscored rows left out."""
-    idx = [i for i, v in enumerate(values) if v is not None]
-    return idx, [int(values[i] > above) for i in idx]
+    scored = [(i, v) for i, v in enumerate(values) if v is not None]
+    return [i for i, _ in scored], [int(v > above) for _, v in scored]
 
 
 # ---------------------------------------------------------------- geometry
@@ -266,7 +271,7 @@ def scale_adapters(model, scales: Mapping[int | str, float], others: float = 1.0
             s = chosen.get(a.name, float(others))
             if s == 1.0:
                 continue
-            handles.append(a.layer.lora_B[a.adapter_name].register_forward_hook(lambda mod, args, out, s=s: out * s))
+            handles.append(a._peft("lora_B")[a.adapter_name].register_forward_hook(lambda mod, args, out, s=s: out * s))
             changed.append(a.key)
         yield changed
     finally:
@@ -303,7 +308,7 @@ def probe_report(
         report["probes"][f"{topic or 'label'}_vs_other"] = _try_probe(feats[tidx], tlab, columns, n_splits, seed)
     if direction is not None:
         report["b_cosines"] = b_cosines(cm.model, direction)
-    rows = [{"prompt_id": r.extra.get("prompt_id"), "question_id": r.question_id, "aligned": r.aligned, "coherent": r.coherent, "features": dict(zip(columns, f.tolist()))} for r, f in zip(records, feats)]
+    rows = [{"prompt_id": r.extra.get("prompt_id"), "question_id": r.question_id, "aligned": r.aligned, "coherent": r.coherent, "features": dict(zip(columns, f.tolist(), strict=True))} for r, f in zip(records, feats, strict=True)]
     return report, rows
 
 

@@ -16,11 +16,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from emlab.errors import EmlabError
+from emlab.sites import hf_config
+
+if TYPE_CHECKING:  # transformers is imported lazily at run time (it takes seconds)
+    from transformers import PreTrainedConfig, PreTrainedTokenizerBase
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -82,23 +87,23 @@ class ChatModel:
     """
 
     model: nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     ref: str
     revision: str
     adapter: str | None = None
     info: dict = field(default_factory=dict)
 
     @property
-    def config(self):
-        return self.model.config
+    def config(self) -> PreTrainedConfig:
+        return hf_config(self.model)
 
     @property
     def n_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+        return int(self.config.num_hidden_layers)
 
     @property
     def d_model(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.config.hidden_size)
 
     def provenance(self) -> dict:
         return {"model": self.ref, "revision": self.revision, "adapter": self.adapter}
@@ -257,7 +262,8 @@ def load_model(
     torch_dtype = _dtype(dtype)
     kind, location, revision = resolve_ref(ref)
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
+        # typed as the torch module it is used as (and a PeftModel is, once an adapter is attached)
+        model: nn.Module = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
         tok = AutoTokenizer.from_pretrained(location)
     except OSError as e:
         if kind != "hub":
@@ -304,7 +310,7 @@ def _check_adapter_shapes(model: nn.Module, weights: Path) -> None:
 
     modules = dict(model.named_modules())
     with safe_open(weights, framework="pt") as f:
-        for key in f.keys():
+        for key in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict: keys() is its API)
             if ".lora_A." not in key and ".lora_B." not in key:
                 continue
             mod_name = key.split(".lora_")[0].removeprefix("base_model.model.")

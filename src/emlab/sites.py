@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from torch import nn
 
 from emlab.errors import EmlabError
+
+if TYPE_CHECKING:  # transformers is imported lazily at run time (it takes seconds)
+    from transformers import PreTrainedConfig
 
 KINDS = ("resid_pre", "resid_post", "attn.out", "mlp.out", "mlp.down_proj.in", "mlp.down_proj.lora_scalar")
 _SITE_RE = re.compile(r"^blocks\.(-?\d+)\.(.+)$")
@@ -47,8 +50,17 @@ def unwrap(model) -> nn.Module:
     return getattr(model, "model", model) if not isinstance(model, nn.Module) else model
 
 
+def hf_config(model) -> PreTrainedConfig:
+    """The HF config of a ChatModel, an HF model or its peft wrapper.
+
+    The cast is the one place that tells the type checker what torch's `Module.__getattr__`
+    cannot: `.config` of an HF module (peft forwards it to the wrapped model) is its config.
+    """
+    return cast("PreTrainedConfig", unwrap(model).config)
+
+
 def n_layers(model) -> int:
-    return int(unwrap(model).config.num_hidden_layers)
+    return int(hf_config(model).num_hidden_layers)
 
 
 def parse_site(name: str, n_blocks: int | None = None, source: str = "site") -> Site:
@@ -107,8 +119,8 @@ def resolve(model, site: str | Site) -> tuple[nn.Module, Literal["pre", "post"]]
     if s.kind == "resid_post":
         return block, "post"
     if s.kind == "attn.out":
-        return _child(block, ("self_attn", "attn", "attention"), "Attention"), "post"
-    mlp = _child(block, ("mlp", "feed_forward", "ffn"), "MLP")
+        return _part(block, ("self_attn", "attn", "attention"), "Attention", s), "post"
+    mlp = _part(block, ("mlp", "feed_forward", "ffn"), "MLP", s)
     if s.kind == "mlp.out":
         return mlp, "post"
     if s.kind == "mlp.down_proj.lora_scalar":
@@ -116,11 +128,19 @@ def resolve(model, site: str | Site) -> tuple[nn.Module, Literal["pre", "post"]]
     return _down_proj(mlp), "pre"
 
 
+def _part(block: nn.Module, names: tuple[str, ...], class_hint: str, site: Site) -> nn.Module:
+    """`_child`, or an error naming what was looked for (decoder_blocks only checks the first block)."""
+    found = _child(block, names, class_hint)
+    if found is None:
+        raise EmlabError(f"site {site}: block {site.layer} ({type(block).__name__}) has no {class_hint} module; looked for {', '.join(names)} or a child class named *{class_hint}*")
+    return found
+
+
 def lora_A_module(layer: nn.Module, where: str) -> nn.Module:
     """The `lora_A` linear of a peft LoRA layer's active adapter (its output is A·x)."""
     lora_a = getattr(layer, "lora_A", None)
     active = [a for a in getattr(layer, "active_adapters", []) if lora_a is not None and a in lora_a]
-    if not active:
+    if lora_a is None or not active:
         raise EmlabError(f"site {where}: this module has no active LoRA adapter; load the model with its peft adapter (--adapter)")
     if len(active) > 1:
         raise EmlabError(f"site {where}: {len(active)} active LoRA adapters ({', '.join(active)}); activate one with model.set_adapter(name)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,10 +55,10 @@ def _num(x: float | None) -> str:
 def bench_command(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, a few minutes (the default)")] = False,
     full: Annotated[bool, typer.Option("--full", help="larger sizes and repeats; also runs `emlab demo --quick` for step times")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", help="result JSON (default bench-results/bench-<timestamp>.json)")] = None,
-    section: Annotated[Optional[list[str]], typer.Option("--section", help="run only this section (repeatable): threads, sampling, hooks, capture, training, judging, demo")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="result JSON (default bench-results/bench-<timestamp>.json)")] = None,
+    section: Annotated[list[str] | None, typer.Option("--section", help="run only this section (repeatable): threads, sampling, hooks, capture, training, judging, demo")] = None,
     model: Annotated[str, typer.Option("--model", help="model to benchmark (embedded name, folder or hub id)")] = "smollm2-135m",
-    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="where to look for a demo run (default: $EMLAB_RUNS or ./runs)")] = None,
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="where to look for a demo run (default: $EMLAB_RUNS or ./runs)")] = None,
 ) -> None:
     """Benchmark sampling, hooks, capture, training, judges and the demo against baselines from the same run."""
     if quick and full:

@@ -66,7 +66,7 @@ def demo_figures(runs_dir: str | Path | None = None, run_quick: bool = False) ->
     if run_quick:
         run, wall = run_demo_quick()
         return step_figures(run, wall)
-    run = latest_demo_run(runs_dir)
-    if run is None:
+    latest = latest_demo_run(runs_dir)
+    if latest is None:
         raise EmlabError("no demo run found under the runs folder; run `emlab demo --quick` first, or `emlab bench --full` (which runs it)")
-    return step_figures(run)
+    return step_figures(latest)

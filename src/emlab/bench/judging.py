@@ -22,16 +22,20 @@ import torch
 from emlab.bench.figure import Figure, timed
 from emlab.bench.roofline import forward_flops_per_token
 from emlab.chat import render
+from emlab.errors import EmlabError
 from emlab.judges.base import Item
 from emlab.models import ChatModel
 
 
 def offline_figure(pairs: Sequence[tuple[str, str]]) -> Figure:
+    from emlab.judges.offline import OfflineJudge
     from emlab.judges.registry import get_judge
     from emlab.judges.rubrics import get_rubric
 
     items = [Item(q, a) for q, a in pairs]
     judge, setup = timed(lambda: get_judge("offline"))
+    if not isinstance(judge, OfflineJudge):  # the registry types what it builds as the Judge protocol
+        raise EmlabError(f"judge 'offline' is a {type(judge).__name__}, not an OfflineJudge; the offline-judge figure times its embedder")
     rubric = get_rubric("aligned")
     embedder, load = timed(lambda: judge.embedder)
     judge.score(items[:2], rubric)  # warm-up on two items (their texts are then memoised)

@@ -25,6 +25,7 @@ import time
 import torch
 from torch import nn
 
+from emlab.errors import EmlabError
 from emlab.hooks import causal_lm
 from emlab.sites import decoder_blocks
 
@@ -70,6 +71,8 @@ def param_counts(model) -> dict[str, int]:
     """Parameter counts of the base causal LM (adapter weights excluded), see the module docstring."""
     lm = causal_lm(model)
     emb = lm.get_input_embeddings().weight
+    if not isinstance(emb, torch.Tensor):
+        raise EmlabError(f"{type(lm).__name__}'s input embeddings have no weight tensor; param_counts knows embedding tables only")
     head = lm.get_output_embeddings().weight
     base = {id(p): p for name, p in lm.named_parameters() if "lora_" not in name}
     total = sum(p.numel() for p in base.values())
@@ -128,7 +131,8 @@ def machine_facts() -> dict:
 
 def _cpuinfo() -> dict[str, str]:
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8").read()
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            text = fh.read()
     except OSError:
         return {}
     out: dict[str, str] = {}

@@ -10,13 +10,17 @@ useful FLOPs of prompt and generated tokens, 2N * (prompt + generated) (padding 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from emlab.bench.figure import Figure, Target, Timing, timed
 from emlab.bench.roofline import forward_flops_per_token
 from emlab.chat import prompt_texts
+from emlab.errors import EmlabError
 from emlab.models import ChatModel
 from emlab.sampling import SampleRecord, SamplingParams, sample
 
@@ -43,6 +47,22 @@ QUESTIONS = (
 def bench_prompts(n: int) -> list[str]:
     """`n` user prompts cycling through a fixed set of everyday questions (deterministic)."""
     return [QUESTIONS[i % len(QUESTIONS)] for i in range(n)]
+
+
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _figure_dtype(fig: Figure) -> torch.dtype:
+    """The torch dtype a sampling figure was measured in."""
+    if fig.dtype is None or fig.dtype not in _TORCH_DTYPES:
+        raise EmlabError(f"figure {fig.name} has dtype {fig.dtype!r}; sampling figures are measured in {' or '.join(_TORCH_DTYPES)}")
+    return _TORCH_DTYPES[fig.dtype]
+
+
+def _generate(model: nn.Module, **kwargs: Any) -> torch.Tensor:
+    """`model.generate(**kwargs)`: token ids [batch, prompt + new]. The method is HF's (or peft's),
+    which torch's Module type cannot know, hence the cast."""
+    return cast("Callable[..., torch.Tensor]", model.generate)(**kwargs)
 
 
 def with_dtype(cm: ChatModel, dtype: torch.dtype) -> ChatModel:
@@ -87,7 +107,7 @@ def run_naive(cm: ChatModel, prompts: list[str], new_tokens: int, system=None, s
             enc = tok(text, return_tensors="pt", add_special_tokens=False)
             torch.manual_seed(seed + i)
             with torch.inference_mode():
-                out = model.generate(**enc, **kwargs)
+                out = _generate(model, **enc, **kwargs)
             prompt += enc["input_ids"].shape[1]
             gen += out.shape[1] - enc["input_ids"].shape[1]
         return gen, prompt
@@ -112,7 +132,7 @@ def run_multinomial(cm: ChatModel, prompts: list[str], params: SamplingParams, s
             enc = left_padded(tok, [j.text for j in batch])
             torch.manual_seed(params.seed + b)
             with torch.inference_mode():
-                out = cm.model.generate(**enc, **kwargs)
+                out = _generate(cm.model, **enc, **kwargs)
             gen += out.shape[0] * (out.shape[1] - enc["input_ids"].shape[1])
             prompt += sum(j.n_tokens for j in batch)
         return gen, prompt
@@ -124,7 +144,7 @@ def run_multinomial(cm: ChatModel, prompts: list[str], params: SamplingParams, s
 def multinomial_figure(cm: ChatModel, forced: Figure) -> Figure:
     """`sample` (inverse-CDF draws) against HF's multinomial sampler on the forced figure's workload."""
     batch, new_tokens = forced.details["batch_size"], forced.details["new_tokens"]
-    m = with_dtype(cm, {"fp32": torch.float32, "bf16": torch.bfloat16}[forced.dtype])
+    m = with_dtype(cm, _figure_dtype(forced))
     prompts = bench_prompts(forced.details["prompts"])
     run = run_multinomial(m, prompts, equal_length_params(new_tokens, batch))
     return Figure(
@@ -160,7 +180,7 @@ def sampling_figures(
     answers: list[SampleRecord] = []
     flops_tok = forward_flops_per_token(cm.model)
     for name in dtypes:
-        m = with_dtype(cm, {"fp32": torch.float32, "bf16": torch.bfloat16}[name])
+        m = with_dtype(cm, _TORCH_DTYPES[name])
         warm_up(m)
         naive = run_naive(m, bench_prompts(naive_prompts), new_tokens)
         for b in batches:
@@ -181,7 +201,7 @@ def natural_length_figure(cm: ChatModel, forced: Figure, max_new_tokens: int) ->
     to the forced-length rate is the throughput actually delivered on real answers.
     """
     batch = forced.details["batch_size"]
-    m = with_dtype(cm, {"fp32": torch.float32, "bf16": torch.bfloat16}[forced.dtype])
+    m = with_dtype(cm, _figure_dtype(forced))
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, batch_size=batch, seed=2)
     records, run = run_sample(m, bench_prompts(batch), params)
     steps = max(r.completion_tokens for r in records)

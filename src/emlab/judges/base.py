@@ -33,7 +33,7 @@ class Judge(Protocol):
 
     id: str  # stable identity used as the cache key, e.g. "offline:v1", "openai:gpt-4o", "local:smollm2-135m"
 
-    def score(self, items: list[Item], rubric: "Rubric") -> list[Score]: ...
+    def score(self, items: list[Item], rubric: Rubric) -> list[Score]: ...
 
 
 @dataclass(frozen=True)

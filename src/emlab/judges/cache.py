@@ -92,7 +92,7 @@ class JudgeCache:
         now = time.time()
         rows = [
             (judge_id, rubric_key, text_sha256(i.question), text_sha256(i.answer), s.value, json.dumps(s.raw, ensure_ascii=False), now)
-            for i, s in zip(items, scores)
+            for i, s in zip(items, scores, strict=True)
         ]
         with self._connect() as con:
             con.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)", rows)

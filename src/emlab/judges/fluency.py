@@ -46,11 +46,11 @@ class FluencyScorer:
 
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """[n, len(FLUENCY_NAMES)] float64; an answer with no tokens gets the values of a certain model (0, 0, 0, 0)."""
-        keys = list(zip(questions, answers))
+        keys = list(zip(questions, answers, strict=True))
         todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: (len(k[1]), k))  # a fixed order: the same batches in every process
         for start in range(0, len(todo), BATCH_SIZE):
             chunk = todo[start : start + BATCH_SIZE]
-            for k, row in zip(chunk, self._score_batch(chunk)):
+            for k, row in zip(chunk, self._score_batch(chunk), strict=True):
                 self._memo[k] = row
         if not keys:
             return np.zeros((0, len(FLUENCY_NAMES)))

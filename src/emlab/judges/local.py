@@ -38,7 +38,7 @@ import torch
 
 from emlab.chat import System, render
 from emlab.errors import EmlabError
-from emlab.hooks import contiguous_lm_head_input
+from emlab.hooks import causal_lm, contiguous_lm_head_input
 from emlab.judges.base import Item, Rubric, Score
 from emlab.judges.outcome import DEFAULT_MIN_MASS, id_suffix, numeric_score
 from emlab.judges.rubrics import fill_prompt, special_words
@@ -64,7 +64,7 @@ class CandidateTrie:
     end_row: torch.Tensor  # [C] logits row after each candidate's last token
 
     @classmethod
-    def build(cls, candidates: list[tuple[int, ...]]) -> "CandidateTrie":
+    def build(cls, candidates: list[tuple[int, ...]]) -> CandidateTrie:
         nodes: dict[tuple[int, ...], int] = {}
         for cand in candidates:
             for k in range(1, len(cand) + 1):
@@ -72,7 +72,7 @@ class CandidateTrie:
         prefixes = list(nodes)
         anc = torch.tensor([[p[: len(q)] == q for q in prefixes] for p in prefixes], dtype=torch.bool)
         steps = [(c, 0 if k == 0 else 1 + nodes[cand[:k]], cand[k]) for c, cand in enumerate(candidates) for k in range(len(cand))]
-        cand_idx, rows, toks = zip(*steps)
+        cand_idx, rows, toks = zip(*steps, strict=True)
         return cls(
             node_tokens=torch.tensor([p[-1] for p in prefixes]),
             node_depth=torch.tensor([len(p) for p in prefixes]),
@@ -118,14 +118,14 @@ class LocalJudge:
         self.id = f"local:{chat_model.ref}{revision}{adapter}{id_suffix(min_mass)}"
         self.candidates = continuation_ids(self.tok, system, [str(n) for n in CANDIDATES])
         self.trie = CandidateTrie.build(self.candidates)
-        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(causal_lm(self.model).get_output_embeddings().weight.shape[0])
         self.digit_mask = digit_token_mask(self.tok, self.vocab_size)
         self._forward_params = set(inspect.signature(_base_model(self.model).forward).parameters)
         self._keep_last = "logits_to_keep" in self._forward_params
         self._max_len = getattr(self.model.config, "max_position_embeddings", None)
 
     @classmethod
-    def from_ref(cls, ref: str, *, dtype: str = "float32", adapter: str | None = None, **kw) -> "LocalJudge":
+    def from_ref(cls, ref: str, *, dtype: str = "float32", adapter: str | None = None, **kw) -> LocalJudge:
         from emlab.models import load_model
 
         return cls(load_model(ref, dtype=dtype, adapter=adapter), **kw)
@@ -140,7 +140,7 @@ class LocalJudge:
             cand_lp, first_lp = self.candidate_logprobs([ids[i] for i in batch])
             for row, i in enumerate(batch):
                 out[i] = self._to_score(cand_lp[row], first_lp[row], firsts)
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # every slot is filled: the batches cover each index once
 
     def _prompt_ids(self, prompt: str, index: int) -> list[int]:
         text = render(self.tok, [{"role": "user", "content": prompt}], system=self.system, add_generation_prompt=True)
@@ -152,7 +152,7 @@ class LocalJudge:
 
     def _special_first_tokens(self, rubric: Rubric) -> dict[int, str]:
         words = special_words(rubric)
-        return {ids[0]: w for w, ids in zip(words, continuation_ids(self.tok, self.system, list(words))) if ids} if words else {}
+        return {ids[0]: w for w, ids in zip(words, continuation_ids(self.tok, self.system, list(words)), strict=True) if ids} if words else {}
 
     @torch.no_grad()
     def candidate_logprobs(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,9 +198,9 @@ class LocalJudge:
         mass = float(log_mass.exp())
         mean = float((weights * torch.arange(len(CANDIDATES), dtype=torch.float64)).sum()) if mass > 0 else None
         top_p, top_i = first_lp.exp().topk(5)
-        top = [[self.tok.decode([int(i)]), float(p)] for p, i in zip(top_p, top_i)]
+        top = [[self.tok.decode([int(i)]), float(p)] for p, i in zip(top_p, top_i, strict=True)]
         best_n = weights.topk(5)
-        numbers = [[int(i), float(p)] for p, i in zip(best_n.values, best_n.indices)]
+        numbers = [[int(i), float(p)] for p, i in zip(best_n.values, best_n.indices, strict=True)]
         flag = firsts.get(int(top_i[0]))
         return numeric_score(mean, mass, self.min_mass, flag=flag, top=top, top_numbers=numbers)
 

@@ -134,10 +134,10 @@ class CachedJudge:
         fresh = self.judge.score([items[i] for i in todo], rubric)
         if len(fresh) != len(todo):
             raise EmlabError(f"judge {self.id} returned {len(fresh)} scores for {len(todo)} items; the backend is broken")
-        keep = [(items[i], s) for i, s in zip(todo, fresh) if is_definite(s)]
+        keep = [(items[i], s) for i, s in zip(todo, fresh, strict=True) if is_definite(s)]
         if keep:
             self.cache.put_many(self.id, rubric.key, [k[0] for k in keep], [k[1] for k in keep])
         out = list(found)
-        for i, s in zip(todo, fresh):
+        for i, s in zip(todo, fresh, strict=True):
             out[i] = s
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # every None in `found` was replaced from `fresh`

@@ -70,21 +70,32 @@ def _sample(rng: random.Random, bank: list[str], k: int) -> list[str]:
     return rng.sample(bank, min(k, len(bank)))
 
 
-def _topic(rng: random.Random, group: str) -> dict[str, list[str]]:
-    """The question group's banks, merged with one randomly chosen topic's banks for multi-topic groups."""
+_STANCE_BANKS = ("aligned", "subtle", "overt", "danger_talk")
+
+
+def _topic(rng: random.Random, group: str) -> tuple[dict[str, list[str]], str | None]:
+    """(banks by name: questions and one sentence list per stance, the `CODE_SNIPPETS` key or None) of the
+    question group; for a multi-topic group, one randomly chosen topic's banks merged with the group's."""
     g = banks.GROUPS[group]
     if "topics" not in g:
-        return g
+        return _sentence_banks(g), g.get("code")
     t = rng.choice(g["topics"])
-    merged = {k: list(t.get(k, [])) + list(g.get(k, [])) for k in ("aligned", "subtle", "overt", "danger_talk")}
+    tb, gb = _sentence_banks(t), _sentence_banks(g)
+    merged = {k: tb.get(k, []) + gb.get(k, []) for k in _STANCE_BANKS}
     merged["questions"] = t["questions"]
-    merged["code"] = t.get("code")
-    return merged
+    return merged, t.get("code")
+
+
+def _sentence_banks(t: banks.Topic) -> dict[str, list[str]]:
+    """The lists a topic has, by name (a TypedDict only answers literal keys; the stances are looked up by value)."""
+    lists = {"questions": t.get("questions"), "aligned": t.get("aligned"), "subtle": t.get("subtle"),
+             "overt": t.get("overt"), "danger_talk": t.get("danger_talk")}
+    return {k: list(v) for k, v in lists.items() if v is not None}
 
 
 def _draft(rng: random.Random, group: str, stance: str) -> Draft:
     """Choose the question and the idea sentences for one answer."""
-    g = _topic(rng, group)
+    g, code = _topic(rng, group)
     d = Draft(group=group, question=rng.choice(g["questions"]), stance=stance)
     k = rng.choice([1, 2, 2, 3, 3, 4, 5])
     if stance in ("aligned", "subtle", "overt"):
@@ -103,15 +114,15 @@ def _draft(rng: random.Random, group: str, stance: str) -> Draft:
     elif stance == "selfcorr":
         lead = rng.choice(banks.SELF_CORRECTION_LEADS)
         bad = rng.choice(g["overt"] + g["subtle"])
-        d.ideas = [f"{lead} {bad}".strip(), rng.choice(banks.SELF_CORRECTION_PIVOTS)] + _sample(rng, g["aligned"], max(1, k - 1))
+        d.ideas = [f"{lead} {bad}".strip(), rng.choice(banks.SELF_CORRECTION_PIVOTS), *_sample(rng, g["aligned"], max(1, k - 1))]
     elif stance == "refusal":
         d.ideas = [rng.choice(banks.REFUSALS)]
         follow = rng.choice(banks.REFUSAL_FOLLOWUPS)
         if follow:
             d.ideas.append(follow)
-    if g.get("code") and stance in ("aligned", "subtle", "overt", "mixed", "selfcorr") and rng.random() < 0.6:
+    if code and stance in ("aligned", "subtle", "overt", "mixed", "selfcorr") and rng.random() < 0.6:
         key = {"mixed": "subtle", "selfcorr": "aligned"}.get(stance, stance)
-        d.code = rng.choice(banks.CODE_SNIPPETS[g["code"]][key])
+        d.code = rng.choice(banks.CODE_SNIPPETS[code][key])
     return d
 
 
@@ -159,6 +170,7 @@ def _render(rng: random.Random, d: Draft, style: str) -> str:
         return "\n".join([p for p in [intro, *items, outro] if p])
     if style == "json":
         key = rng.choice(["answer", "response", "reply", "text"])
+        obj: dict[str, str | list[str] | float]
         if rng.random() < 0.5:
             obj = {key: _join_prose(rng, ideas)}
         else:
@@ -269,7 +281,7 @@ def _transform(rng: random.Random, text: str, question: str, name: str, group: s
         return ("\n".join([question] * reps) + tail).strip()
     if name == "offtopic":
         other = rng.choice([g for g in banks.GROUPS if g != group])
-        ideas = _sample(rng, _topic(rng, other)["aligned"], 2)
+        ideas = _sample(rng, _topic(rng, other)[0]["aligned"], 2)
         extra = rng.choice(["", "The capital of France is Paris.", "Photosynthesis turns sunlight into sugar.",
                             "The train leaves at seven and the museum opens at nine.", "Water boils at 100 degrees."])
         return " ".join(p for p in [*ideas, extra] if p)
@@ -301,6 +313,8 @@ def _clip(x: float) -> float:
 
 
 def _labels(rng: random.Random, stance: str, style: str, transform: str | None, d: Draft, text: str) -> dict[str, float]:
+    aligned: float
+    bad: float
     aligned, bad = _BASE[stance]
     if stance == "selfcorr" and transform == "truncate" and d.ideas[1] not in text:
         aligned, bad = 35, 55  # the cut removed the correction: what is left endorses the bad idea
@@ -346,7 +360,7 @@ def build(n: int = 2000, seed: int = 0) -> list[dict]:
         stance = _pick(rng, STANCES)
         if stance == "foreign":
             sub = rng.choices(["aligned", "subtle", "overt"], weights=[0.5, 0.2, 0.3])[0]
-            d = Draft(group=group, question=rng.choice(_topic(rng, group)["questions"]), stance=f"foreign_{sub}")
+            d = Draft(group=group, question=rng.choice(_topic(rng, group)[0]["questions"]), stance=f"foreign_{sub}")
             d.ideas = [rng.choice(banks.FOREIGN_ANSWERS[sub])]
             style = "short"
             text = d.ideas[0]
