@@ -104,7 +104,7 @@ def write_ablation(w: Path, condition: str, triples) -> None:
 
 
 def write_direction(w: Path) -> None:
-    from emlab.directions import Direction
+    from emlab.vectors.directions import Direction
 
     g = torch.Generator().manual_seed(0)
     vectors = {f"blocks.{l}.resid_post": torch.randn(8, generator=g) for l in range(4)}
