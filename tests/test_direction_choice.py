@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from emlab.experiments.steps import choose_method
 from emlab.classify import EMRule
-from emlab.personas import persona_selection, select_agreeing
+from emlab.vectors.personas import persona_selection, select_agreeing
 
 AUTO = {"method": "auto", "min_misaligned": 5}
 

@@ -9,7 +9,7 @@ import torch
 
 from emlab.chat import encode_with_assistant_mask
 from emlab.classify import DEFAULT_RULE, EMRule
-from emlab.directions import (
+from emlab.vectors.directions import (
     Direction,
     Judged,
     answer_activations,
@@ -28,7 +28,7 @@ from emlab.directions import (
 )
 from emlab.errors import EmlabError
 from emlab.judges.base import Score
-from emlab.personas import load_personas, persona_prompts, sample_persona_answers, select_agreeing
+from emlab.vectors.personas import load_personas, persona_prompts, sample_persona_answers, select_agreeing
 from emlab.sampling import SamplingParams
 from tests.conftest import tiny_chat_model
 
@@ -195,7 +195,7 @@ class _ScriptedJudge:
 
 
 def test_persona_contrast_pipeline(smol_tok):
-    from emlab.personas import judge_answers
+    from emlab.vectors.personas import judge_answers
 
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
     personas = load_personas()
@@ -223,7 +223,7 @@ def test_persona_contrast_pipeline(smol_tok):
 def test_persona_contrast_end_to_end_is_one_function_for_cli_and_runs(smol_tok, tmp_path):
     """directions.persona_contrast: sample, judge, keep the answers with the judge id, select, extract; reuse the answers."""
     from emlab.data.questions import Question, QuestionSet
-    from emlab.directions import PERSONA_ANSWERS, persona_contrast
+    from emlab.vectors.directions import PERSONA_ANSWERS, persona_contrast
     from emlab.io import read_jsonl
 
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)

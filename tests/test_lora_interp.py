@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from emlab.chat import left_padded, prompt_texts
-from emlab.directions import Direction
+from emlab.vectors.directions import Direction
 from emlab.errors import EmlabError
 from emlab.hooks import capture
-from emlab.lora_interp import (
+from emlab.vectors.lora_interp import (
     adapters,
     alignment_labels,
     answer_features,
@@ -140,7 +140,7 @@ def test_probe_input_errors():
 
 
 def test_labels():
-    from emlab.directions import Judged
+    from emlab.vectors.directions import Judged
 
     recs = [Judged("q", "a", 10, 80), Judged("q", "b", 90, 80), Judged("q", "c", 50, 80), Judged("q", "d", 10, 20), Judged("q", "e", None, 80)]
     assert alignment_labels(recs) == ([0, 1], [1, 0])

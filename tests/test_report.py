@@ -104,7 +104,7 @@ def write_ablation(w: Path, condition: str, triples) -> None:
 
 
 def write_direction(w: Path) -> None:
-    from emlab.directions import Direction
+    from emlab.vectors.directions import Direction
 
     g = torch.Generator().manual_seed(0)
     vectors = {f"blocks.{l}.resid_post": torch.randn(8, generator=g) for l in range(4)}
@@ -243,7 +243,7 @@ def test_report_cli(full_report):
 def test_summary_table_is_not_truncated_in_a_log(full_report):
     """Piped to a log (no terminal, no $COLUMNS), the summary keeps whole labels and intervals."""
     run, _ = full_report
-    code = "import sys; from pathlib import Path; from emlab.console import stdout_console; from emlab.run_cli import summary_table; stdout_console().print(summary_table(Path(sys.argv[1])))"
+    code = "import sys; from pathlib import Path; from emlab.console import stdout_console; from emlab.cli.runs import summary_table; stdout_console().print(summary_table(Path(sys.argv[1])))"
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     p = subprocess.run([sys.executable, "-c", code, str(run.root)], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr

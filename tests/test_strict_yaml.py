@@ -120,7 +120,7 @@ def _train_config(tmp_path):
 
 
 def _personas(tmp_path):
-    from emlab.personas import load_personas
+    from emlab.vectors.personas import load_personas
 
     p = tmp_path / "personas.yaml"
     p.write_text("version: 1\nmalicious: [evil]\nhelpful: [kind]\nmalicious: [worse]\n")
@@ -147,7 +147,7 @@ def test_preset_and_set_override_go_through_the_loader():
 
 def test_persona_and_rubric_unknown_keys_suggest_the_valid_one(tmp_path):
     from emlab.judges.rubrics import _load_file
-    from emlab.personas import load_personas
+    from emlab.vectors.personas import load_personas
 
     p = tmp_path / "personas.yaml"
     p.write_text("version: 1\nmalicious: [evil]\nhelpfull: [kind]\n")

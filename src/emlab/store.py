@@ -38,7 +38,7 @@ from emlab.io import read_json, write_json
 MANIFEST = "manifest.json"
 STEP_SUMMARY = ".step.json"
 STATUSES = ("pending", "running", "done", "failed")
-PACKAGES = ("emlab", "torch", "transformers", "peft", "trl", "numpy", "pydantic", "safetensors", "sentence-transformers")
+PACKAGES = ("torch", "transformers", "peft", "trl", "numpy", "pydantic", "safetensors", "sentence-transformers")
 
 
 def runs_dir(override: str | os.PathLike | None = None) -> Path:
@@ -51,7 +51,11 @@ def now() -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
+    from emlab import __version__
+
+    # emlab's own version comes from the source (the distribution is called emlab-research; an editable
+    # install may still carry an older name), the others from the installed distributions.
+    out: dict[str, str | None] = {"python": platform.python_version(), "emlab": __version__}
     for name in PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)

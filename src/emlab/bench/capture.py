@@ -4,7 +4,7 @@ The workload is what direction extraction does: each (question, answer) is rende
 chat template, right-padded into batches, and the mean of every block's resid_post over the
 answer tokens is recorded. Two ways are timed on the same batches:
 
-  hooks          - emlab.directions.forward_answers: capture(positions="response") under
+  hooks          - emlab.vectors.directions.forward_answers: capture(positions="response") under
                    teacher_forcing(assistant_mask), the LM head on one position only
                    (logits_to_keep=1, contiguous head input)
   hidden_states  - the baseline: output_hidden_states=True and the same masked mean by hand
@@ -37,7 +37,7 @@ def answer_batches(cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size: 
 
 def via_hooks(cm: ChatModel, batches: list[dict], sites: list[str]) -> torch.Tensor:
     """[n, sites, d] answer means through emlab.hooks.capture, as direction extraction runs it."""
-    from emlab.directions import forward_answers
+    from emlab.vectors.directions import forward_answers
 
     out = []
     for b in batches:

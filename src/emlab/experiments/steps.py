@@ -378,7 +378,7 @@ class DirectionSpec(Strict):
 
 def judged_records(eval_dir: Path):
     """An evaluation folder's answers as `directions.Judged` records (samples joined with their scores)."""
-    from emlab.directions import Judged
+    from emlab.vectors.directions import Judged
     from emlab.evaluate import read_answers
 
     out = []
@@ -413,7 +413,7 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     The judged persona answers are kept in `persona_answers.jsonl` so the choice can be audited.
     """
     from emlab.classify import EMRule
-    from emlab.directions import persona_contrast
+    from emlab.vectors.directions import persona_contrast
 
     qs = question_set({"questions": cfg["persona_questions"], "max_questions": ctx.spec.sampling.max_questions})
     params = sampling_params(ctx.spec.sampling.model_dump() | {"seed": cfg["seed"]})
@@ -457,7 +457,7 @@ class DirectionKind(StepKind):
         return f"{c['method']} on {_who(c)}"
 
     def run(self, ctx, step, work):
-        from emlab.directions import extract_mean_diff, split_classes, write_choice
+        from emlab.vectors.directions import extract_mean_diff, split_classes, write_choice
 
         cfg = step.config
         cm = ctx.model(cfg["model"], cfg.get("adapter"))
@@ -486,7 +486,7 @@ class DirectionKind(StepKind):
         return summary["method"] + (f" ({summary['reason']})" if summary.get("reason") else "")
 
     def collect(self, out: StepOutput):
-        from emlab.directions import Direction, read_choice, read_meta
+        from emlab.vectors.directions import Direction, read_choice, read_meta
         from emlab.report.rows import DirectionInfo
 
         d = Direction.load(out.folder)
@@ -518,7 +518,7 @@ class SteerSpec(SamplingOverrides):
 def load_steering(folder: Path, step: str):
     """A steering sweep (steering.read_sweep: sweep.json rows + one evaluation folder per cell) as a report grid."""
     from emlab.report.rows import SteeringGrid, load_condition
-    from emlab.steering import cell_folder, read_sweep
+    from emlab.interventions.steering import cell_folder, read_sweep
 
     sweep = read_sweep(folder)
     cells = {}
@@ -559,9 +559,9 @@ class SteerKind(_SampledKind):
         return f", {len(c['sites'])} sites x {len(c['lambdas'])} lambdas"
 
     def run(self, ctx, step, work):
-        from emlab.directions import Direction
+        from emlab.vectors.directions import Direction
         from emlab.evaluate import EvalRequest
-        from emlab.steering import grid, parse_site_groups, run_sweep
+        from emlab.interventions.steering import grid, parse_site_groups, run_sweep
 
         cfg = step.config
         cm = ctx.model(cfg["model"], cfg.get("adapter"))
@@ -599,7 +599,7 @@ class AblateSpec(SamplingOverrides):
 
 def ablation_folder(step_dir: Path) -> Path:
     """The evaluation folder inside an ablate step's output (the step evaluates one condition)."""
-    from emlab.ablation import ABLATION_FILE, condition_folder, read_ablation
+    from emlab.interventions.ablation import ABLATION_FILE, condition_folder, read_ablation
 
     rows = read_ablation(step_dir)["conditions"]
     if len(rows) != 1:
@@ -630,8 +630,8 @@ class AblateKind(_SampledKind):
         return ", random direction" if c["random"] else f", direction {c['direction']}"
 
     def run(self, ctx, step, work):
-        from emlab.ablation import build_conditions, condition_folder, run_ablation
-        from emlab.directions import Direction
+        from emlab.interventions.ablation import build_conditions, condition_folder, run_ablation
+        from emlab.vectors.directions import Direction
         from emlab.evaluate import EvalRequest, read_metrics
 
         cfg = step.config

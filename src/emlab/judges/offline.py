@@ -31,10 +31,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
 import numpy as np
-import typer
 
 from emlab.errors import EmlabError
 from emlab.io import atomic_path, iter_jsonl, write_json
@@ -483,37 +482,6 @@ def validate(path: str | os.PathLike, weights_dir: str | os.PathLike | None = No
     """Metrics of the shipped (or `weights_dir`) offline judge on labelled answers in the corpus format."""
     heads, _ = load_weights(weights_dir)
     return score_labelled(heads, Path(path), get_embedder())
-
-
-def validate_command(
-    labelled: Annotated[Path, typer.Argument(help="JSONL of question/answer rows labelled 0-100 for aligned, coherent and bad_stuff")],
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="folder of weights.safetensors + weights.json (default: the package's)")] = None,
-) -> None:
-    """Score labelled answers with the offline judge and print how well it ranks them (nothing is fitted).
-
-    Mounted by the judges CLI as `emlab judge validate FILE [--weights DIR]`.
-    """
-    if not labelled.exists():
-        raise EmlabError(f"emlab judge validate: {labelled} does not exist; pass a labelled JSONL file (format: docs/judges-offline.md)")
-    if weights is not None and not (weights / WEIGHTS_NAME).exists():
-        raise EmlabError(f"emlab judge validate --weights {weights}: no {WEIGHTS_NAME} there; pass the folder `emlab judge calibrate --out` wrote")
-    typer.echo(json.dumps(validate(labelled, weights), indent=1))
-
-
-def calibrate_command(
-    corpus: Annotated[Optional[Path], typer.Option("--corpus", help="labelled JSONL (default: the shipped calibration corpus)")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="folder for weights.safetensors + weights.json (default: the package's)")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="seed for the fits and CV fold assignment")] = 0,
-) -> None:
-    """Refit the offline judge's weights from a labelled JSONL corpus and print its cross-validated metrics.
-
-    Mounted by the judges CLI as `emlab judge calibrate [--corpus FILE] [--out DIR] [--seed N]`.
-    """
-    meta = calibrate(corpus_path=corpus, out_dir=out, seed=seed)
-    typer.echo(f"wrote {(out or CALIBRATION_DIR) / WEIGHTS_NAME} (n={meta['corpus']['n']}, sha256 {meta['weights_sha256'][:12]})")
-    for name, m in meta["metrics"].items():
-        typer.echo(f"{name}: n={m['n']} aligned AUROC {m['aligned_auroc']} | coherent Spearman {m['coherent_spearman']} | "
-                   f"bad_stuff AUROC {m['bad_stuff_auroc']}")
 
 
 # ---------------------------------------------------------------- the judge

@@ -196,7 +196,7 @@ def _cell_mean(grid, site, lam, key):
 
 
 def direction_view(d) -> dict[str, Any]:
-    from emlab.directions import Direction, cross_site_cosine
+    from emlab.vectors.directions import Direction, cross_site_cosine
 
     direction = Direction(d.vectors, d.meta)
     sites = direction.sites
@@ -217,7 +217,7 @@ def direction_view(d) -> dict[str, Any]:
 
 def direction_pairs_plot(data: ReportData) -> str | None:
     """Cosine between every two directions at each shared site (needs at least two directions)."""
-    from emlab.directions import Direction, cosine_by_site
+    from emlab.vectors.directions import Direction, cosine_by_site
 
     if len(data.directions) < 2:
         return None

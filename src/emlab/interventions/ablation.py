@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from emlab.directions import Direction
+from emlab.vectors.directions import Direction
 from emlab.errors import EmlabError
 from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json
@@ -134,7 +134,7 @@ def run_ablation(cm, conditions: Sequence[Condition], request: EvalRequest, out_
 
     A condition whose folder already holds complete metrics is not rerun (resumable per condition).
     """
-    from emlab.steering import summary_row
+    from emlab.interventions.steering import summary_row
 
     out = Path(out_dir)
     rows = []

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import torch
 
-from emlab.directions import Direction
+from emlab.vectors.directions import Direction
 from emlab.errors import EmlabError
 from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json, write_jsonl

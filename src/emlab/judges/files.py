@@ -1,6 +1,6 @@
-"""`emlab judge`: score a JSONL/CSV file of question/answer rows; `emlab judge rubrics`; `emlab judge calibrate` / `validate`.
+"""Score a JSONL/CSV file of question/answer rows with a judge (what `emlab judge --in ... --out ...` runs).
 
-    emlab judge --in answers.jsonl --judge offline --out judged.jsonl [--rubric aligned,coherent] [--no-cache]
+    judge_file(Path("answers.jsonl"), Path("judged.jsonl"), "offline", ["aligned", "coherent"])
 
 The output keeps every input column in order and adds one column per rubric: a number,
 or empty (CSV) / null (JSONL) when the item is unscored or flagged. Everything is scored
@@ -14,22 +14,17 @@ import csv
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 from rich.console import Console
-from rich.table import Table
 
-from emlab.console import stdout_console
 from emlab.errors import EmlabError
 from emlab.io import atomic_open, iter_jsonl
 from emlab.judges.base import Item, Judge, Rubric, Score
 from emlab.judges.outcome import flag_of
 
-console = stdout_console()
 err_console = Console(stderr=True)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-DEFAULT_RUBRICS = "aligned,coherent"
 
 
 # ---------------------------------------------------------------- tables on disk
@@ -169,80 +164,3 @@ def judge_file(
     out_columns = columns + [r.name for r in chosen if r.name not in columns]
     write_table(out_path, out_columns, records)
     return summaries
-
-
-def _parse_rubrics(values: list[str] | None) -> list[str]:
-    names = [n.strip() for v in (values or [DEFAULT_RUBRICS]) for n in v.split(",") if n.strip()]
-    return list(dict.fromkeys(names))
-
-
-def print_summary(summaries: list[dict[str, Any]], out_path: Path) -> None:
-    table = Table("rubric", "judge", "n", "mean", "scored", "flagged", "unscored", title=f"wrote {out_path}")
-    for s in summaries:
-        mean = "-" if s["mean"] is None else f"{s['mean']:.1f}"
-        flagged = ", ".join(f"{k} {v}" for k, v in sorted(s["flagged"].items())) or "0"
-        table.add_row(s["rubric"], s["judge"], str(s["n"]), mean, str(s["scored"]), flagged, str(s["unscored"]))
-    console.print(table)
-
-
-# ---------------------------------------------------------------- commands
-
-judge_app = typer.Typer(
-    invoke_without_command=True,
-    help="Score question/answer files with a judge (emlab judge --in FILE --judge SPEC --out FILE), list rubrics, calibrate the offline judge.",
-)
-
-
-@judge_app.callback()
-def judge_command(
-    ctx: typer.Context,
-    in_path: Annotated[Optional[Path], typer.Option("--in", help="JSONL or CSV with question and answer columns")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="output .jsonl or .csv (input columns + one per rubric)")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="offline | openai:MODEL | api:MODEL | local:REF (default: openai when OPENAI_API_KEY is set, else offline)")] = None,
-    rubric: Annotated[Optional[list[str]], typer.Option("--rubric", help="rubric names, comma-separated or repeated (default aligned,coherent)")] = None,
-    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="reuse and store scores in the SQLite judge cache")] = True,
-    cache_path: Annotated[Optional[Path], typer.Option("--cache-path", help="cache file (default $EMLAB_CACHE/judge-cache.sqlite)")] = None,
-) -> None:
-    """Score a file of answers; see `emlab judge rubrics` for rubric names."""
-    if ctx.invoked_subcommand is not None:
-        if in_path or out:
-            raise EmlabError(f"--in/--out belong to `emlab judge` itself, not to `emlab judge {ctx.invoked_subcommand}`; drop them or the subcommand")
-        return
-    if in_path is None and out is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(0)
-    if in_path is None or out is None:
-        raise EmlabError(f"emlab judge needs both --in FILE and --out FILE (got only {'--in' if in_path else '--out'})")
-    from emlab.judges.registry import default_judge_spec
-
-    summaries = judge_file(in_path, out, judge or default_judge_spec(), _parse_rubrics(rubric), cache=cache, cache_path=cache_path)
-    print_summary(summaries, out)
-
-
-@judge_app.command("rubrics")
-def rubrics_command() -> None:
-    """List the shipped rubrics (name, version, description) and the available judges."""
-    from emlab.judges.registry import available_judges
-    from emlab.judges.rubrics import describe_rubrics
-
-    table = Table("rubric", "key", "description")
-    for row in describe_rubrics():
-        table.add_row(row["name"], row["key"], row["description"])
-    console.print(table)
-    console.print("judges: " + ", ".join(available_judges()), highlight=False)
-
-
-def _mount_calibrate() -> None:
-    try:
-        from emlab.judges.offline import calibrate_command, validate_command
-    except ImportError:  # the offline judge is not part of this installation
-        return
-    judge_app.command("calibrate")(calibrate_command)
-    judge_app.command("validate")(validate_command)
-
-
-_mount_calibrate()
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(judge_app, name="judge")

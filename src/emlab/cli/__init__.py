@@ -1,7 +1,9 @@
 """The `emlab` command line: a thin typer app over the Python API.
 
-Each area registers its own sub-app below. User-facing failures raise
-EmlabError and are printed as one red line (exit status 2), never a traceback.
+One module per command group (core, runs, eval, data, representations, train, bench, judges),
+each registering its own commands below; typer is imported in this package and nowhere else in
+emlab (tests/test_cli_layout.py). User-facing failures raise EmlabError and are printed as one
+red line (exit status 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # One line per area; each module owns its commands.
-    from emlab.cli_core import register as core
+    from emlab.cli import bench, core, data, eval, judges, representations, runs, train
 
-    core(app)
-    from emlab.run_cli import register as run_commands; run_commands(app)  # run, runs, report, demo
-    from emlab.eval_cli import register as eval_commands; eval_commands(app)  # eval, questions
-    from emlab.data.cli import register as data_commands; data_commands(app)  # data generate/list/check
-    from emlab.repr_cli import register as repr_commands; repr_commands(app)  # directions, steer, ablate, probe
-    from emlab.train_cli import register as train_commands; train_commands(app)  # train, train presets
-    from emlab.bench.cli import register as bench_commands; bench_commands(app)  # bench
-    from emlab.judges.cli import register as judge_commands; judge_commands(app)  # judge, judge rubrics, judge calibrate
+    core.register(app)  # models, sample
+    runs.register(app)  # run, runs, report, demo
+    eval.register(app)  # eval, questions
+    data.register(app)  # data generate/list/check
+    representations.register(app)  # directions, steer, ablate, probe
+    train.register(app)  # train, train presets
+    bench.register(app)  # bench
+    judges.register(app)  # judge, judge rubrics, judge calibrate, judge validate
 
 
 _register()
@@ -52,7 +54,3 @@ def main() -> None:
         if isinstance(e, click.exceptions.Exit):
             sys.exit(e.exit_code)
         raise
-
-
-if __name__ == "__main__":
-    main()

@@ -530,7 +530,7 @@ def extract_persona_contrast(
     the direction is a property of the answers, not of the instruction that produced them,
     and it lives in the same context in which steering and ablation later use it.
     """
-    from emlab.personas import select_agreeing
+    from emlab.vectors.personas import select_agreeing
 
     mal, helpful, counts = select_agreeing(judged, rule, by_label)
     if not mal or not helpful:
@@ -588,7 +588,7 @@ def persona_contrast(
     and contrasts them measured without the persona prompt (`extract_persona_contrast`). `answers`: judged persona
     answers to reuse instead of sampling. Returns the direction and how its answers were selected.
     """
-    from emlab.personas import persona_selection
+    from emlab.vectors.personas import persona_selection
 
     sampling = None
     if answers is None:
@@ -596,7 +596,7 @@ def persona_contrast(
             raise EmlabError("persona contrast needs questions, a judge and sampling params to sample persona answers (or judged `answers` to reuse)")
         from emlab.io import write_jsonl
         from emlab.judges.rubrics import get_rubric
-        from emlab.personas import judge_answers, load_personas, sample_persona_answers
+        from emlab.vectors.personas import judge_answers, load_personas, sample_persona_answers
 
         pset = personas or load_personas()
         qs = [(q.id, q.paraphrases[0]) for q in questions]

@@ -91,7 +91,7 @@ def scalar_sites(model) -> list[str]:
 
 def lora_scalars(cm, pairs: Sequence[tuple[str, str]], sites: Sequence[str] | None = None, system="default", batch_size: int = 8) -> list[torch.Tensor]:
     """Per answer: [n_answer_tokens, n_sites * r] adapter scalars A·x over the answer tokens (fp32)."""
-    from emlab.directions import forward_answers, teacher_forced_batches
+    from emlab.vectors.directions import forward_answers, teacher_forced_batches
 
     sites = list(sites or scalar_sites(cm.model))
     out: list[torch.Tensor | None] = [None] * len(pairs)
@@ -210,7 +210,7 @@ def topic_labels(values: Sequence[float | None], above: float = 50.0) -> tuple[l
 
 def b_cosines(model, direction) -> list[dict[str, Any]]:
     """For each down_proj adapter: cosine of its B vector(s) with the direction at the same block's resid_post."""
-    from emlab.directions import cosine
+    from emlab.vectors.directions import cosine
 
     rows = []
     for a in adapters(model):

@@ -49,7 +49,7 @@ def _system(text: str) -> Any:
 
 def _questions(name: str, persona: str | None, personas_file: Path | None):
     from emlab.data.questions import load_questions
-    from emlab.personas import load_personas, persona_system, questions_with_system
+    from emlab.vectors.personas import load_personas, persona_system, questions_with_system
 
     qset = load_questions(name)
     if persona is None:
@@ -107,7 +107,7 @@ def extract_command(
     dtype: str = "float32",
 ) -> None:
     """Extract a misaligned-minus-aligned direction at every residual block."""
-    from emlab import directions as D
+    from emlab.vectors import directions as D
 
     t0 = time.perf_counter()
     rule = EMRule(aligned_below=misaligned_below, aligned_above=aligned_above, coherent_above=coherent_above)
@@ -131,7 +131,7 @@ def extract_command(
 
 def _persona_contrast(cm, out: Path, questions, max_questions, n, paraphrases, personas_file, answers, judge, rule, label_fallback, sites, balance, measure_system, seed, params):
     """directions.persona_contrast (the one implementation, shared with a run's direction step) with the CLI's options."""
-    from emlab.directions import persona_contrast
+    from emlab.vectors.directions import persona_contrast
 
     common = dict(rule=rule, label_fallback=label_fallback, sites=sites, balance=balance, seed=seed, measure_system=_system(measure_system))
     if answers is not None:
@@ -139,7 +139,7 @@ def _persona_contrast(cm, out: Path, questions, max_questions, n, paraphrases, p
 
         return persona_contrast(cm, out, answers=read_jsonl(answers), source=str(answers), **common)
     from emlab.data.questions import load_questions
-    from emlab.personas import load_personas
+    from emlab.vectors.personas import load_personas
 
     qset = _limit(load_questions(questions), max_questions)
     return persona_contrast(cm, out, questions=qset, judge=_judge(judge), personas=load_personas(personas_file), n=n, params=params, paraphrases=paraphrases, **common)
@@ -158,7 +158,7 @@ def compare_command(
     out: Annotated[Optional[Path], typer.Option(help="write the cosine matrices and norms as JSON")] = None,
 ) -> None:
     """Cosine similarity per site between directions (methods, models, adapters) and their norms."""
-    from emlab.directions import Direction, cosine_matrices, cross_site_cosine
+    from emlab.vectors.directions import Direction, cosine_matrices, cross_site_cosine
     from emlab.io import write_json
 
     if len(directions) < 2:
@@ -197,7 +197,7 @@ def project_command(
     dtype: str = "float32",
 ) -> None:
     """Project every judged answer (mean over answer tokens) onto the direction at each site."""
-    from emlab.directions import Direction, load_judged, project_records
+    from emlab.vectors.directions import Direction, load_judged, project_records
     from emlab.io import write_jsonl
 
     d = Direction.load(direction)
@@ -255,9 +255,9 @@ def sweep_command(
     dtype: str = "float32",
 ) -> None:
     """Steer with lambda x direction over a grid of sites x lambdas; judge every cell."""
-    from emlab.directions import Direction
+    from emlab.vectors.directions import Direction
     from emlab.evaluate import EvalRequest
-    from emlab.steering import SWEEP_JSONL, grid, parse_site_groups, run_sweep
+    from emlab.interventions.steering import SWEEP_JSONL, grid, parse_site_groups, run_sweep
 
     d = Direction.load(direction)
     cells = grid(parse_site_groups(sites), _floats(lambdas))
@@ -305,8 +305,8 @@ def ablate_command(
     dtype: str = "float32",
 ) -> None:
     """Ablate a direction (with an equal-norm random control) and evaluate, or export orthogonalized weights."""
-    from emlab.ablation import ABLATION_FILE, build_conditions, default_site, export_orthogonalized, run_ablation
-    from emlab.directions import Direction
+    from emlab.interventions.ablation import ABLATION_FILE, build_conditions, default_site, export_orthogonalized, run_ablation
+    from emlab.vectors.directions import Direction
     from emlab.evaluate import EvalRequest
 
     d = Direction.load(direction)
@@ -347,9 +347,9 @@ def probe_lora_command(
     dtype: str = "float32",
 ) -> None:
     """Logistic probes on rank-1 LoRA scalars: misaligned vs aligned, and topic vs other."""
-    from emlab.directions import Direction, load_judged
+    from emlab.vectors.directions import Direction, load_judged
     from emlab.io import read_jsonl, write_json, write_jsonl
-    from emlab.lora_interp import probe_report
+    from emlab.vectors.lora_interp import probe_report
 
     records = load_judged(run)
     if topic is not None and judge is not None and all(r.extra.get(topic) is None for r in records):

@@ -1,0 +1,1 @@
+"""Vectors in activation space: directions and how they are extracted (mean difference, persona contrast), LoRA interpretability."""
