@@ -168,26 +168,3 @@ def persona_selection(judged: Sequence[Mapping[str, Any]], rule: EMRule = DEFAUL
            f"(aligned > {rule.aligned_above:g}) answers with coherent > {rule.coherent_above:g} of {counts['answers']}; "
            "raise persona_n or malicious_below to select by the judge")
     return True, "persona label", f"persona labels ({why})"
-
-
-
-def questions_with_system(qset, system: str, label: str):
-    """A copy of a QuestionSet whose every question is asked under `system` (e.g. a persona prompt).
-
-    The set's name gains `+label`, and its fingerprint changes, so runs record the persona."""
-    from dataclasses import replace
-
-    from emlab.data.questions import QuestionSet
-
-    return QuestionSet(name=f"{qset.name}+{label}", source=qset.source, questions=[replace(q, system=system) for q in qset], description=qset.description)
-
-
-def persona_system(personas: PersonaSet, spec: str) -> tuple[str, str]:
-    """(system prompt, label) for `malicious`, `helpful` or `malicious:2` (paraphrase index)."""
-    name, _, idx = spec.partition(":")
-    prompts = personas.prompts(name)
-    try:
-        j = int(idx or 0)
-        return prompts[j], f"{name}{j}"
-    except (ValueError, IndexError):
-        raise EmlabError(f"persona {spec!r}: paraphrase index must be 0..{len(prompts) - 1}") from None
