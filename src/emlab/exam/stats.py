@@ -93,14 +93,7 @@ def fit_logistic(x: Sequence[float], y: Sequence[float], l2: float = 1e-3, iters
     return float(theta[0]), float(theta[1])
 
 
-def max_drop_per_step(a: float, b: float, x_min: float, x_max: float) -> float:
-    """Largest fall of sigmoid(a + b x) per unit x inside [x_min, x_max] (0 when the curve rises).
-
-    The slope is b * s * (1 - s); it peaks at the midpoint x0 = -a / b, so the largest slope in the
-    range is at x0 clipped into the range.
-    """
-    if b >= 0:
-        return 0.0
-    x0 = min(max(-a / b, x_min), x_max)
-    s = 1.0 / (1.0 + math.exp(-(a + b * x0)))
-    return float(-b * s * (1 - s))
+def max_step_fall(a: float, b: float, n_steps: int) -> float:
+    """Largest fall of f(s) = sigmoid(a + b s) between consecutive steps s, s + 1 in 0..n_steps-1 (0 when it never falls)."""
+    f = [1.0 / (1.0 + math.exp(-(a + b * s))) for s in range(n_steps)]
+    return max([0.0] + [f[s] - f[s + 1] for s in range(n_steps - 1)])
