@@ -152,7 +152,7 @@ def run_exam(request: ExamRequest, *, chat_model=None, baseline_model=None, judg
             if final.exists():
                 shutil.rmtree(final)
             os.rename(work, final)
-            ctx.results[b.name] = res
+            ctx.results[b.name] = BatteryResult.load(final)  # grade what is on disk (rounded), as a resumed exam will
             timings[b.name] = {"seconds": seconds, "cpu_seconds": cpu}
             say(f"battery {b.number} {b.name}: {seconds:.0f} s (cpu {cpu:.0f} s)")
         outcome = grade(ctx.results, rules, [b.name for b in batteries])
@@ -170,7 +170,7 @@ def _start(out: Path, request: ExamRequest, judge_id: str, planned: Sequence[str
     """Write exam.json, or check that a resumed exam asks for the same things."""
     from emlab import __version__
 
-    identity = {**request.identity(), "judge": judge_id}
+    identity = json.loads(json.dumps({**request.identity(), "judge": judge_id}))  # as it reads back from disk (tuples -> lists)
     path = out / EXAM_FILE
     if path.exists():
         old = read_json(path)
