@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import torch
 import pytest
 
 from emlab.errors import EmlabError
@@ -174,3 +175,18 @@ def test_cli_lists_batteries_and_regrades_a_folder(finished, tmp_path):
     assert f"decision {_card(copy)['decision']}" in r.output
     r = runner.invoke(app, ["exam"])
     assert r.exit_code == 0 and "--model" in r.output
+
+
+def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path):
+    sizes = {**SIZES, "correction": {"steps": 1, "train_n": 4, "probe_items": 2, "probe_n": 1}}
+    cm = tiny_chat_model(smol_tok)
+    before = {k: v.clone() for k, v in cm.model.state_dict().items()}
+    res = run_exam(request(tmp_path / "full", mode="full", sizes=sizes, batteries=("correction",)), chat_model=cm, judge=ScriptedJudge(),
+                   embedder=HashEmbedder(), progress=False)
+    assert list(res.results) == ["leakage", "latent", "correction"]  # its needs ran first
+    corr = res.results["correction"]
+    assert set(corr.details["per_correction"]) == {"good_data_sft", "persona_distillation"}
+    assert corr.metric("masking_gap").value is not None
+    for c in ("good_data_sft", "persona_distillation"):
+        assert (tmp_path / "full" / "batteries" / "correction" / f"train-{c}" / "adapter_model.safetensors").exists()
+    assert all(torch.equal(before[k], v) for k, v in cm.model.state_dict().items())  # the model under exam is untouched
