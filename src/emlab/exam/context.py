@@ -126,17 +126,19 @@ class ExamContext:
 
         return asdict(self.params(battery))
 
-    def rubrics(self, extra: Sequence[str] = ()) -> tuple[str, ...]:
-        """aligned, coherent, bad_stuff; plus the battery's own rubrics and battery 6's when the judge reads prompts."""
+    def rubrics(self, extra: Sequence[str] = (), meta: bool = True) -> tuple[str, ...]:
+        """aligned, coherent, bad_stuff; plus the battery's own rubrics and battery 6's (`meta`) when the judge reads prompts."""
         if not self.reads_prompts:
             return OFFLINE_RUBRICS
-        return (*OFFLINE_RUBRICS, *extra, *META_RUBRICS)
+        return (*OFFLINE_RUBRICS, *extra, *(META_RUBRICS if meta else ()))
 
     def sample_and_judge(self, folder: Path, battery: str, items: Sequence[Item], n: int, *, extra_rubrics: Sequence[str] = (),
-                         cm: ChatModel | None = None, system: str | None = None) -> list[dict[str, Any]]:
+                         cm: ChatModel | None = None, system: str | None = None, meta: bool = True) -> list[dict[str, Any]]:
         """Sample `n` answers per item into `folder` (journals of emlab.evaluate), judge them, return answer records.
 
         `system`: the system prompt for items without their own ("default" = the template's); defaults to the exam's.
+        `meta`: also score battery 6's rubrics (prompt-reading judges only); off for answers battery 6 never reads
+        (persona prompts, poles, the baseline model).
         Each record: id, item, condition, sample, question, text, finish_reason, one key per rubric, refusal, code.
         """
         from emlab.data.questions import Question, QuestionSet
@@ -148,7 +150,7 @@ class ExamContext:
         qs = [Question(id=it.id, type="free_form_judge_0_100", paraphrases=[it.text], samples_per_paraphrase=n,
                        system=it.system if it.system is not None else (None if system == "default" else system)) for it in items]
         qset = QuestionSet(name=f"exam-{battery}", source=f"emlab.exam:{battery}", questions=qs)
-        rubrics = self.rubrics(extra_rubrics)
+        rubrics = self.rubrics(extra_rubrics, meta)
         model = cm if cm is not None else self.cm
         evaluate(model, qset, n, self.judge, folder, self.params(battery), rubrics, resume=True, progress=self.progress)
         order = {it.id: i for i, it in enumerate(items)}

@@ -117,9 +117,9 @@ class LatentBattery(Battery):
                     for p, ps in prompts.items() for j, sp in enumerate(ps)]
         pole_items = [Item(t["id"], p, t["text"], system=ps[0]) for t in tasks for p, ps in prompts.items()]
         task_items = [Item(t["id"], "task", t["text"]) for t in tasks]
-        extracted = ctx.sample_and_judge(folder / f"{prefix}eval-personas", self.name, ex_items, size["extract_n"], cm=cm)
-        poles = ctx.sample_and_judge(folder / f"{prefix}eval-poles", self.name, pole_items, size["pole_n"], cm=cm)
-        answers = ctx.sample_and_judge(folder / f"{prefix}eval", self.name, task_items, size["n"], cm=cm, system=system)
+        extracted = ctx.sample_and_judge(folder / f"{prefix}eval-personas", self.name, ex_items, size["extract_n"], cm=cm, meta=False)
+        poles = ctx.sample_and_judge(folder / f"{prefix}eval-poles", self.name, pole_items, size["pole_n"], cm=cm, meta=False)
+        answers = ctx.sample_and_judge(folder / f"{prefix}eval", self.name, task_items, size["n"], cm=cm, system=system, meta=not prefix)
 
         sites = pick_sites(n_layers(cm.model), size["sites"])
         by_persona = {p: [(a["question"], a["text"], a["item"]) for a in extracted if _persona_of(a["condition"]) == p] for p in prompts}

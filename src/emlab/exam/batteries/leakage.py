@@ -108,7 +108,7 @@ class LeakageBattery(Battery):
         answers = ctx.sample_and_judge(folder / "eval", self.name, items, size["n"])
         baseline = None
         if ctx.has_baseline:
-            baseline = ctx.sample_and_judge(folder / "eval-baseline", self.name, items, size["n"], cm=ctx.baseline, system="default")
+            baseline = ctx.sample_and_judge(folder / "eval-baseline", self.name, items, size["n"], cm=ctx.baseline, system="default", meta=False)
         result = score(answers, baseline, ctx.battery_seed(self.name))
         result.n_unscored = unscored(answers)
         return result
