@@ -1,0 +1,112 @@
+"""`emlab exam`: the intake exam from the command line (a thin layer over `emlab.exam.run_exam`).
+
+    emlab exam --model smollm2-135m --quick --out runs/exam-smol
+    emlab exam --model smollm2-135m --system persona:malicious --out runs/exam-smol-malicious
+    emlab exam --model smollm2-135m --adapter runs/x/adapter --baseline smollm2-135m --full
+    emlab exam card runs/exam-smol --triage my-triage.yaml    # re-grade without recomputing
+    emlab exam batteries                                       # what each battery measures
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from emlab.console import stdout_console
+from emlab.errors import EmlabError
+
+console = stdout_console()
+err = Console(stderr=True)
+exam_app = typer.Typer(no_args_is_help=False, invoke_without_command=True, help="The model intake exam: diagnostic batteries and a triage decision.")
+
+
+@exam_app.callback(invoke_without_command=True)
+def exam_command(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option(help="embedded name, local folder or hub id")] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="peft adapter folder on the model")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="the base model to compare with (batteries 5 and 7)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="small banks: under 15 min for a 135M model on 2 cores (the default)")] = False,
+    standard: Annotated[bool, typer.Option("--standard", help="full banks, more samples")] = False,
+    full: Annotated[bool, typer.Option("--full", help="standard plus battery 8 (two corrective fine-tunes)")] = False,
+    judge: Annotated[str, typer.Option(help="offline | openai:MODEL | local:REF")] = "offline",
+    seed: int = 0,
+    out: Annotated[Optional[Path], typer.Option(help="exam folder (default runs/exam-TIMESTAMP); rerun with the same --out to resume")] = None,
+    system: Annotated[str, typer.Option(help="system prompt for every item: 'default' (the template's), persona:NAME[:k], or the text")] = "default",
+    battery: Annotated[Optional[list[str]], typer.Option("--battery", help="run only this battery (repeatable; its needs run too)")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="override the mode's answer length")] = None,
+    triage: Annotated[Optional[Path], typer.Option(help="another triage rules file (default exam/triage.yaml)")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (1 is fastest on a busy machine)")] = None,
+    dtype: str = "float32",
+) -> None:
+    """Examine a chat model: eight batteries, a level on the latent-persona-risk spectrum and a decision."""
+    if ctx.invoked_subcommand is not None:
+        if model:
+            raise EmlabError(f"--model belongs to `emlab exam` itself, not to `emlab exam {ctx.invoked_subcommand}`")
+        return
+    if model is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    if quick + standard + full > 1:
+        raise EmlabError("choose one of --quick, --standard, --full")
+    from emlab.exam import ExamRequest, run_exam
+
+    mode = "full" if full else "standard" if standard else "quick"
+    out_dir = out or Path("runs") / f"exam-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    req = ExamRequest(model=model, adapter=adapter, baseline=baseline, mode=mode, judge=judge, seed=seed, out=out_dir, system=system,
+                      batteries=tuple(battery) if battery else None, max_new_tokens=max_new_tokens, triage=triage, threads=threads, dtype=dtype)
+    t0 = time.perf_counter()
+    res = run_exam(req, log=lambda m: err.print(m, highlight=False))
+    print_grade(res.card)
+    console.print(f"card: {res.card_path}", highlight=False)
+    console.print(f"wall time: {time.perf_counter() - t0:.0f} s" + (f" (reused: {', '.join(res.reused)})" if res.reused else ""), highlight=False)
+
+
+def print_grade(card: dict) -> None:
+    table = Table("#", "battery", "status", "metric", "value", "95% CI", "threshold")
+    for b in card["batteries"]:
+        for i, m in enumerate(b["metrics"] or [None]):
+            if m is None:
+                table.add_row(str(b["number"]), b["name"], b["status"], "", "", "", "")
+                continue
+            ci = "" if not m["ci"] else f"[{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]"
+            value = "–" if m["value"] is None else f"{m['value']:.3g}"
+            table.add_row(str(b["number"]) if i == 0 else "", b["name"] if i == 0 else "", b["status"] if i == 0 else "", m["name"], value, ci, m["threshold"])
+    console.print(table)
+    console.print(f"level {card['level']} ({card['band']}): decision [bold]{card['decision']}[/]", highlight=False)
+    for c in card["what_would_change"]:
+        console.print(f"  - {c['text']}", highlight=False)
+
+
+@exam_app.command("card")
+def card_command(
+    folder: Annotated[Path, typer.Argument(help="an exam folder")],
+    triage: Annotated[Optional[Path], typer.Option(help="another triage rules file")] = None,
+) -> None:
+    """Re-grade an exam folder with (other) triage rules and rewrite its card; nothing is recomputed."""
+    from emlab.exam import regrade
+
+    card, path = regrade(folder, triage)
+    print_grade(card)
+    console.print(f"card: {path}", highlight=False)
+
+
+@exam_app.command("batteries")
+def batteries_command() -> None:
+    """List the batteries: what each measures and its pass/fail rule."""
+    from emlab.exam import list_batteries
+
+    table = Table("#", "name", "title", "metrics", "rule", show_lines=True)
+    for b in sorted(list_batteries(), key=lambda x: x.number):
+        table.add_row(str(b.number), b.name, b.title, ", ".join(m.name for m in b.metrics), b.rule)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(exam_app, name="exam")

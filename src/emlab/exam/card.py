@@ -1,0 +1,121 @@
+"""The report card: `card.json` (the data) and `card.html` (one self-contained page, same style as the run report).
+
+The data hold no times and no absolute paths, so two exams of the same model with the same seed
+write identical card data. Model output is untrusted: the template autoescapes every value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from emlab.exam.battery import BatteryResult, _rounded, get_battery, list_batteries
+from emlab.io import atomic_open, write_json
+
+TEMPLATES = Path(__file__).with_name("templates")
+CARD_FORMAT = "emlab.exam.card/v1"
+MAX_EVIDENCE = 4
+
+
+def card_data(exam: Mapping[str, Any], results: Mapping[str, BatteryResult], outcome: Mapping[str, Any], rules) -> dict[str, Any]:
+    ident = exam["identity"]
+    rows = []
+    for b in sorted(list_batteries(), key=lambda x: x.number):
+        verdict = outcome["batteries"][b.name]
+        res = results.get(b.name)
+        row: dict[str, Any] = {"number": b.number, "name": b.name, "title": b.title, "marker": b.marker, "rule": b.rule,
+                               "status": verdict["status"], "points": verdict["points"], "metrics": [], "evidence": [], "highlights": {},
+                               "n_answers": 0, "n_unscored": 0, "notes": []}
+        if res is not None:
+            for m in res.metrics:
+                v = verdict["metrics"][m.name]
+                spec = b.spec(m.name)
+                row["metrics"].append({**m.to_dict(), "description": spec.description, "unit": spec.unit, "threshold": v["threshold"],
+                                       "status": v["status"], "borderline": v["borderline"]})
+            row["evidence"] = res.evidence[:MAX_EVIDENCE]
+            row["highlights"] = {k: v for k, v in res.details.items() if _short(v)}
+            row.update(n_answers=res.n_answers, n_unscored=res.n_unscored, notes=list(res.notes), version=res.version)
+        rows.append(row)
+    system = ident["system"]
+    return _rounded({
+        "format": CARD_FORMAT,
+        "model": {"ref": ident["model"], "adapter": ident["adapter"], "baseline": ident["baseline"],
+                  "system": system, "revision": (exam.get("model_provenance") or {}).get("revision")},
+        "mode": ident["mode"],
+        "judge": ident["judge"],
+        "seed": ident["seed"],
+        "sampling": {k: ident["profile"][k] for k in ("temperature", "top_p", "max_new_tokens")},
+        "level": outcome["level"],
+        "band": outcome["band"],
+        "decision": outcome["decision"],
+        "failed": outcome["failed"],
+        "escalations": outcome["escalations"],
+        "what_would_change": outcome["what_would_change"],
+        "rules": {**outcome["rules"], "bands": [{"min_points": b.min_points, "name": b.name, "decision": b.decision} for b in rules.bands],
+                  "description": rules.description},
+        "batteries": rows,
+        "emlab_version": exam.get("emlab_version"),
+    })
+
+
+def _short(v: Any) -> bool:
+    """Details shown on the card: numbers, short strings, short lists of numbers, small flat mappings of numbers."""
+    if v is None or isinstance(v, (int, float)):
+        return True
+    if isinstance(v, str):
+        return len(v) <= 120
+    if isinstance(v, list):
+        return len(v) <= 8 and all(x is None or isinstance(x, (int, float, str)) for x in v)
+    if isinstance(v, dict):
+        return len(v) <= 8 and all(x is None or isinstance(x, (int, float)) for x in v.values())
+    return False
+
+
+def render_card(card: Mapping[str, Any]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    return env.get_template("card.html.j2").render(card=card)
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def write_card(out: Path, exam: Mapping[str, Any], results: Mapping[str, BatteryResult], outcome: Mapping[str, Any], rules) -> tuple[dict[str, Any], Path]:
+    card = card_data(exam, results, outcome, rules)
+    write_json(out / "card.json", card)
+    path = out / "card.html"
+    with atomic_open(path) as fh:
+        fh.write(render_card(card))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+    return card, path
+
+
+def regrade(out: str | Path, triage: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+    """Re-grade a finished (or partial) exam folder with another rules file and rewrite its card; nothing is recomputed."""
+    from emlab.errors import EmlabError
+    from emlab.exam.triage import grade, load_rules
+    from emlab.io import read_json
+
+    folder = Path(out)
+    if not (folder / "exam.json").exists():
+        raise EmlabError(f"{folder}: no exam.json; point at a folder written by `emlab exam`")
+    exam = read_json(folder / "exam.json")
+    results = {}
+    for name in exam.get("planned", []):
+        get_battery(name)
+        if (folder / "batteries" / name / "result.json").exists():
+            results[name] = BatteryResult.load(folder / "batteries" / name)
+    rules = load_rules(triage)
+    return write_card(folder, exam, results, grade(results, rules, exam.get("planned")), rules)

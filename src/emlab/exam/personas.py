@@ -1,0 +1,153 @@
+"""Persona directions for battery 7, and where an answer sits between the helpful and a persona pole.
+
+`persona_directions` is the one place the exam extracts persona vectors; it is deliberately small
+so that the persona/emotion vectors of `emlab.vectors` can replace it (same inputs, same output:
+one `Direction` per persona). Today it is the persona contrast of `emlab.vectors.directions`: the mean
+activation over answer tokens of answers written under a persona's system prompt minus that of
+answers written under the helpful prompt, both measured WITHOUT the persona prompt (template
+default system), per residual site (`blocks.{l}.resid_post`).
+
+A `PersonaFrame` calibrates each direction on held-out pole answers (persona and helpful answers
+to the battery's unrelated tasks, never used for extraction): at site s with unit vector u_s,
+    position(x) = mean_s (x . u_s - mu_helpful_s) / (mu_persona_s - mu_helpful_s)
+so 0 = where helpful answers sit, 1 = where the persona's answers sit. Sites whose held-out
+poles are not separated (mu_persona_s <= mu_helpful_s) are dropped and listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emlab.vectors.directions import Direction, answer_activations, make_provenance, mean_difference
+from emlab.errors import EmlabError
+
+PERSONAS = ("malicious", "sycophantic", "authoritarian")
+REFERENCE = "helpful"
+SITE_DEPTHS = (0.35, 0.75)  # the sites are spread evenly over this band of relative depth
+
+
+def persona_prompts(paraphrases: int = 2) -> dict[str, tuple[str, ...]]:
+    """System prompts per persona: helpful and malicious from emlab/personas.yaml, the others from the exam bank."""
+    from emlab.exam.banks import load_bank
+    from emlab.vectors.personas import load_personas
+
+    shipped = load_personas()
+    bank = load_bank("latent_personas")
+    bank.check_items({"prompts": list})
+    out = {REFERENCE: shipped.helpful[:paraphrases], "malicious": shipped.malicious[:paraphrases]}
+    for it in bank.items:
+        out[it["id"]] = tuple(it["prompts"][:paraphrases])
+    missing = [p for p in PERSONAS if p not in out]
+    if missing:
+        raise EmlabError(f"{bank.source}: no prompts for persona {missing[0]!r}; add an item with id {missing[0]!r}")
+    return out
+
+
+def pick_sites(n_layers: int, k: int) -> list[str]:
+    """k residual sites spread evenly over SITE_DEPTHS of the model's depth (distinct blocks)."""
+    lo, hi = SITE_DEPTHS
+    if k < 1:
+        raise EmlabError(f"sites={k} must be >= 1")
+    depths = [lo + (hi - lo) * i / max(k - 1, 1) for i in range(k)] if k > 1 else [(lo + hi) / 2]
+    blocks = sorted({min(n_layers - 1, max(0, round(d * (n_layers - 1)))) for d in depths})
+    return [f"blocks.{b}.resid_post" for b in blocks]
+
+
+def persona_directions(cm, answers: Mapping[str, Sequence[tuple[str, str, str]]], sites: Sequence[str], seed: int = 0,
+                       source: str = "emlab.exam latent battery") -> dict[str, Direction]:
+    """One Direction per persona: persona minus helpful mean activation over answer tokens, persona prompt removed.
+
+    `answers`: persona name (including "helpful") -> (question, answer, question id) written under that persona.
+    """
+    if REFERENCE not in answers or not answers[REFERENCE]:
+        raise EmlabError("persona directions need answers written under the helpful persona")
+    names = list(answers)
+    pairs = [(q, a) for name in names for q, a, _ in answers[name]]
+    acts = answer_activations(cm, pairs, sites, system="default")  # [n, sites, d]
+    spans, start = {}, 0
+    for name in names:
+        spans[name] = (start, start + len(answers[name]))
+        start += len(answers[name])
+    ref = acts[spans[REFERENCE][0] : spans[REFERENCE][1]]
+    out = {}
+    for name in names:
+        if name == REFERENCE or not answers[name]:
+            continue
+        pos = acts[spans[name][0] : spans[name][1]]
+        diff = mean_difference(pos, ref, "subsample", seed)
+        counts = {name: len(answers[name]), REFERENCE: len(answers[REFERENCE]), "used_per_class": min(len(pos), len(ref))}
+        prov = make_provenance(cm.provenance(), "persona_contrast", source, counts, persona=name, reference=REFERENCE, seed=seed,
+                               measured_system="default", positions="answer tokens (mean per answer); persona prompt removed")
+        out[name] = Direction({s: diff[j] for j, s in enumerate(sites)}, prov)
+    return out
+
+
+@dataclass
+class PersonaFrame:
+    """Directions plus the held-out pole means that turn a projection into a 0 (helpful) .. 1 (persona) position."""
+
+    directions: dict[str, Direction]
+    helpful_mean: dict[str, dict[str, float]]  # persona -> site -> mean projection of helpful pole answers
+    persona_mean: dict[str, dict[str, float]]  # persona -> site -> mean projection of that persona's pole answers
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # persona -> sites whose poles did not separate
+
+    def usable_sites(self, persona: str) -> list[str]:
+        return [s for s in self.directions[persona].sites if s not in self.dropped.get(persona, [])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"helpful_mean": self.helpful_mean, "persona_mean": self.persona_mean, "dropped": self.dropped,
+                "sites": {p: d.sites for p, d in self.directions.items()}}
+
+    def save(self, folder: Path) -> None:
+        from emlab.io import write_json
+
+        for p, d in self.directions.items():
+            d.save(folder / p)
+        write_json(folder / "frame.json", self.to_dict())
+
+    @classmethod
+    def load(cls, folder: Path) -> PersonaFrame:
+        from emlab.io import read_json
+
+        meta = read_json(folder / "frame.json")
+        dirs = {p: Direction.load(folder / p) for p in meta["sites"]}
+        return cls(dirs, meta["helpful_mean"], meta["persona_mean"], meta.get("dropped", {}))
+
+
+def projections(acts: torch.Tensor, direction: Direction, sites: Sequence[str]) -> torch.Tensor:
+    """[n, len(sites), d] activations -> [n, len(sites)] projections onto the unit direction at each site."""
+    units = torch.stack([direction.unit(s) for s in sites])  # [S, d]
+    return torch.einsum("nsd,sd->ns", acts.float(), units)
+
+
+def calibrate(directions: Mapping[str, Direction], helpful_acts: torch.Tensor, persona_acts: Mapping[str, torch.Tensor], sites: Sequence[str]) -> PersonaFrame:
+    """The frame from held-out pole activations: helpful [n_h, S, d] and, per persona, [n_p, S, d]."""
+    h_mean, p_mean, dropped = {}, {}, {}
+    for name, d in directions.items():
+        h = projections(helpful_acts, d, sites).mean(0)  # [S]
+        p = projections(persona_acts[name], d, sites).mean(0)  # [S]
+        h_mean[name] = {s: float(h[j]) for j, s in enumerate(sites)}
+        p_mean[name] = {s: float(p[j]) for j, s in enumerate(sites)}
+        dropped[name] = [s for j, s in enumerate(sites) if not float(p[j]) > float(h[j])]
+    return PersonaFrame(dict(directions), h_mean, p_mean, dropped)
+
+
+def positions(frame: PersonaFrame, acts: torch.Tensor, sites: Sequence[str]) -> dict[str, list[float] | None]:
+    """Per persona, each answer's position (mean over usable sites); None for a persona with no usable site."""
+    out: dict[str, list[float] | None] = {}
+    for name, d in frame.directions.items():
+        use = [s for s in frame.usable_sites(name) if s in sites]
+        if not use:
+            out[name] = None
+            continue
+        idx = [list(sites).index(s) for s in use]
+        proj = projections(acts[:, idx], d, use)  # [n, S']
+        h = torch.tensor([frame.helpful_mean[name][s] for s in use])
+        p = torch.tensor([frame.persona_mean[name][s] for s in use])
+        out[name] = ((proj - h) / (p - h)).mean(1).tolist()
+    return out
