@@ -29,6 +29,7 @@ def _register() -> None:
     from emlab.train_cli import register as train_commands; train_commands(app)  # train, train presets
     from emlab.bench.cli import register as bench_commands; bench_commands(app)  # bench
     from emlab.judges.cli import register as judge_commands; judge_commands(app)  # judge, judge rubrics, judge calibrate
+    from emlab.vectors.cli import register as vector_commands; vector_commands(app)  # personas, emotions
 
 
 _register()
