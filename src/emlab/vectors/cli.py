@@ -94,6 +94,7 @@ def emotions_geometry(
     site: SiteOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="folder for geometry.json, circumplex.png, layers.png (default: VECTORS)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap / permutation draws")] = 2000,
+    no_neutral: Annotated[bool, typer.Option("--no-neutral-projection", help="ablation: use the centred means without projecting out neutral PCs")] = False,
     seed: int = 0,
 ) -> None:
     """PCA of the emotion vectors; PC1 ~ valence and PC2 ~ arousal (Pearson, Spearman, bootstrap CIs); circumplex plot."""
@@ -101,16 +102,19 @@ def emotions_geometry(
     from emlab.vectors.geometry import circumplex, layer_profile, plot_circumplex, plot_layer_profile
 
     ev = _emotion_vectors(vectors)
+    if no_neutral:
+        ev = ev.without_neutral_projection()
     dest = out or vectors
+    dest.mkdir(parents=True, exist_ok=True)
     res = circumplex(ev, site, n_boot=n_boot, seed=seed)
     prof = layer_profile(ev)
     write_json(dest / "geometry.json", {**res, "layers": prof, "vectors": str(vectors), "model": ev.provenance.get("model")})
     title = f"{ev.provenance.get('model')} ({len(ev.names)} emotions, {ev.provenance.get('n_stories')} stories)"
     plot_circumplex(res, dest / "circumplex.png", title)
     plot_layer_profile(prof, dest / "layers.png", title)
-    table = Table("PC", "explained", "r(valence)", "r(arousal)")
+    table = Table("PC", "explained", "r(valence)", "r(arousal)", "r(dominance)")
     for r in res["pc_table"]:
-        table.add_row(str(r["pc"]), f"{r['explained']:.3f}", f"{r['r_valence']:+.3f}", f"{r['r_arousal']:+.3f}")
+        table.add_row(str(r["pc"]), f"{r['explained']:.3f}", f"{r['r_valence']:+.3f}", f"{r['r_arousal']:+.3f}", "-" if r["r_dominance"] is None else f"{r['r_dominance']:+.3f}")
     console.print(table)
     for key, label in (("pc1_valence", "PC1 ~ valence"), ("pc2_arousal", "PC2 ~ arousal")):
         c = res[key]

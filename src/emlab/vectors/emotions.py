@@ -353,6 +353,13 @@ class EmotionVectors:
         """The pre-chosen analysis site: the block at 2/3 depth of the model's blocks (stored at extraction)."""
         return self.provenance.get("default_site") or self.sites[len(self.sites) * 2 // 3]
 
+    def without_neutral_projection(self) -> EmotionVectors:
+        """The ablation: raw means minus their mean over emotions, no neutral components removed."""
+        if not self.raw:
+            raise EmlabError("these emotion vectors carry no raw means; re-extract them")
+        vecs = {s: (r.double() - r.double().mean(0, keepdim=True)).float() for s, r in self.raw.items()}
+        return EmotionVectors(list(self.emotions), vecs, dict(self.raw), {}, {**self.provenance, "neutral_variance": 0.0, "variant": "centred only"})
+
     def save(self, directory: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
 

@@ -84,6 +84,7 @@ def circumplex(ev, site: str | None = None, n_pcs: int = 5, n_boot: int = 2000, 
     site = site or ev.default_site()
     scores, comps, ratio = pca(ev.matrix(site), n_pcs)
     val, aro = ev.ratings("valence").numpy(), ev.ratings("arousal").numpy()
+    dom = np.array([np.nan if e.dominance is None else e.dominance for e in ev.emotions])
     s = scores.double().numpy()
     signs = np.ones(s.shape[1])
     if s.shape[1] >= 1 and pearson(s[:, 0], val) < 0:
@@ -91,7 +92,8 @@ def circumplex(ev, site: str | None = None, n_pcs: int = 5, n_boot: int = 2000, 
     if s.shape[1] >= 2 and pearson(s[:, 1], aro) < 0:
         signs[1] = -1
     s = s * signs
-    table = [{"pc": i + 1, "explained": ratio[i], "r_valence": pearson(s[:, i], val), "r_arousal": pearson(s[:, i], aro)} for i in range(s.shape[1])]
+    table = [{"pc": i + 1, "explained": ratio[i], "r_valence": pearson(s[:, i], val), "r_arousal": pearson(s[:, i], aro),
+              "r_dominance": pearson(s[:, i], dom) if np.isfinite(dom).all() else None} for i in range(s.shape[1])]
     res = {
         "site": site,
         "n_emotions": len(ev.names),
@@ -116,9 +118,11 @@ def layer_profile(ev, n_boot: int = 0) -> list[dict[str, Any]]:
             continue
         c = circumplex(ev, site, n_pcs=5, n_boot=max(n_boot, 1), seed=0)
         best_aro = max(c["pc_table"], key=lambda r: abs(r["r_arousal"]))
+        best_val = max(c["pc_table"], key=lambda r: abs(r["r_valence"]))
         rows.append({"site": site, "pc1_valence": c["pc1_valence"]["pearson"]["r"], "pc2_arousal": c["pc2_arousal"]["pearson"]["r"] if c["pc2_arousal"] else None,
                      "explained_pc1": c["explained"][0], "explained_pc2": c["explained"][1] if len(c["explained"]) > 1 else None,
-                     "best_arousal_pc": best_aro["pc"], "best_arousal_r": best_aro["r_arousal"]})
+                     "best_arousal_pc": best_aro["pc"], "best_arousal_r": best_aro["r_arousal"],
+                     "best_valence_pc": best_val["pc"], "best_valence_r": best_val["r_valence"]})
     return rows
 
 
@@ -170,6 +174,7 @@ def plot_layer_profile(rows: list[dict[str, Any]], path: str | Path, title: str 
     ax.plot(xs, [r["pc1_valence"] for r in rows], "o-", label="r(PC1, valence)")
     ax.plot(xs, [r["pc2_arousal"] for r in rows], "s-", label="r(PC2, arousal)")
     ax.plot(xs, [abs(r["best_arousal_r"]) for r in rows], ":", label="max |r(PCk, arousal)|, k<=5")
+    ax.plot(xs, [abs(r["best_valence_r"]) for r in rows], "--", label="max |r(PCk, valence)|, k<=5")
     ax.set_xlabel("block (resid_post)")
     ax.set_ylabel("Pearson r")
     ax.set_ylim(-1, 1)
