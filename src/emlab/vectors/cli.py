@@ -230,7 +230,7 @@ def emotions_monitor(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="folder for traces.jsonl, summary.json, traces.png")],
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="user message (repeatable; default: the question set)")] = None,
-    questions: Annotated[Optional[str], typer.Option(help="question set (first paraphrase of each question)")] = None,
+    questions: Annotated[Optional[str], typer.Option(help="question set (first paraphrase of each question): core, pressure, a YAML path")] = None,
     adapter: AdapterOpt = None,
     vectors: Annotated[Optional[Path], typer.Option(help="emotion-vector folder")] = None,
     emotions: Annotated[Optional[str], typer.Option(help="comma-separated emotions to monitor")] = "calm,desperate",
@@ -251,9 +251,7 @@ def emotions_monitor(
     readers = _readers(vectors, emotions, site, persona, persona_site)
     prompts = [Prompt(id=f"p{i}", messages=[{"role": "user", "content": p}]) for i, p in enumerate(prompt or [])]
     if questions:
-        from emlab.data.questions import load_questions
-
-        prompts += [Prompt(id=q.id, messages=([{"role": "system", "content": q.system}] if q.system else []) + [{"role": "user", "content": q.paraphrases[0]}]) for q in load_questions(questions)]
+        prompts += [Prompt(id=q.id, messages=([{"role": "system", "content": q.system}] if q.system else []) + [{"role": "user", "content": q.paraphrases[0]}]) for q in _question_set(questions)]
     if not prompts:
         raise EmlabError("emlab emotions monitor needs --prompt TEXT or --questions SET")
     cm = _model(model, adapter)
