@@ -169,6 +169,8 @@ def test_readout_equals_hand_dot_products(smol_tok, files, tmp_path):
     assert torch.equal(back.matrix(site), ev.matrix(site)) and torch.equal(back.neutral_pcs[site], ev.neutral_pcs[site])
     d = back.direction("happy")
     assert torch.equal(d.vector(site), ev.vector("happy", site)) and d.provenance["emotion"] == "happy"
+    c = back.without_neutral_projection().matrix(site).double()
+    torch.testing.assert_close(c, back.raw[site].double() - back.raw[site].double().mean(0), atol=1e-6, rtol=0)
     with pytest.raises(EmlabError, match="not an emotion-vector folder"):
         E.EmotionVectors.load(tmp_path)
     with pytest.raises(EmlabError, match="no emotion 'bored'"):

@@ -172,7 +172,7 @@ def test_steering_table_has_baseline_and_wilson(smol_tok, tmp_path):
     conds = [Condition(label, d, "blocks.1.resid_post", scale) for _, label, scale in specs]
     rows = steering_table(cm, conds, [QSET], 2, ScriptedJudge(), tmp_path / "st", SamplingParams(max_new_tokens=4, batch_size=8), norm=10.0)
     assert [r["condition"] for r in rows] == ["baseline", "evil+0.5", "evil-0.5"]
-    assert [r["scale_abs"] for r in rows] == [0.0, 5.0, -5.0]
+    assert [r["scale_abs"] for r in rows] == [0.0, 5.0, -5.0] and rows[0]["vector"] == "none"
     assert all(r["n_answers"] == 4 and r["em_all_wilson95"] is not None for r in rows)
     md = (tmp_path / "st" / "steering_table.md").read_text()
     assert md == markdown_table(rows) and "evil-0.5" in md

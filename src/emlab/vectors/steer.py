@@ -80,7 +80,8 @@ def steering_table(cm, conditions: Sequence[Condition], question_sets: Sequence[
             absolute = c.scale * norms[c.site]
             summary = run_sweep(cm, c.direction, [Cell((c.site,), absolute)], qset, n, judge, out / qset.name / c.label, params, positions, "unit")
             r = summary["rows"][0]
-            rows.append({"questions": qset.name, "condition": c.label, "vector": c.direction.provenance.get("emotion") or c.direction.provenance.get("trait") or c.direction.origin,
+            vector = "none" if c.label == "baseline" else (c.direction.provenance.get("emotion") or c.direction.provenance.get("trait") or c.direction.origin)
+            rows.append({"questions": qset.name, "condition": c.label, "vector": vector,
                          "site": c.site, "scale_rel": c.scale, "scale_abs": absolute, "resid_norm": norms[c.site], **{k: v for k, v in r.items() if k not in ("cell", "sites", "scale")}})
             write_jsonl(out / "steering_table.jsonl", rows)
     write_json(out / "steering_table.json", {"model": cm.provenance(), "judge": str(getattr(judge, "id", judge)), "n_per_question": n, "positions": positions,
