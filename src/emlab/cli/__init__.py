@@ -21,7 +21,7 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # One line per area; each module owns its commands.
-    from emlab.cli import bench, core, data, eval, exam, judges, representations, runs, train
+    from emlab.cli import bench, core, data, eval, exam, judges, representations, runs, train, vectors
 
     core.register(app)  # models, sample
     runs.register(app)  # run, runs, report, demo
@@ -32,6 +32,7 @@ def _register() -> None:
     bench.register(app)  # bench
     judges.register(app)  # judge, judge rubrics, judge calibrate, judge validate
     exam.register(app)  # exam, exam card, exam batteries
+    vectors.register(app)  # personas, emotions
 
 
 _register()

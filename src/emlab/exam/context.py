@@ -142,7 +142,7 @@ class ExamContext:
         Each record: id, item, condition, sample, question, text, finish_reason, one key per rubric, refusal, code.
         """
         from emlab.data.questions import Question, QuestionSet
-        from emlab.evaluate import evaluate
+        from emlab.evaluate import EvalRequest, evaluate
 
         if n < 1 or not items:
             raise EmlabError(f"battery {battery}: nothing to sample (n={n}, {len(items)} items); check the profile sizes")
@@ -152,7 +152,7 @@ class ExamContext:
         qset = QuestionSet(name=f"exam-{battery}", source=f"emlab.exam:{battery}", questions=qs)
         rubrics = self.rubrics(extra_rubrics, meta)
         model = cm if cm is not None else self.cm
-        evaluate(model, qset, n, self.judge, folder, self.params(battery), rubrics, resume=True, progress=self.progress)
+        evaluate(model, EvalRequest(qset, self.judge, n, self.params(battery), tuple(rubrics)), folder, resume=True, progress=self.progress)
         order = {it.id: i for i, it in enumerate(items)}
         return sorted(read_answers(folder), key=lambda r: (order[f"{r['item']}.{r['condition']}"], r["sample"]))
 
