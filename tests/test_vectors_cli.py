@@ -96,14 +96,14 @@ def test_personas_commands(setup):
     ranked = [json.loads(l) for l in (t / "scr.jsonl").read_text().splitlines()]
     assert [x["rank"] for x in ranked] == [1, 2, 3]
     # landscape over two eval runs of the same tiny model
-    from emlab.evaluate import evaluate
+    from emlab.evaluate import EvalRequest, evaluate
     from emlab.models import load_model
     from emlab.sampling import SamplingParams
     from tests.test_vectors_screening import QSET, ScriptedJudge
 
     cm = load_model(m)
     for name, seed in (("a", 0), ("b", 1)):
-        evaluate(cm, QSET, 2, ScriptedJudge(), t / name, SamplingParams(max_new_tokens=4, seed=seed), progress=False)
+        evaluate(cm, EvalRequest(QSET, ScriptedJudge(), 2, SamplingParams(max_new_tokens=4, seed=seed)), t / name, progress=False)
     out = _ok(r.invoke(app, ["emotions", "landscape", "--run", f"base={t / 'a'}", "--run", f"other={t / 'b'}", "--out", str(t / "land"),
                              "--persona", f"evil={t / 'pv'}", "--direction", str(t / "pv"), "--n-boot", "50"]))
     assert "persona:evil" in out and (t / "land" / "landscape.png").exists()

@@ -11,7 +11,7 @@ import torch
 from emlab.data.questions import Question, QuestionSet
 from emlab.vectors.directions import Direction, make_provenance
 from emlab.errors import EmlabError
-from emlab.evaluate import evaluate
+from emlab.evaluate import EvalRequest, evaluate
 from emlab.hooks import steer
 from emlab.judges.base import Score
 from emlab.sampling import SamplingParams
@@ -139,8 +139,8 @@ def test_landscape_projects_runs_with_cis(smol_tok, tmp_path):
     cm = tiny_chat_model(smol_tok, "llama", layers=3)
     other = tiny_chat_model(smol_tok, "llama", layers=3, seed=1)
     p = SamplingParams(max_new_tokens=5, batch_size=8)
-    evaluate(cm, QSET, 3, ScriptedJudge(), tmp_path / "base", p, progress=False)
-    evaluate(other, QSET, 3, ScriptedJudge(), tmp_path / "org", p, progress=False)
+    evaluate(cm, EvalRequest(QSET, ScriptedJudge(), 3, p), tmp_path / "base", progress=False)
+    evaluate(other, EvalRequest(QSET, ScriptedJudge(), 3, p), tmp_path / "org", progress=False)
     d = _direction(cm)
     readers = L.reader_vectors(directions={"evil": d}, direction_site="blocks.1.resid_post")
     readers["emotion:x"] = ("blocks.0.resid_post", torch.ones(cm.d_model))
