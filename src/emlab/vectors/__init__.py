@@ -1,0 +1,1 @@
+"""Persona and emotion vectors: see docs/personas-emotions.md."""
