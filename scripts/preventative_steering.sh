@@ -19,7 +19,7 @@ set -euo pipefail
 M=${MODEL:-qwen2.5-coder-0.5b}
 JUDGE=${JUDGE:-offline}
 OUT=${OUT:-runs/preventative}
-SCALE=${SCALE:-8}                       # absolute units along the unit vector (resid norm at block 16 is printed by step 1)
+SCALE=${SCALE:-8}                       # absolute units along the unit vector; compare emlab.vectors.steer.resid_norm(cm, SITE)
 SITE=${SITE:-blocks.16.resid_post}      # 2/3 depth of 24 blocks
 EM=${EMLAB:-emlab}
 mkdir -p "$OUT"

@@ -1,0 +1,1 @@
+"""Data files of emlab.vectors (YAML): emotions with norms, stories, traits, pressure questions."""
