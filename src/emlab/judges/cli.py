@@ -239,6 +239,9 @@ def _mount_calibrate() -> None:
         return
     judge_app.command("calibrate")(calibrate_command)
     judge_app.command("validate")(validate_command)
+    from emlab.judges.loso import loso_command
+
+    judge_app.command("loso")(loso_command)
 
 
 _mount_calibrate()
