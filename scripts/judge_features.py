@@ -15,11 +15,11 @@ from emlab.judges.loso import corpus_subset
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--blocks", default="v2,qwen")
-ap.add_argument("--sets", default="external,val,corpus")
+ap.add_argument("--sets", default="external,val,corpus,test")
 args = ap.parse_args()
 import torch
 torch.set_num_threads(1)
-sets = {"external": lambda: load_external(), "val": lambda: load_records(HELDOUT_PATH) + load_records(REAL_HELDOUT_PATH) + load_records(REAL_TEST_PATH),
+sets = {"external": lambda: load_external(), "val": lambda: load_records(HELDOUT_PATH) + load_records(REAL_HELDOUT_PATH), "test": lambda: load_records(REAL_TEST_PATH),
         "corpus": lambda: corpus_subset()}
 for name in args.sets.split(","):
     recs = sets[name]()

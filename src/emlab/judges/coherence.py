@@ -112,12 +112,17 @@ class FeatureCache:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             X = np.asarray(compute([questions[i] for i in part], [answers[i] for i in part]), dtype=np.float64)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                for i, row in zip(part, X):
-                    self.rows[keys[i]] = [float(v) for v in row]
-                    fh.write(json.dumps({"k": keys[i], "x": self.rows[keys[i]]}) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            lines = []
+            for i, row in zip(part, X):
+                self.rows[keys[i]] = [float(v) for v in row]
+                lines.append(json.dumps({"k": keys[i], "x": self.rows[keys[i]]}) + "\n")
+            # one write(2) per chunk on an O_APPEND descriptor: two processes filling the same cache never interleave lines
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, "".join(lines).encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             done += len(part)
             if progress:
                 progress(done, len(todo))
