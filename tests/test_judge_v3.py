@@ -149,3 +149,18 @@ def test_v3_judge_id_changes_with_its_weights_and_tampering_is_refused(tmp_path)
     save_file(t, str(tmp_path / "a" / "weights.safetensors"))
     with pytest.raises(EmlabError, match="checksum"):
         OfflineJudgeV3(tmp_path / "a")
+
+
+def test_shipped_v3_weights_load_by_spec_and_default_stays_v2():
+    from emlab.judges.offline import OfflineJudge
+    from emlab.judges.registry import get_judge
+    from emlab.judges.v3 import COLUMNS, OfflineJudgeV3, load_v3_weights
+
+    heads, meta = load_v3_weights()
+    assert meta["columns"] == COLUMNS and meta["config"]["external_weight"] > 0
+    assert not heads.heads["coherent"]["logit_coef"][[c.startswith("emb_") for c in COLUMNS]].any()
+    judge = get_judge("offline:v3")
+    assert isinstance(judge, OfflineJudgeV3) and judge.id == f"offline:v3:{meta['weights_sha256'][:8]}"
+    with pytest.raises(EmlabError, match="does not have"):
+        get_judge("offline:v3:deadbeef")
+    assert OfflineJudge.__name__ == type(get_judge.__globals__["_REGISTRY"]["offline"].factory(None)).__name__  # plain `offline` is v2
