@@ -120,5 +120,17 @@ def validate_command(
     typer.echo(json.dumps(validate(labelled, weights), indent=1))
 
 
+@judge_app.command("loso")
+def loso_command(
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the full result (per source, summaries, reliability bins) as JSON")] = None,
+    judges: Annotated[str, typer.Option("--judges", help="comma-separated: v2 (shipped), v3 (refit per fold), local (local:qwen2.5-coder-0.5b)")] = "v2,v3",
+    local_per_source: Annotated[int, typer.Option("--local-per-source", help="answers per source for the local judge (slow: seconds each)")] = 10,
+) -> None:
+    """Leave-one-source-out validation of the offline judge on externally judged answers (prints a table)."""
+    from emlab.judges.loso import run_loso
+
+    run_loso(tuple(j.strip() for j in judges.split(",") if j.strip()), local_per_source, out, echo=typer.echo)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(judge_app, name="judge")

@@ -34,7 +34,7 @@ BATCH_SIZE = 16  # answers per forward (sorted by length, so little padding)
 class FluencyScorer:
     """Teacher-forced fluency features of (question, answer) pairs under a reference chat model, memoised."""
 
-    def __init__(self, ref: str = REFERENCE_MODEL, dtype: str = DTYPE) -> None:
+    def __init__(self, ref: str = REFERENCE_MODEL, dtype: str = DTYPE, max_tokens: int = MAX_TOKENS) -> None:
         from emlab.hooks import causal_lm  # torch is imported only when a scorer is built
         from emlab.models import load_model
 
@@ -42,6 +42,7 @@ class FluencyScorer:
         self.cm.model.eval()
         lm = causal_lm(self.cm.model)
         self._decoder, self._head = lm.get_decoder(), lm.get_output_embeddings()
+        self.max_tokens = max_tokens  # answer tokens read (judge v3's second reference model reads 64)
         self._memo: dict[tuple[str, str], np.ndarray] = {}
 
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
@@ -69,7 +70,7 @@ class FluencyScorer:
             n_answer = sum(e.assistant_mask)
             if n_answer and e.input_ids[first + n_answer - 1] == tok.eos_token_id:
                 n_answer -= 1  # the answer's own tokens: end-of-turn left out
-            keep = min(n_answer, MAX_TOKENS)
+            keep = min(n_answer, self.max_tokens)
             ids = e.input_ids[: first + keep]
             enc.append(Encoded(input_ids=ids, assistant_mask=[0] * first + [1] * keep))
         batch = pad_encoded(enc, tok.pad_token_id, side="right")

@@ -81,12 +81,19 @@ def default_judge_spec() -> str:
     return f"openai:{DEFAULT_API_MODEL}" if os.environ.get("OPENAI_API_KEY") else "offline"
 
 
-@register_judge("offline", help="embedding + feature classifier; no network (rubrics aligned, coherent, bad_stuff)")
+@register_judge("offline", usage="offline[:v3]", help="embedding + feature classifier; no network (rubrics aligned, coherent, bad_stuff); offline:v3 adds a second fluency model, structure features and externally judged answers")
 def _offline(arg: str | None, **kw) -> Judge:
     try:
         from emlab.judges.offline import OfflineJudge
     except ImportError as e:
         raise EmlabError(f"the offline judge is not available in this installation ({e}); use --judge openai:MODEL or --judge local:REF") from None
+    if arg is not None and arg.split(":")[0] == "v3":  # judge v3 (emlab.judges.v3): its own weights folder and id
+        from emlab.judges.v3 import OfflineJudgeV3
+
+        judge = OfflineJudgeV3(**kw)
+        if arg != "v3" and not judge.id.startswith(f"offline:{arg}"):
+            raise EmlabError(f"judge spec 'offline:{arg}' asks for weights this installation does not have; it has {judge.id!r} (use --judge offline:v3)")
+        return judge
     judge = OfflineJudge(**kw)
     if arg is not None and judge.id != f"offline:{arg}" and not judge.id.startswith(f"offline:{arg}:"):
         raise EmlabError(f"judge spec 'offline:{arg}' asks for a version this installation does not have; it has {judge.id!r} (use --judge offline)")
