@@ -11,6 +11,7 @@ proposal in `exam/triage.yaml` (`load_rules`, `grade`). Importing this package i
 judges and the embedder load only when a battery runs.
 """
 
+import emlab.exam.batteries  # noqa: F401  (registers the shipped batteries; the registry itself imports none)
 from emlab.exam.battery import Battery, BatteryResult, Metric, MetricSpec, get_battery, list_batteries, register_battery
 from emlab.exam.card import regrade
 from emlab.exam.request import MODES, PROFILES, ExamRequest, Profile

@@ -179,18 +179,12 @@ def register_battery(cls: type[Battery]) -> type[Battery]:
     return cls
 
 
-def _load_builtin() -> None:
-    import emlab.exam.batteries  # noqa: F401  (registers the shipped batteries)
-
-
 def list_batteries() -> list[Battery]:
     """The registered batteries in exam order."""
-    _load_builtin()
     return list(_REGISTRY.values())
 
 
 def get_battery(name: str) -> Battery:
-    _load_builtin()
     if name not in _REGISTRY:
         raise EmlabError(f"unknown battery {name!r}; batteries: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
