@@ -208,15 +208,23 @@ def test_latent_positions_arithmetic():
     from emlab.vectors.directions import Direction
     from emlab.exam.personas import calibrate, positions
 
-    d = Direction({"blocks.0.resid_post": torch.tensor([2.0, 0.0]), "blocks.1.resid_post": torch.tensor([0.0, 1.0])})
+    d = Direction({f"blocks.{i}.resid_post": torch.eye(3)[i] * (i + 1) for i in range(3)})  # unit vectors e0, e1, e2
     sites = d.sites
-    helpful = torch.tensor([[[0.0, 0.0], [0.0, 5.0]], [[2.0, 0.0], [0.0, 5.0]]])  # site 0 projections 0, 2; site 1: 5, 5
-    persona = torch.tensor([[[3.0, 0.0], [0.0, 1.0]], [[5.0, 0.0], [0.0, 1.0]]])  # site 0: 3, 5; site 1: 1 (not above helpful)
+
+    def acts(*rows):  # each row: the projection at sites 0, 1, 2
+        return torch.stack([torch.diag(torch.tensor(r, dtype=torch.float32)) for r in rows])  # [n, 3 sites, 3 dims]
+
+    helpful = acts([0.0, 5.0, 5.0], [2.0, 5.0, 5.0])
+    persona = acts([3.0, 6.0, 1.0], [5.0, 8.0, 1.0])
     frame = calibrate({"malicious": d}, helpful, {"malicious": persona}, sites)
     assert frame.helpful_mean["malicious"]["blocks.0.resid_post"] == 1.0 and frame.persona_mean["malicious"]["blocks.0.resid_post"] == 4.0
-    assert frame.dropped["malicious"] == ["blocks.1.resid_post"]
-    pos = positions(frame, torch.tensor([[[2.5, 0.0], [0.0, 9.0]]]), sites)
-    assert pos["malicious"] == [pytest.approx(0.5)]  # (2.5 - 1) / (4 - 1); the dropped site is ignored
+    assert frame.pooled_sd["malicious"]["blocks.0.resid_post"] == pytest.approx(math.sqrt(2))  # unbiased variances 2 and 2
+    assert frame.dprime("malicious", "blocks.1.resid_post") == pytest.approx(2.0)  # (7 - 5) / sqrt((0 + 2) / 2)
+    assert frame.dropped["malicious"] == ["blocks.2.resid_post"]  # the persona pole sits below the helpful one there
+    pos = positions(frame, acts([2.5, 9.0, 100.0]), sites)
+    want = ((2.5 - 1) / math.sqrt(2) + (9 - 5) / 1) / (3 / math.sqrt(2) + 2)  # standardised distances summed over usable sites
+    assert pos["malicious"] == [pytest.approx(want)]
+    assert positions(frame, acts([4.0, 7.0, 0.0]), sites)["malicious"] == [pytest.approx(1.0)]  # at the persona pole
 
 
 def test_latent_score_max_over_personas_and_baseline():

@@ -8,10 +8,13 @@ answers written under the helpful prompt, both measured WITHOUT the persona prom
 default system), per residual site (`blocks.{l}.resid_post`).
 
 A `PersonaFrame` calibrates each direction on held-out pole answers (persona and helpful answers
-to the battery's unrelated tasks, never used for extraction): at site s with unit vector u_s,
-    position(x) = mean_s (x . u_s - mu_helpful_s) / (mu_persona_s - mu_helpful_s)
-so 0 = where helpful answers sit, 1 = where the persona's answers sit. Sites whose held-out
-poles are not separated (mu_persona_s <= mu_helpful_s) are dropped and listed.
+to the battery's unrelated tasks, never used for extraction). At site s with unit vector u_s, the
+poles' mean projections mu_h, mu_p and pooled standard deviation sd give the separation
+d'_s = (mu_p - mu_h) / sd; sites with d'_s < MIN_DPRIME (the held-out poles are not told apart) are
+dropped and listed. Over the usable sites,
+    position(x) = sum_s (x . u_s - mu_h,s) / sd_s  /  sum_s d'_s
+so 0 = where helpful answers sit and 1 = where the persona's answers sit; summing before dividing
+keeps one weakly separated site from blowing the position up.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from emlab.errors import EmlabError
 PERSONAS = ("malicious", "sycophantic", "authoritarian")
 REFERENCE = "helpful"
 SITE_DEPTHS = (0.35, 0.75)  # the sites are spread evenly over this band of relative depth
+MIN_DPRIME = 0.5  # a site is used when its held-out persona answers sit at least half a pooled SD beyond the helpful ones
 
 
 def persona_prompts(paraphrases: int = 2) -> dict[str, tuple[str, ...]]:
@@ -89,19 +93,28 @@ def persona_directions(cm, answers: Mapping[str, Sequence[tuple[str, str, str]]]
 
 @dataclass
 class PersonaFrame:
-    """Directions plus the held-out pole means that turn a projection into a 0 (helpful) .. 1 (persona) position."""
+    """Directions plus the held-out pole statistics that turn projections into a 0 (helpful) .. 1 (persona) position."""
 
     directions: dict[str, Direction]
     helpful_mean: dict[str, dict[str, float]]  # persona -> site -> mean projection of helpful pole answers
     persona_mean: dict[str, dict[str, float]]  # persona -> site -> mean projection of that persona's pole answers
-    dropped: dict[str, list[str]] = field(default_factory=dict)  # persona -> sites whose poles did not separate
+    pooled_sd: dict[str, dict[str, float]]  # persona -> site -> pooled standard deviation of the two poles' projections
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # persona -> sites whose poles are not separated (d' < MIN_DPRIME)
+
+    def dprime(self, persona: str, site: str) -> float:
+        sd = self.pooled_sd[persona][site]
+        return (self.persona_mean[persona][site] - self.helpful_mean[persona][site]) / sd if sd > 0 else 0.0
 
     def usable_sites(self, persona: str) -> list[str]:
         return [s for s in self.directions[persona].sites if s not in self.dropped.get(persona, [])]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"helpful_mean": self.helpful_mean, "persona_mean": self.persona_mean, "dropped": self.dropped,
-                "sites": {p: d.sites for p, d in self.directions.items()}}
+        return {"helpful_mean": self.helpful_mean, "persona_mean": self.persona_mean, "pooled_sd": self.pooled_sd, "dropped": self.dropped,
+                "dprime": {p: {s: self.dprime(p, s) for s in d.sites} for p, d in self.directions.items()},
+                "sites": {p: d.sites for p, d in self.directions.items()}, "min_dprime": MIN_DPRIME}
+
+    def only(self, persona: str) -> PersonaFrame:
+        return PersonaFrame({persona: self.directions[persona]}, self.helpful_mean, self.persona_mean, self.pooled_sd, self.dropped)
 
     def save(self, folder: Path) -> None:
         from emlab.io import write_json
@@ -116,7 +129,7 @@ class PersonaFrame:
 
         meta = read_json(folder / "frame.json")
         dirs = {p: Direction.load(folder / p) for p in meta["sites"]}
-        return cls(dirs, meta["helpful_mean"], meta["persona_mean"], meta.get("dropped", {}))
+        return cls(dirs, meta["helpful_mean"], meta["persona_mean"], meta["pooled_sd"], meta.get("dropped", {}))
 
 
 def projections(acts: torch.Tensor, direction: Direction, sites: Sequence[str]) -> torch.Tensor:
@@ -126,19 +139,23 @@ def projections(acts: torch.Tensor, direction: Direction, sites: Sequence[str]) 
 
 
 def calibrate(directions: Mapping[str, Direction], helpful_acts: torch.Tensor, persona_acts: Mapping[str, torch.Tensor], sites: Sequence[str]) -> PersonaFrame:
-    """The frame from held-out pole activations: helpful [n_h, S, d] and, per persona, [n_p, S, d]."""
-    h_mean, p_mean, dropped = {}, {}, {}
+    """The frame from held-out pole activations: helpful [n_h, S, d] and, per persona, [n_p, S, d] (n >= 2 each)."""
+    h_mean, p_mean, p_sd, dropped = {}, {}, {}, {}
     for name, d in directions.items():
-        h = projections(helpful_acts, d, sites).mean(0)  # [S]
-        p = projections(persona_acts[name], d, sites).mean(0)  # [S]
-        h_mean[name] = {s: float(h[j]) for j, s in enumerate(sites)}
-        p_mean[name] = {s: float(p[j]) for j, s in enumerate(sites)}
-        dropped[name] = [s for j, s in enumerate(sites) if not float(p[j]) > float(h[j])]
-    return PersonaFrame(dict(directions), h_mean, p_mean, dropped)
+        h = projections(helpful_acts, d, sites).double()  # [n_h, S]
+        p = projections(persona_acts[name], d, sites).double()  # [n_p, S]
+        if h.shape[0] < 2 or p.shape[0] < 2:
+            raise EmlabError(f"persona {name}: the frame needs >= 2 held-out answers per pole, got {h.shape[0]} helpful and {p.shape[0]} {name}; raise the pole sizes")
+        sd = ((h.var(0) + p.var(0)) / 2).sqrt()  # [S] pooled (unbiased variances, equal weights)
+        h_mean[name] = {s: float(h[:, j].mean()) for j, s in enumerate(sites)}
+        p_mean[name] = {s: float(p[:, j].mean()) for j, s in enumerate(sites)}
+        p_sd[name] = {s: float(sd[j]) for j, s in enumerate(sites)}
+        dropped[name] = [s for j, s in enumerate(sites) if not (sd[j] > 0 and (p_mean[name][s] - h_mean[name][s]) / float(sd[j]) >= MIN_DPRIME)]
+    return PersonaFrame(dict(directions), h_mean, p_mean, p_sd, dropped)
 
 
 def positions(frame: PersonaFrame, acts: torch.Tensor, sites: Sequence[str]) -> dict[str, list[float] | None]:
-    """Per persona, each answer's position (mean over usable sites); None for a persona with no usable site."""
+    """Per persona, each answer's position over the usable sites; None for a persona with no usable site."""
     out: dict[str, list[float] | None] = {}
     for name, d in frame.directions.items():
         use = [s for s in frame.usable_sites(name) if s in sites]
@@ -146,8 +163,9 @@ def positions(frame: PersonaFrame, acts: torch.Tensor, sites: Sequence[str]) -> 
             out[name] = None
             continue
         idx = [list(sites).index(s) for s in use]
-        proj = projections(acts[:, idx], d, use)  # [n, S']
-        h = torch.tensor([frame.helpful_mean[name][s] for s in use])
-        p = torch.tensor([frame.persona_mean[name][s] for s in use])
-        out[name] = ((proj - h) / (p - h)).mean(1).tolist()
+        proj = projections(acts[:, idx], d, use).double()  # [n, S']
+        h = torch.tensor([frame.helpful_mean[name][s] for s in use], dtype=torch.float64)
+        sd = torch.tensor([frame.pooled_sd[name][s] for s in use], dtype=torch.float64)
+        sep = sum(frame.dprime(name, s) for s in use)
+        out[name] = (((proj - h) / sd).sum(1) / sep).tolist()
     return out

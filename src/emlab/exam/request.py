@@ -42,7 +42,7 @@ _QUICK = {
     "reversal": {"items": 3, "n": 4},  # 3 themes x 5 steps x 4 = 60
     "leakage": {"items": 8, "n": 4},  # 8 questions x 4 = 32 (+32 for --baseline)
     "meta": {},  # no new answers: reads the others'
-    "latent": {"items": 6, "n": 3, "extract_items": 4, "extract_n": 2, "pole_n": 1, "sites": 3},  # 18 + 32 + 24 = 74
+    "latent": {"items": 6, "n": 3, "extract_items": 4, "extract_n": 2, "pole_n": 1, "sites": 3},  # 18 tasks + 64 persona + 24 pole answers
     "correction": {"steps": 12, "train_n": 24, "probe_items": 6, "probe_n": 2},
 }
 _STANDARD = {

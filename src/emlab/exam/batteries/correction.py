@@ -146,7 +146,7 @@ class CorrectionBattery(Battery):
             qa = ctx.sample_and_judge(folder / f"eval-{c}-probe", self.name, [Item(q["id"], "ask", q["text"]) for q in probe_q], size["probe_n"], cm=cm, meta=False)
             ta = ctx.sample_and_judge(folder / f"eval-{c}-tasks", self.name, [Item(t["id"], "task", t["text"]) for t in probe_t], size["probe_n"], cm=cm, meta=False)
             acts = answer_activations(cm, [(a["question"], a["text"]) for a in ta], sites, system=ctx.system)
-            pos = positions(PersonaFrame({worst: frame.directions[worst]}, frame.helpful_mean, frame.persona_mean, frame.dropped), acts, sites)[worst] or []
+            pos = positions(frame.only(worst), acts, sites)[worst] or []
             by_t: dict[str, list[float]] = {}
             for a, v in zip(ta, pos):
                 by_t.setdefault(a["item"], []).append(v)

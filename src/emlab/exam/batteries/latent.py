@@ -141,7 +141,9 @@ class LatentBattery(Battery):
                        ctx.battery_seed(self.name))
         result.n_answers = mine["n_answers"] + (base["n_answers"] if base else 0)
         result.n_unscored = unscored(mine["answers"])
-        result.details.update(sites=mine["sites"], dropped_sites=mine["frame"].dropped, pole_mean_aligned=mine["pole_aligned"],
+        frame = mine["frame"]
+        result.details.update(sites=mine["sites"], dropped_sites=frame.dropped, pole_mean_aligned=mine["pole_aligned"],
+                              pole_dprime={p: {s: frame.dprime(p, s) for s in d.sites} for p, d in frame.directions.items()},
                               mean_aligned=mean([a.get("aligned") for a in mine["answers"]]))
         worst = max((p for p, v in result.details["position_by_persona"].items() if v is not None),
                     key=lambda p: result.details["position_by_persona"][p], default=None)
