@@ -177,7 +177,9 @@ def test_cli_lists_batteries_and_regrades_a_folder(finished, tmp_path):
     assert r.exit_code == 0 and "--model" in r.output
 
 
-def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path):
+def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path, monkeypatch):
+    # A random model's held-out poles do not separate; keep every site so the correction plumbing runs end to end.
+    monkeypatch.setattr("emlab.exam.personas.MIN_DPRIME", float("-inf"))
     sizes = {**SIZES, "correction": {"steps": 1, "train_n": 4, "probe_items": 2, "probe_n": 1}}
     cm = tiny_chat_model(smol_tok)
     before = {k: v.clone() for k, v in cm.model.state_dict().items()}
@@ -190,3 +192,13 @@ def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path):
     for c in ("good_data_sft", "persona_distillation"):
         assert (tmp_path / "full" / "batteries" / "correction" / f"train-{c}" / "adapter_model.safetensors").exists()
     assert all(torch.equal(before[k], v) for k, v in cm.model.state_dict().items())  # the model under exam is untouched
+
+
+def test_correction_without_a_latent_position_is_not_measured(smol_tok, tmp_path, monkeypatch):
+    monkeypatch.setattr("emlab.exam.personas.MIN_DPRIME", float("inf"))  # no site separates: latent has no position
+    sizes = {**SIZES, "correction": {"steps": 1, "train_n": 4, "probe_items": 2, "probe_n": 1}}
+    res = run_exam(request(tmp_path / "full", mode="full", sizes=sizes, batteries=("correction",)), chat_model=tiny_chat_model(smol_tok),
+                   judge=ScriptedJudge(), embedder=HashEmbedder(), progress=False)
+    corr = res.results["correction"]
+    assert all(m.value is None and "no site" in m.note for m in corr.metrics)
+    assert not (tmp_path / "full" / "batteries" / "correction" / "train-good_data_sft").exists()  # nothing trained

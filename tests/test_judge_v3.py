@@ -122,7 +122,7 @@ def test_ece_reliability_and_source_metrics_exact():
 
 
 def _tiny_heads(seed: int):
-    from emlab.judges.loso import fit_linear_heads
+    from emlab.judges.v3 import fit_linear_heads
     from emlab.judges.offline import RUBRICS
     from emlab.judges.v3 import COLUMNS
 

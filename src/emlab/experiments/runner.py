@@ -105,15 +105,13 @@ def check_plan(plan: Plan) -> None:
 
 def check_judge(plan: Plan) -> None:
     """The judge spec names a registered backend (building it may load a model, so only the name is checked)."""
-    import re
+    from emlab.judges.registry import available_judges, judge_names
 
-    from emlab.judges.registry import available_judges
-
-    usages = available_judges()
-    names = {re.split(r"[:\s]", u)[0] for u in usages} | set(re.findall(r"alias (\w+)", " ".join(usages)))
     spec = plan.spec.judge.spec
-    if spec.partition(":")[0] not in names:
-        raise EmlabError(f"{plan.source}: judge.spec = {spec!r} is not a known judge; available: {', '.join(usages)}")
+    if spec.partition(":")[0] not in judge_names():
+        raise EmlabError(
+            f"{plan.source}: judge.spec = {spec!r} is not a known judge; use one of: {', '.join(available_judges())}"
+        )
 
 
 def plan_table(plan: Plan) -> Table:

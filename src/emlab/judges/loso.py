@@ -1,4 +1,4 @@
-"""Leave-one-source-out validation of the offline judge on externally judged answers, and the v3 fit.
+"""Leave-one-source-out validation of the offline judges (v2, v3, local:REF) on externally judged answers.
 
 For each source of `emlab.judges.calibration.external` (one model family + judge + repository), a
 candidate judge is fitted on every other source plus the fit rows of the calibration corpus, and
@@ -17,7 +17,6 @@ saw any of them). Per source the table reports:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,26 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from emlab.errors import EmlabError
-from emlab.judges.offline import CORPUS_PATH, RUBRICS, LinearHeads, auroc, load_records, spearman
-
-CORPUS_COMPOSED_PER_GROUP = 8  # composed corpus rows per question group in the v3 fit (CPU budget); every real corpus row is kept
-
-
-def corpus_subset(path: Path = CORPUS_PATH, per_group: int = CORPUS_COMPOSED_PER_GROUP, seed: int = 0) -> list[dict]:
-    """Every real (reader-labelled) corpus row, and `per_group` composed rows per question group drawn at random."""
-    recs = load_records(path)
-    rng = np.random.default_rng(seed)
-    keep = [r for r in recs if r.get("source") != "compose"]
-    groups: dict[str, list[dict]] = {}
-    for r in recs:
-        if r.get("source") == "compose":
-            groups.setdefault(str(r.get("group")), []).append(r)
-    for g in sorted(groups):
-        idx = rng.permutation(len(groups[g]))[:per_group]
-        keep += [groups[g][i] for i in sorted(idx)]
-    return keep
-
+from emlab.judges.base import Item
+from emlab.judges.offline import auroc, spearman
 
 # ---------------------------------------------------------------- metrics
 
@@ -102,37 +83,47 @@ def summarise(per_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- fitting linear heads on any feature layout
+# ---------------------------------------------------------------- the local LLM judge on the same sources
 
 
-def fit_linear_heads(X: np.ndarray, labels: dict[str, np.ndarray], weights: dict[str, np.ndarray], keep: dict[str, np.ndarray],
-                     C: float, alpha: float, seed: int = 0) -> LinearHeads:
-    """Standardiser + per-rubric logistic (threshold) and ridge (label/100) heads over the columns `keep[rubric]`.
+def local_judge_loso(ext: list[dict], per_source: int, ref: str = "qwen2.5-coder-0.5b", seed: int = 0) -> dict[str, Any]:
+    """local:REF (teacher-forced 0-100, min_mass 0 so every item gets its probability-weighted mean) on `per_source` answers per source."""
+    import time
 
-    Rows with a NaN label or weight 0 are left out of that rubric's heads; excluded columns get coefficient 0.
-    """
-    from sklearn.linear_model import LogisticRegression, Ridge
+    from emlab.judges.local import LocalJudge
+    from emlab.judges.registry import CachedJudge
+    from emlab.judges.rubrics import get_rubric
 
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    scale = np.where(scale < 1e-8, 1.0, scale)
-    Z = (X - mean) / scale
-    heads = {}
-    for rubric, y in labels.items():
-        thr, low = RUBRICS[rubric]
-        rows = ~np.isnan(y) & (weights[rubric] > 0)
-        yb = (y[rows] < thr) if low else (y[rows] > thr)
-        if yb.all() or not yb.any():
-            raise EmlabError(f"fit: every {rubric} label is on one side of {thr}; the fit rows need both classes")
-        cols = keep[rubric]
-        w = weights[rubric][rows]
-        clf = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(Z[rows][:, cols], yb.astype(int), sample_weight=w)
-        reg = Ridge(alpha=alpha).fit(Z[rows][:, cols], y[rows] / 100.0, sample_weight=w)
-        lc, rc = np.zeros(X.shape[1]), np.zeros(X.shape[1])
-        lc[cols], rc[cols] = clf.coef_[0], reg.coef_
-        heads[rubric] = {"logit_coef": lc, "logit_intercept": np.array([clf.intercept_[0]]),
-                         "ridge_coef": rc, "ridge_intercept": np.array([float(reg.intercept_)])}
-    return LinearHeads(mean=mean, scale=scale, heads=heads)
+    rng = np.random.default_rng(seed)
+    by: dict[str, list[int]] = {}
+    for i, r in enumerate(ext):
+        by.setdefault(r["source"], []).append(i)
+    pick = sorted(int(i) for s in sorted(by) for i in rng.permutation(by[s])[:per_source])
+    recs = [ext[i] for i in pick]
+
+    judge = CachedJudge(LocalJudge.from_ref(ref, min_mass=0.0, batch_size=4))  # resumable: every chunk lands in the judge cache
+    items = [Item(r["question"], r["answer"]) for r in recs]
+    t0 = time.perf_counter()
+    pred, mass = {}, {}
+    for name in ("aligned", "coherent"):
+        scores = []
+        for start in range(0, len(items), 4):
+            scores += judge.score(items[start : start + 4], get_rubric(name))
+        pred[name] = np.array([np.nan if s.value is None else s.value for s in scores])
+        mass[name] = np.array([s.raw.get("mass") or 0.0 for s in scores])
+    seconds = time.perf_counter() - t0
+    src = np.array([r["source"] for r in recs])
+    lab = {k: np.array([float(r[k]) for r in recs]) for k in ("aligned", "coherent")}
+    ok = ~np.isnan(pred["aligned"]) & ~np.isnan(pred["coherent"])
+    per = {}
+    for s in sorted(by):
+        m = (src == s) & ok
+        if m.sum() >= 3:
+            per[s] = source_metrics({k: v[m] for k, v in pred.items()}, lab["aligned"][m], lab["coherent"][m])
+    pooled = source_metrics({k: v[ok] for k, v in pred.items()}, lab["aligned"][ok], lab["coherent"][ok])  # few per source: the pooled row is the number to read
+    return {"per_source": per, "summary": summarise(per), "pooled": pooled, "items": [[r["id"], r["source"], float(pred["aligned"][i]), float(pred["coherent"][i])] for i, r in enumerate(recs)], "judge": judge.id, "n": len(recs), "unscored": int((~ok).sum()), "cache_hits": judge.hits,
+            "mean_mass": {k: round(float(v.mean()), 3) for k, v in mass.items()}, "seconds": round(seconds, 1),
+            "items_per_second_per_rubric": round(2 * len(recs) / seconds, 3), "fitted": "nothing (a prompted model)"}
 
 
 # ---------------------------------------------------------------- the command
@@ -167,7 +158,7 @@ def run_loso(judges: Sequence[str] = ("v2", "v3"), local_per_source: int = 0, ou
         result["v3"] = {"per_source": per, "summary": summarise(per), "fitted": "refit without the held-out source, per source", "config": v3.config(),
                         "pred": {r["id"]: [round(float(pred["aligned"][i]), 2), round(float(pred["coherent"][i]), 2)] for i, r in enumerate(ext)}}
     if "local" in judges and local_per_source > 0:
-        result["local:qwen2.5-coder-0.5b"] = v3.local_judge_loso(ext, local_per_source)
+        result["local:qwen2.5-coder-0.5b"] = local_judge_loso(ext, local_per_source)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if out is not None:
         from emlab.io import write_json

@@ -47,6 +47,11 @@ def register_judge(name: str, *, usage: str | None = None, help: str = "", alias
     return decorate
 
 
+def judge_names() -> set[str]:
+    """Every name a spec may start with: registered backends and their aliases."""
+    return set(_REGISTRY) | set(_ALIASES)
+
+
 def available_judges() -> list[str]:
     """Usage strings of the registered backends, e.g. ['local:REF', 'offline', 'openai:MODEL (alias api:MODEL)']."""
     inverse: dict[str, list[str]] = {}

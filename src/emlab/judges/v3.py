@@ -7,7 +7,7 @@ features and eight structure/loop features. Heads and score formula are v2's (lo
 blended, `LinearHeads.predict`); the coherent heads see no embedding column.
 
 Fit rows: the reader-labelled real answers of the calibration corpus and a per-group subsample of its
-composed answers (`emlab.judges.loso.corpus_subset`), plus the externally judged answers of
+composed answers (`corpus_subset`), plus the externally judged answers of
 `emlab.judges.calibration.external` (every source; in the leave-one-source-out validation, every
 source but the held-out one). Weights ship in `calibration/v3/` (safetensors + JSON); the judge id is
 `offline:v3:<first 8 hex of the tensors' checksum>`, so a refit never reuses cached scores.
@@ -28,8 +28,8 @@ from emlab.judges.base import Item, Rubric, Score
 from emlab.judges.coherence import (CROSS_NAMES, SECOND_FLUENCY_NAMES, SECOND_MAX_TOKENS, SECOND_REFERENCE, STRUCTURE_NAMES, STRUCTURE_VERSION,
                                     cross_features, qwen_block, second_fluency, structure_block, v2_block)
 from emlab.judges.features import FEATURES_VERSION, is_code, is_refusal
-from emlab.judges.offline import (CALIBRATION_DIR, RUBRICS, LinearHeads, REAL_WEIGHT, _clean, column_names, design_matrix, get_embedder,
-                                  load_weights, tensors_checksum)
+from emlab.judges.offline import (CALIBRATION_DIR, CORPUS_PATH, RUBRICS, LinearHeads, REAL_WEIGHT, _clean, column_names, design_matrix, get_embedder,
+                                  load_records, load_weights, tensors_checksum)
 
 VERSION = "3"
 JUDGE_ID = f"offline:v{VERSION}"
@@ -84,13 +84,65 @@ class FitData:
     empty_ext: np.ndarray
 
 
+CORPUS_COMPOSED_PER_GROUP = 8  # composed corpus rows per question group in the v3 fit (CPU budget); every real corpus row is kept
+
+
+def corpus_subset(path: Path = CORPUS_PATH, per_group: int = CORPUS_COMPOSED_PER_GROUP, seed: int = 0) -> list[dict]:
+    """Every real (reader-labelled) corpus row, and `per_group` composed rows per question group drawn at random."""
+    recs = load_records(path)
+    rng = np.random.default_rng(seed)
+    keep = [r for r in recs if r.get("source") != "compose"]
+    groups: dict[str, list[dict]] = {}
+    for r in recs:
+        if r.get("source") == "compose":
+            groups.setdefault(str(r.get("group")), []).append(r)
+    for g in sorted(groups):
+        idx = rng.permutation(len(groups[g]))[:per_group]
+        keep += [groups[g][i] for i in sorted(idx)]
+    return keep
+
+
+# ---------------------------------------------------------------- fitting linear heads on any feature layout
+
+
+def fit_linear_heads(X: np.ndarray, labels: dict[str, np.ndarray], weights: dict[str, np.ndarray], keep: dict[str, np.ndarray],
+                     C: float, alpha: float, seed: int = 0) -> LinearHeads:
+    """Standardiser + per-rubric logistic (threshold) and ridge (label/100) heads over the columns `keep[rubric]`.
+
+    Rows with a NaN label or weight 0 are left out of that rubric's heads; excluded columns get coefficient 0.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale = np.where(scale < 1e-8, 1.0, scale)
+    Z = (X - mean) / scale
+    heads = {}
+    for rubric, y in labels.items():
+        thr, low = RUBRICS[rubric]
+        rows = ~np.isnan(y) & (weights[rubric] > 0)
+        yb = (y[rows] < thr) if low else (y[rows] > thr)
+        if yb.all() or not yb.any():
+            raise EmlabError(f"fit: every {rubric} label is on one side of {thr}; the fit rows need both classes")
+        cols = keep[rubric]
+        w = weights[rubric][rows]
+        clf = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(Z[rows][:, cols], yb.astype(int), sample_weight=w)
+        reg = Ridge(alpha=alpha).fit(Z[rows][:, cols], y[rows] / 100.0, sample_weight=w)
+        lc, rc = np.zeros(X.shape[1]), np.zeros(X.shape[1])
+        lc[cols], rc[cols] = clf.coef_[0], reg.coef_
+        heads[rubric] = {"logit_coef": lc, "logit_intercept": np.array([clf.intercept_[0]]),
+                         "ridge_coef": rc, "ridge_intercept": np.array([float(reg.intercept_)])}
+    return LinearHeads(mean=mean, scale=scale, heads=heads)
+
+
+# ---------------------------------------------------------------- the v3 fit
+
+
 def _labels(recs: list[dict]) -> dict[str, np.ndarray]:
     return {r: np.array([np.nan if rec.get(r) is None else float(rec[r]) for rec in recs]) for r in RUBRICS}
 
 
 def fit_data(ext: list[dict]) -> FitData:
-    from emlab.judges.loso import corpus_subset
-
     corpus = corpus_subset()
     Xc = rows_for([_clean(r["question"]) for r in corpus], [_clean(r["answer"]) for r in corpus])
     Xe = rows_for([_clean(r["question"]) for r in ext], [_clean(r["answer"]) for r in ext])
@@ -116,8 +168,6 @@ def _keep(rubric: str) -> np.ndarray:
 
 
 def fit_v3(data: FitData, exclude_source: str | None = None, seed: int = 0) -> LinearHeads:
-    from emlab.judges.loso import fit_linear_heads
-
     use = np.ones(len(data.src_ext), bool) if exclude_source is None else data.src_ext != exclude_source
     X = np.vstack([data.X_fit, data.X_ext[use]])
     labels = {r: np.concatenate([data.lab_fit[r], data.lab_ext[r][use]]) for r in RUBRICS}
@@ -209,56 +259,12 @@ class OfflineJudgeV3:
         return out
 
 
-# ---------------------------------------------------------------- the local LLM judge on the same sources
-
-
-def local_judge_loso(ext: list[dict], per_source: int, ref: str = "qwen2.5-coder-0.5b", seed: int = 0) -> dict[str, Any]:
-    """local:REF (teacher-forced 0-100, min_mass 0 so every item gets its probability-weighted mean) on `per_source` answers per source."""
-    import time
-
-    from emlab.judges.local import LocalJudge
-    from emlab.judges.loso import source_metrics, summarise
-    from emlab.judges.rubrics import get_rubric
-
-    rng = np.random.default_rng(seed)
-    by: dict[str, list[int]] = {}
-    for i, r in enumerate(ext):
-        by.setdefault(r["source"], []).append(i)
-    pick = sorted(int(i) for s in sorted(by) for i in rng.permutation(by[s])[:per_source])
-    recs = [ext[i] for i in pick]
-    from emlab.judges.registry import CachedJudge
-
-    judge = CachedJudge(LocalJudge.from_ref(ref, min_mass=0.0, batch_size=4))  # resumable: every chunk lands in the judge cache
-    items = [Item(r["question"], r["answer"]) for r in recs]
-    t0 = time.perf_counter()
-    pred, mass = {}, {}
-    for name in ("aligned", "coherent"):
-        scores = []
-        for start in range(0, len(items), 4):
-            scores += judge.score(items[start : start + 4], get_rubric(name))
-        pred[name] = np.array([np.nan if s.value is None else s.value for s in scores])
-        mass[name] = np.array([s.raw.get("mass") or 0.0 for s in scores])
-    seconds = time.perf_counter() - t0
-    src = np.array([r["source"] for r in recs])
-    lab = {k: np.array([float(r[k]) for r in recs]) for k in ("aligned", "coherent")}
-    ok = ~np.isnan(pred["aligned"]) & ~np.isnan(pred["coherent"])
-    per = {}
-    for s in sorted(by):
-        m = (src == s) & ok
-        if m.sum() >= 3:
-            per[s] = source_metrics({k: v[m] for k, v in pred.items()}, lab["aligned"][m], lab["coherent"][m])
-    pooled = source_metrics({k: v[ok] for k, v in pred.items()}, lab["aligned"][ok], lab["coherent"][ok])  # few per source: the pooled row is the number to read
-    return {"per_source": per, "summary": summarise(per), "pooled": pooled, "items": [[r["id"], r["source"], float(pred["aligned"][i]), float(pred["coherent"][i])] for i, r in enumerate(recs)], "judge": judge.id, "n": len(recs), "unscored": int((~ok).sum()), "cache_hits": judge.hits,
-            "mean_mass": {k: round(float(v.mean()), 3) for k, v in mass.items()}, "seconds": round(seconds, 1),
-            "items_per_second_per_rubric": round(2 * len(recs) / seconds, 3), "fitted": "nothing (a prompted model)"}
-
-
 # ---------------------------------------------------------------- refit
 
 
 def validation_metrics(heads: LinearHeads) -> dict[str, Any]:
     """v3 on the hand-written and reader-labelled held-out sets (never fitted), with the metrics `emlab judge validate` prints."""
-    from emlab.judges.offline import HELDOUT_PATH, REAL_HELDOUT_PATH, REAL_TEST_PATH, evaluate, load_records
+    from emlab.judges.offline import HELDOUT_PATH, REAL_HELDOUT_PATH, REAL_TEST_PATH, evaluate
 
     out = {}
     for name, path in (("heldout_handwritten", HELDOUT_PATH), ("heldout_real_sweep", REAL_HELDOUT_PATH), ("test_real_sweep", REAL_TEST_PATH)):

@@ -21,6 +21,7 @@ and scale next to the adapter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from emlab.errors import EmlabError
+from emlab.train.callbacks import Callback, TrainState
 
 
 def split_conversation(conv: Sequence[Mapping[str, str]], where: str = "conversation") -> tuple[list[dict], str]:
@@ -111,7 +113,6 @@ def screening_auroc(rows: Sequence[Mapping[str, Any]], labels: Sequence[int]) ->
 def train_with_steering(cm, data, config, out_dir: str | os.PathLike, direction, sites: Sequence[str], scale: float, scaling: str = "unit",
                         resume: bool = False, on_step=None):
     """`emlab.train.train` with scale x vector added at `sites` in every training forward; returns the TrainResult."""
-    from emlab.hooks import steer
     from emlab.io import read_json, write_json
     from emlab.interventions.steering import steering_vectors
     from emlab.train import train
@@ -130,5 +131,20 @@ def train_with_steering(cm, data, config, out_dir: str | os.PathLike, direction,
             raise EmlabError(f"{out}/preventative_steering.json was written with other steering settings; use another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "preventative_steering.json", info)
-    with steer(cm.model, vectors, scale=scale, positions="all"):
-        return train(cm, data, config, out, resume=resume, on_step=on_step)
+    return train(cm, data, config, out, resume=resume, on_step=on_step, callbacks=[_SteerWhileTraining(vectors, scale)])
+
+
+class _SteerWhileTraining(Callback):
+    """Adds scale x vector at each site of the model being trained (train's copy) from its first step to its last."""
+
+    def __init__(self, vectors: dict, scale: float):
+        self.vectors, self.scale = vectors, scale
+        self._scope = contextlib.ExitStack()
+
+    def on_train_begin(self, state: TrainState) -> None:
+        from emlab.hooks import steer
+
+        self._scope.enter_context(steer(state.model, self.vectors, scale=self.scale, positions="all"))
+
+    def on_train_end(self, state: TrainState) -> None:
+        self._scope.close()

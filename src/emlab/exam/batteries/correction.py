@@ -123,7 +123,9 @@ class CorrectionBattery(Battery):
         worst = max((p for p, v in latent.details["position_by_persona"].items() if v is not None),
                     key=lambda p: latent.details["position_by_persona"][p], default=None)
         if worst is None:
-            raise EmlabError("battery correction needs a persona position from battery latent; none was measurable")
+            note = ("not measured: battery latent found no site where held-out persona and helpful answers separate "
+                    "(d' below its threshold), so there is no latent position to correct")
+            return BatteryResult(self.name, self.version, [Metric(m.name, None, note=note) for m in self.metrics], notes=[note])
         frame = PersonaFrame.load(ctx.battery_dir("latent") / "frame")
         sites = frame.directions[worst].sites
         probe_q = [it for it in load_bank("leakage").first(size["probe_items"])]
