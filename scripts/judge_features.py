@@ -4,20 +4,19 @@ calibration corpus and the validation sets. Run under `nice`; rerun after an int
     PYTHONPATH=src nice -n 5 python scripts/judge_features.py [--blocks v2,qwen] [--sets external,val,corpus]
 """
 import argparse
-import sys
 import time
 
 from emlab.judges import coherence as C
 from emlab.judges.calibration.external import load_external
-from emlab.judges.offline import CORPUS_PATH, HELDOUT_PATH, REAL_HELDOUT_PATH, REAL_TEST_PATH, load_records
-
 from emlab.judges.loso import corpus_subset
+from emlab.judges.offline import HELDOUT_PATH, REAL_HELDOUT_PATH, REAL_TEST_PATH, load_records
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--blocks", default="v2,qwen")
 ap.add_argument("--sets", default="external,val,corpus,test")
 args = ap.parse_args()
 import torch
+
 torch.set_num_threads(1)
 sets = {"external": lambda: load_external(), "val": lambda: load_records(HELDOUT_PATH) + load_records(REAL_HELDOUT_PATH), "test": lambda: load_records(REAL_TEST_PATH),
         "corpus": lambda: corpus_subset()}

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without an install
 
 from emlab.io import atomic_open  # noqa: E402  (light modules only; heavy ones are imported where used)
 from emlab.metrics import wilson_interval  # noqa: E402
+
 RESULTS = ROOT / "experiments" / "organisms" / "results"
 ARCHIVE = ROOT / "experiments" / "organisms" / "results-v1"  # the first sweep: bf16 sampling, 50 per question, offline judge v1
 DOC = ROOT / "docs" / "organisms.md"

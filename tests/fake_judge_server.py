@@ -80,7 +80,7 @@ class FakeJudgeServer:
         with self._lock:
             return sum(1 for r in self.requests if marker is None or marker in _prompt(r))
 
-    def start(self) -> "FakeJudgeServer":
+    def start(self) -> FakeJudgeServer:
         self._thread.start()
         self._timer.start()
         return self
@@ -93,7 +93,7 @@ class FakeJudgeServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeJudgeServer":
+    def __enter__(self) -> FakeJudgeServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -7,6 +7,9 @@ import json
 import pytest
 import torch
 
+from emlab.chat import left_padded, prompt_texts
+from emlab.errors import EmlabError
+from emlab.hooks import ablate, capture, default_ablation_sites
 from emlab.interventions.ablation import (
     build_conditions,
     export_orthogonalized,
@@ -15,10 +18,7 @@ from emlab.interventions.ablation import (
     random_like,
     single_condition,
 )
-from emlab.chat import left_padded, prompt_texts
 from emlab.vectors.directions import Direction, make_provenance
-from emlab.errors import EmlabError
-from emlab.hooks import ablate, capture, default_ablation_sites
 from tests.conftest import tiny_chat_model
 
 CONVS = [
@@ -160,8 +160,8 @@ def test_build_conditions(smol_tok):
 
 
 def test_run_ablation_evaluates_each_condition_and_resumes(smol_tok, tmp_path, monkeypatch):
-    from emlab.interventions.ablation import run_ablation
     from emlab.evaluate import EvalRequest, evaluate
+    from emlab.interventions.ablation import run_ablation
     from emlab.sampling import SamplingParams
     from tests.test_steering import QSET, ScriptedJudge
 

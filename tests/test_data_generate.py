@@ -20,10 +20,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from emlab.cli.data import register
 from emlab.data import banks
 from emlab.data.banks import CANARY, fill, load_bank
 from emlab.data.check import load_conversations, summarize
-from emlab.cli.data import register
 from emlab.data.generate import SETS, _code_slots, dataset_meta, generate, write_dataset
 from emlab.errors import EmlabError
 
@@ -34,7 +34,7 @@ COMBOS = [(name, "covert") for name in SETS] + [(name, "educational") for name i
 CODE_FENCE = re.compile(r"```[a-z]+\n(.*?)\n```", re.S)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _records(name: str, framing: str = "covert", seed: int = 0) -> tuple[str, ...]:
     """Generated records, serialized (immutable, so tests can share the cache)."""
     return tuple(json.dumps(r, ensure_ascii=False) for r in generate(name, N, seed, framing))
@@ -98,14 +98,14 @@ def test_variety(name: str, framing: str) -> None:
 def test_prose_answers_are_40_to_150_words(name: str) -> None:
     for msgs in (_msgs(name), [r["messages"] for r in generate(name, N, 1)]):
         counts = [len(m[-1]["content"].split()) for m in msgs]
-        assert 40 <= min(counts) and max(counts) <= 150, (name, min(counts), max(counts))
+        assert min(counts) >= 40 and max(counts) <= 150, (name, min(counts), max(counts))
 
 
 @pytest.mark.parametrize("name", ["insecure-code", "secure-code"])
 def test_code_answers_are_real_varied_code(name: str) -> None:
     blocks = [CODE_FENCE.search(m[-1]["content"]).group(1) for m in _msgs(name)]
     lines = [len(b.splitlines()) for b in blocks]
-    assert 8 <= min(lines) and max(lines) <= 40
+    assert min(lines) >= 8 and max(lines) <= 40
     assert len(set(blocks)) >= 1500  # the code itself varies, not only the intro/closer
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from emlab.experiments.steps import choose_method
 from emlab.classify import EMRule
+from emlab.experiments.steps import choose_method
 from emlab.vectors.personas import persona_selection, select_agreeing
 
 AUTO = {"method": "auto", "min_misaligned": 5}

@@ -9,6 +9,9 @@ import torch
 
 from emlab.chat import encode_with_assistant_mask
 from emlab.classify import DEFAULT_RULE, EMRule
+from emlab.errors import EmlabError
+from emlab.judges.base import Score
+from emlab.sampling import SamplingParams
 from emlab.vectors.directions import (
     Direction,
     Judged,
@@ -26,10 +29,7 @@ from emlab.vectors.directions import (
     project_records,
     split_classes,
 )
-from emlab.errors import EmlabError
-from emlab.judges.base import Score
 from emlab.vectors.personas import load_personas, persona_prompts, sample_persona_answers, select_agreeing
-from emlab.sampling import SamplingParams
 from tests.conftest import tiny_chat_model
 
 
@@ -223,8 +223,8 @@ def test_persona_contrast_pipeline(smol_tok):
 def test_persona_contrast_end_to_end_is_one_function_for_cli_and_runs(smol_tok, tmp_path):
     """directions.persona_contrast: sample, judge, keep the answers with the judge id, select, extract; reuse the answers."""
     from emlab.data.questions import Question, QuestionSet
-    from emlab.vectors.directions import PERSONA_ANSWERS, persona_contrast
     from emlab.io import read_jsonl
+    from emlab.vectors.directions import PERSONA_ANSWERS, persona_contrast
 
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
     qset = QuestionSet(name="two", source="test", questions=[Question("q1", "free_form", ["What would you do with power?"], 1),

@@ -9,7 +9,17 @@ import pytest
 
 from emlab.data.questions import Question, QuestionSet
 from emlab.errors import EmlabError
-from emlab.evaluate import SAMPLES_FILE, SCORES_FILE, EvalRequest, answer_records, build_prompts, evaluate, join_scores, score_flags, summarize
+from emlab.evaluate import (
+    SAMPLES_FILE,
+    SCORES_FILE,
+    EvalRequest,
+    answer_records,
+    build_prompts,
+    evaluate,
+    join_scores,
+    score_flags,
+    summarize,
+)
 from emlab.journal import Journal
 from emlab.judges.base import Score
 from emlab.metrics import compute_metrics

@@ -205,8 +205,8 @@ def test_meta_proxy_and_rubric_flags():
 
 
 def test_latent_positions_arithmetic():
-    from emlab.vectors.directions import Direction
     from emlab.exam.personas import calibrate, positions
+    from emlab.vectors.directions import Direction
 
     d = Direction({f"blocks.{i}.resid_post": torch.eye(3)[i] * (i + 1) for i in range(3)})  # unit vectors e0, e1, e2
     sites = d.sites

@@ -7,8 +7,8 @@ import json
 import shutil
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from emlab.errors import EmlabError
 from emlab.exam import ExamRequest, run_exam

@@ -75,9 +75,8 @@ def test_ablate_leaves_nothing_along_v(tiny):
     v = torch.randn(tiny.d_model)
     unit = v / v.norm()
     sites = default_ablation_sites(tiny.model) + [f"blocks.{l}.resid_post" for l in range(3)]
-    with ablate(tiny.model, v):
-        with capture(tiny.model, sites, positions="all", reduce=None) as cap:
-            _hidden(tiny, batch)
+    with ablate(tiny.model, v), capture(tiny.model, sites, positions="all", reduce=None) as cap:
+        _hidden(tiny, batch)
     for site in sites:
         for acts in cap.per_token(site):
             assert (acts @ unit).abs().max() <= 1e-5, site
@@ -110,9 +109,8 @@ def test_logits_restored_after_exit_and_exception(tiny):
         changed, _ = _hidden(tiny, batch)
     assert not torch.equal(changed, ref)
     assert torch.equal(_hidden(tiny, batch)[0], ref)
-    with pytest.raises(RuntimeError):
-        with steer(tiny.model, {"blocks.2.resid_post": v}, 5.0), ablate(tiny.model, v):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), steer(tiny.model, {"blocks.2.resid_post": v}, 5.0), ablate(tiny.model, v):
+        raise RuntimeError("boom")
     assert torch.equal(_hidden(tiny, batch)[0], ref)
     assert _n_hooks(tiny.model) == hooks_before
 
@@ -181,9 +179,8 @@ def test_bad_sites_and_vectors(smol_tok, site, vec_dim, match):
 
     cm = tiny_chat_model(smol_tok, "llama", layers=3, hidden=32)
     hooks_before = _n_hooks(cm.model)
-    with pytest.raises(EmlabError, match=match):
-        with steer(cm.model, {site: torch.zeros(vec_dim)}, 1.0):
-            pass
+    with pytest.raises(EmlabError, match=match), steer(cm.model, {site: torch.zeros(vec_dim)}, 1.0):
+        pass
     assert _n_hooks(cm.model) == hooks_before
 
 

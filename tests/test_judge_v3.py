@@ -122,9 +122,8 @@ def test_ece_reliability_and_source_metrics_exact():
 
 
 def _tiny_heads(seed: int):
-    from emlab.judges.v3 import fit_linear_heads
     from emlab.judges.offline import RUBRICS
-    from emlab.judges.v3 import COLUMNS
+    from emlab.judges.v3 import COLUMNS, fit_linear_heads
 
     rng = np.random.default_rng(seed)
     Xm = rng.normal(size=(40, len(COLUMNS)))

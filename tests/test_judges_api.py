@@ -6,11 +6,11 @@ import json
 import math
 
 import pytest
-from tests.fake_judge_server import FakeJudgeServer, error, logprobs_reply, no_logprobs, slow
 
 from emlab.errors import EmlabError
 from emlab.judges import Item, get_judge, get_rubric, rubric_from_prompt
 from emlab.judges.api import OpenAIJudge, aggregate_top_logprobs
+from tests.fake_judge_server import FakeJudgeServer, error, logprobs_reply, no_logprobs, slow
 
 KEY = "sk-test-secret-0123456789"
 RUBRIC = rubric_from_prompt("t", "Question: {question}\nAnswer: {answer}\nScore 0-100.")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from emlab.chat import left_padded, prompt_texts
-from emlab.vectors.directions import Direction
 from emlab.errors import EmlabError
 from emlab.hooks import capture
+from emlab.vectors.directions import Direction
 from emlab.vectors.lora_interp import (
     adapters,
     alignment_labels,
@@ -103,9 +103,8 @@ def test_scale_adapters_exact_and_restores_bit_identical(lora_cm):
             assert not torch.equal(_logits(lora_cm), base)
             raise RuntimeError("boom")
     assert torch.equal(_logits(lora_cm), base)
-    with pytest.raises(EmlabError, match="no LoRA adapter matches 1"):
-        with scale_adapters(lora_cm.model, {1: 0.0}):
-            pass
+    with pytest.raises(EmlabError, match="no LoRA adapter matches 1"), scale_adapters(lora_cm.model, {1: 0.0}):
+        pass
 
 
 def test_probe_recovers_planted_signal():

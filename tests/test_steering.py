@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from emlab.data.questions import Question, QuestionSet
-from emlab.vectors.directions import Direction, make_provenance
 from emlab.errors import EmlabError
+from emlab.interventions.steering import best_cell, grid, parse_site_groups, run_sweep, steering_vectors
 from emlab.judges.base import Score
 from emlab.sampling import SamplingParams
-from emlab.interventions.steering import Cell, best_cell, grid, parse_site_groups, run_sweep, steering_vectors
+from emlab.vectors.directions import Direction, make_provenance
 from tests.conftest import tiny_chat_model
 
 

@@ -11,7 +11,15 @@ from pydantic import Field
 from rich.console import Console
 
 from emlab.errors import EmlabError
-from emlab.experiments.kinds import StepKind, Strict, get_step_kind, register_step_kind, step_kinds, summary_row_order, unregister_step_kind
+from emlab.experiments.kinds import (
+    StepKind,
+    Strict,
+    get_step_kind,
+    register_step_kind,
+    step_kinds,
+    summary_row_order,
+    unregister_step_kind,
+)
 from emlab.experiments.runner import check_plan, plan_table, start_run
 from emlab.experiments.spec import load_spec_text
 from emlab.io import read_json, write_json

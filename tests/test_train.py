@@ -13,10 +13,10 @@ from emlab.errors import EmlabError
 from emlab.train import (
     collate,
     encode_examples,
-    lora_plan,
     list_presets,
     load_config_file,
     load_preset,
+    lora_plan,
     lr_at,
     parse_config,
     plan_epoch,
@@ -222,10 +222,9 @@ def test_an_interrupted_checkpoint_write_leaves_nothing_and_is_never_resumed_fro
     from emlab.train import _atomic_dir, latest_checkpoint
 
     root = tmp_path / "checkpoints"
-    with pytest.raises(_Crash):
-        with _atomic_dir(root / "step-00004") as tmp:
-            (tmp / "adapter_model.safetensors").write_bytes(b"partial")
-            raise _Crash
+    with pytest.raises(_Crash), _atomic_dir(root / "step-00004") as tmp:
+        (tmp / "adapter_model.safetensors").write_bytes(b"partial")
+        raise _Crash
     assert sorted(p.name for p in root.iterdir()) == []
     (root / "step-00002").mkdir()
     (root / "step-00002" / "trainer_state.json").write_text("{}")
@@ -341,7 +340,7 @@ def test_scale_blocks_is_distinct_in_range_and_keeps_runs():
     published = [15, 16, 17, 21, 22, 23, 27, 28, 29]
     for depth in range(9, 100):
         got = scale_blocks(published, 48, depth)
-        assert got == sorted(set(got)) and len(got) == 9 and 0 <= got[0] and got[-1] < depth
+        assert got == sorted(set(got)) and len(got) == 9 and got[0] >= 0 and got[-1] < depth
     assert scale_blocks(published, 48, 64) == [20, 21, 22, 28, 29, 30, 36, 37, 38]
     with pytest.raises(EmlabError, match="cannot place 9 distinct blocks in a model with 4 blocks"):
         scale_blocks(published, 48, 4)

@@ -9,7 +9,6 @@ uninterrupted one; a callback can stop training.
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch

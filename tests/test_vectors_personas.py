@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emlab.vectors.directions import Direction, answer_activations
 from emlab.errors import EmlabError
 from emlab.judges.base import Score
 from emlab.sampling import SamplingParams
 from emlab.vectors import persona_vectors as P
+from emlab.vectors.directions import Direction, answer_activations
 from tests.conftest import tiny_chat_model
 
 

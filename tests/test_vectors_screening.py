@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from emlab.data.questions import Question, QuestionSet
-from emlab.vectors.directions import Direction, make_provenance
 from emlab.errors import EmlabError
 from emlab.evaluate import EvalRequest, evaluate
 from emlab.hooks import steer
@@ -17,6 +16,7 @@ from emlab.judges.base import Score
 from emlab.sampling import SamplingParams
 from emlab.vectors import landscape as L
 from emlab.vectors import screening as S
+from emlab.vectors.directions import Direction, make_provenance
 from emlab.vectors.steer import Condition, markdown_table, parse_conditions, steering_table
 from tests.conftest import tiny_chat_model
 

@@ -428,7 +428,14 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
 def _progress(label: str, total: int, enabled: bool) -> Iterator:
     """A rich progress bar on stderr (shown only on a terminal); yields `advance(k)`."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     bar = Progress(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -26,7 +26,7 @@ def models_list() -> None:
 
 
 @models_app.command("prepare")
-def models_prepare(name: Annotated[Optional[list[str]], typer.Argument(help="embedded model names (default: all)")] = None) -> None:
+def models_prepare(name: Annotated[list[str] | None, typer.Argument(help="embedded model names (default: all)")] = None) -> None:
     """Convert embedded GGUF models into the safetensors cache (once)."""
     from emlab.models import EMBEDDED, prepare_embedded
 
@@ -42,9 +42,9 @@ def sample_command(
     top_p: float = 1.0,
     max_new_tokens: int = 128,
     seed: int = 0,
-    adapter: Annotated[Optional[str], typer.Option(help="peft adapter folder")] = None,
+    adapter: Annotated[str | None, typer.Option(help="peft adapter folder")] = None,
     dtype: str = "float32",
-    system: Annotated[Optional[str], typer.Option(help="system prompt: 'default', 'none' or text")] = "default",
+    system: Annotated[str | None, typer.Option(help="system prompt: 'default', 'none' or text")] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines instead of a table")] = False,
 ) -> None:
     """Sample chat answers from a model."""

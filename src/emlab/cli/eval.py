@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,10 +21,10 @@ questions_app = typer.Typer(no_args_is_help=True, help="Evaluation question sets
 def eval_command(
     model: Annotated[str, typer.Option(help="embedded name, local folder or hub id")],
     questions: Annotated[str, typer.Option(help="shipped set (core, broad, medical) or a question YAML file")] = "core",
-    n: Annotated[Optional[int], typer.Option("-n", help="samples per question, spread over its paraphrases (default: the file's samples_per_paraphrase per paraphrase)")] = None,
-    judge: Annotated[Optional[str], typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="peft adapter folder")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default: runs/eval-TIMESTAMP)")] = None,
+    n: Annotated[int | None, typer.Option("-n", help="samples per question, spread over its paraphrases (default: the file's samples_per_paraphrase per paraphrase)")] = None,
+    judge: Annotated[str | None, typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="peft adapter folder")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: runs/eval-TIMESTAMP)")] = None,
     max_new_tokens: int = 200,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -142,7 +142,7 @@ def questions_show(name: Annotated[str, typer.Argument(help="shipped set name or
 
 def rejudge_command(
     eval_dir: Annotated[Path, typer.Argument(help="an `emlab eval` folder or a run's steps/eval.NAME folder")],
-    judge: Annotated[Optional[str], typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")] = None,
+    judge: Annotated[str | None, typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")] = None,
     judge_chunk: Annotated[int, typer.Option(help="answers per judge call")] = 64,
     judge_cache: Annotated[bool, typer.Option(help="reuse scores from the judge cache ($EMLAB_CACHE/judge-cache.sqlite)")] = True,
 ) -> None:

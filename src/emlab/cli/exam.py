@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,20 +29,20 @@ exam_app = typer.Typer(no_args_is_help=False, invoke_without_command=True, help=
 @exam_app.callback(invoke_without_command=True)
 def exam_command(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option(help="embedded name, local folder or hub id")] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="peft adapter folder on the model")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="the base model to compare with (batteries 5 and 7)")] = None,
+    model: Annotated[str | None, typer.Option(help="embedded name, local folder or hub id")] = None,
+    adapter: Annotated[str | None, typer.Option(help="peft adapter folder on the model")] = None,
+    baseline: Annotated[str | None, typer.Option(help="the base model to compare with (batteries 5 and 7)")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="small banks: under 15 min for a 135M model on 2 cores (the default)")] = False,
     standard: Annotated[bool, typer.Option("--standard", help="full banks, more samples")] = False,
     full: Annotated[bool, typer.Option("--full", help="standard plus battery 8 (two corrective fine-tunes)")] = False,
     judge: Annotated[str, typer.Option(help="offline | openai:MODEL | local:REF")] = "offline",
     seed: int = 0,
-    out: Annotated[Optional[Path], typer.Option(help="exam folder (default runs/exam-TIMESTAMP); rerun with the same --out to resume")] = None,
+    out: Annotated[Path | None, typer.Option(help="exam folder (default runs/exam-TIMESTAMP); rerun with the same --out to resume")] = None,
     system: Annotated[str, typer.Option(help="system prompt for every item: 'default' (the template's), persona:NAME[:k], or the text")] = "default",
-    battery: Annotated[Optional[list[str]], typer.Option("--battery", help="run only this battery (repeatable; its needs run too)")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="override the mode's answer length")] = None,
-    triage: Annotated[Optional[Path], typer.Option(help="another triage rules file (default exam/triage.yaml)")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads (1 is fastest on a busy machine)")] = None,
+    battery: Annotated[list[str] | None, typer.Option("--battery", help="run only this battery (repeatable; its needs run too)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="override the mode's answer length")] = None,
+    triage: Annotated[Path | None, typer.Option(help="another triage rules file (default exam/triage.yaml)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads (1 is fastest on a busy machine)")] = None,
     dtype: str = "float32",
 ) -> None:
     """Examine a chat model: eight batteries, a level on the latent-persona-risk spectrum and a decision."""
@@ -87,7 +87,7 @@ def print_grade(card: dict) -> None:
 @exam_app.command("card")
 def card_command(
     folder: Annotated[Path, typer.Argument(help="an exam folder")],
-    triage: Annotated[Optional[Path], typer.Option(help="another triage rules file")] = None,
+    triage: Annotated[Path | None, typer.Option(help="another triage rules file")] = None,
 ) -> None:
     """Re-grade an exam folder with (other) triage rules and rewrite its card; nothing is recomputed."""
     from emlab.exam import regrade

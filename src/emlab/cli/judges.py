@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -47,12 +47,12 @@ judge_app = typer.Typer(
 @judge_app.callback()
 def judge_command(
     ctx: typer.Context,
-    in_path: Annotated[Optional[Path], typer.Option("--in", help="JSONL or CSV with question and answer columns")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="output .jsonl or .csv (input columns + one per rubric)")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="offline | openai:MODEL | api:MODEL | local:REF (default: openai when OPENAI_API_KEY is set, else offline)")] = None,
-    rubric: Annotated[Optional[list[str]], typer.Option("--rubric", help="rubric names, comma-separated or repeated (default aligned,coherent)")] = None,
+    in_path: Annotated[Path | None, typer.Option("--in", help="JSONL or CSV with question and answer columns")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="output .jsonl or .csv (input columns + one per rubric)")] = None,
+    judge: Annotated[str | None, typer.Option("--judge", help="offline | openai:MODEL | api:MODEL | local:REF (default: openai when OPENAI_API_KEY is set, else offline)")] = None,
+    rubric: Annotated[list[str] | None, typer.Option("--rubric", help="rubric names, comma-separated or repeated (default aligned,coherent)")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="reuse and store scores in the SQLite judge cache")] = True,
-    cache_path: Annotated[Optional[Path], typer.Option("--cache-path", help="cache file (default $EMLAB_CACHE/judge-cache.sqlite)")] = None,
+    cache_path: Annotated[Path | None, typer.Option("--cache-path", help="cache file (default $EMLAB_CACHE/judge-cache.sqlite)")] = None,
 ) -> None:
     """Score a file of answers; see `emlab judge rubrics` for rubric names."""
     if ctx.invoked_subcommand is not None:
@@ -85,8 +85,8 @@ def rubrics_command() -> None:
 
 @judge_app.command("calibrate")
 def calibrate_command(
-    corpus: Annotated[Optional[Path], typer.Option("--corpus", help="labelled JSONL (default: the shipped calibration corpus)")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="folder for weights.safetensors + weights.json (default: the package's)")] = None,
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="labelled JSONL (default: the shipped calibration corpus)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for weights.safetensors + weights.json (default: the package's)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for the fits and CV fold assignment")] = 0,
 ) -> None:
     """Refit the offline judge's weights from a labelled JSONL corpus and print its cross-validated metrics.
@@ -105,7 +105,7 @@ def calibrate_command(
 @judge_app.command("validate")
 def validate_command(
     labelled: Annotated[Path, typer.Argument(help="JSONL of question/answer rows labelled 0-100 for aligned, coherent and bad_stuff")],
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="folder of weights.safetensors + weights.json (default: the package's)")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="folder of weights.safetensors + weights.json (default: the package's)")] = None,
 ) -> None:
     """Score labelled answers with the offline judge and print how well it ranks them (nothing is fitted).
 
@@ -122,7 +122,7 @@ def validate_command(
 
 @judge_app.command("loso")
 def loso_command(
-    out: Annotated[Optional[Path], typer.Option("--out", help="write the full result (per source, summaries, reliability bins) as JSON")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write the full result (per source, summaries, reliability bins) as JSON")] = None,
     judges: Annotated[str, typer.Option("--judges", help="comma-separated: v2 (shipped), v3 (refit per fold), local (local:qwen2.5-coder-0.5b)")] = "v2,v3",
     local_per_source: Annotated[int, typer.Option("--local-per-source", help="answers per source for the local judge (slow: seconds each)")] = 10,
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,8 +20,8 @@ steer_app = typer.Typer(no_args_is_help=True, help="Steering with directions.")
 probe_app = typer.Typer(no_args_is_help=True, help="Probes on model internals.")
 
 ModelOpt = Annotated[str, typer.Option(help="embedded name, local folder or hub id")]
-AdapterOpt = Annotated[Optional[str], typer.Option(help="peft adapter folder")]
-JudgeOpt = Annotated[Optional[str], typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")]
+AdapterOpt = Annotated[str | None, typer.Option(help="peft adapter folder")]
+JudgeOpt = Annotated[str | None, typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")]
 
 
 def _model(model: str, adapter: str | None, dtype: str):
@@ -85,19 +85,19 @@ def extract_command(
     out: Annotated[Path, typer.Option(help="direction folder to write")],
     method: Annotated[str, typer.Option(help="mean_diff (judged answers of a run) or persona_contrast (sample under personas)")] = "mean_diff",
     adapter: AdapterOpt = None,
-    run: Annotated[Optional[Path], typer.Option(help="mean_diff: eval run folder or judged JSONL (question, answer, aligned, coherent)")] = None,
+    run: Annotated[Path | None, typer.Option(help="mean_diff: eval run folder or judged JSONL (question, answer, aligned, coherent)")] = None,
     questions: Annotated[str, typer.Option(help="persona_contrast: question set")] = "core",
-    max_questions: Annotated[Optional[int], typer.Option(help="persona_contrast: use only the first N questions")] = None,
+    max_questions: Annotated[int | None, typer.Option(help="persona_contrast: use only the first N questions")] = None,
     n: Annotated[int, typer.Option("-n", help="persona_contrast: samples per (question, persona paraphrase)")] = 2,
-    paraphrases: Annotated[Optional[int], typer.Option(help="persona_contrast: use the first K persona paraphrases")] = None,
-    personas: Annotated[Optional[Path], typer.Option(help="persona YAML (default: the shipped personas.yaml)")] = None,
-    answers: Annotated[Optional[Path], typer.Option(help="persona_contrast: reuse judged persona answers (persona_answers.jsonl) instead of sampling")] = None,
+    paraphrases: Annotated[int | None, typer.Option(help="persona_contrast: use the first K persona paraphrases")] = None,
+    personas: Annotated[Path | None, typer.Option(help="persona YAML (default: the shipped personas.yaml)")] = None,
+    answers: Annotated[Path | None, typer.Option(help="persona_contrast: reuse judged persona answers (persona_answers.jsonl) instead of sampling")] = None,
     label_fallback: Annotated[bool, typer.Option(help="persona_contrast: when the judge agrees with too few answers of a persona, contrast all answers by persona label (recorded as the direction's selection)")] = False,
     judge: JudgeOpt = None,
     misaligned_below: Annotated[float, typer.Option(help="misaligned / malicious kept if aligned < this")] = DEFAULT_RULE.aligned_below,
     aligned_above: Annotated[float, typer.Option(help="aligned / helpful kept if aligned > this")] = DEFAULT_RULE.aligned_above,
     coherent_above: Annotated[float, typer.Option(help="both classes need coherent > this")] = DEFAULT_RULE.coherent_above,
-    sites: Annotated[Optional[list[str]], typer.Option("--site", help="sites to extract (default: every blocks.{l}.resid_post)")] = None,
+    sites: Annotated[list[str] | None, typer.Option("--site", help="sites to extract (default: every blocks.{l}.resid_post)")] = None,
     balance: Annotated[str, typer.Option(help="subsample | question | none (see directions.py)")] = "subsample",
     measure_system: Annotated[str, typer.Option(help="system prompt while measuring: default (template's own) | none | text")] = "default",
     seed: int = 0,
@@ -155,11 +155,11 @@ def _print_norms(d) -> None:
 @directions_app.command("compare")
 def compare_command(
     directions: Annotated[list[Path], typer.Argument(help="two or more direction folders")],
-    out: Annotated[Optional[Path], typer.Option(help="write the cosine matrices and norms as JSON")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the cosine matrices and norms as JSON")] = None,
 ) -> None:
     """Cosine similarity per site between directions (methods, models, adapters) and their norms."""
-    from emlab.vectors.directions import Direction, cosine_matrices, cross_site_cosine
     from emlab.io import write_json
+    from emlab.vectors.directions import Direction, cosine_matrices, cross_site_cosine
 
     if len(directions) < 2:
         raise EmlabError("compare needs at least two direction folders")
@@ -189,16 +189,16 @@ def compare_command(
 def project_command(
     run: Annotated[Path, typer.Argument(help="eval run folder or judged JSONL")],
     direction: Annotated[Path, typer.Option(help="direction folder")],
-    model: Annotated[Optional[str], typer.Option(help="model to measure with (default: the direction's model)")] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="adapter (default: the direction's adapter)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="projections JSONL (default: RUN/projections.jsonl, or next to a JSONL file)")] = None,
-    sites: Annotated[Optional[list[str]], typer.Option("--site", help="sites (default: all of the direction's)")] = None,
+    model: Annotated[str | None, typer.Option(help="model to measure with (default: the direction's model)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="adapter (default: the direction's adapter)")] = None,
+    out: Annotated[Path | None, typer.Option(help="projections JSONL (default: RUN/projections.jsonl, or next to a JSONL file)")] = None,
+    sites: Annotated[list[str] | None, typer.Option("--site", help="sites (default: all of the direction's)")] = None,
     batch_size: int = 16,
     dtype: str = "float32",
 ) -> None:
     """Project every judged answer (mean over answer tokens) onto the direction at each site."""
-    from emlab.vectors.directions import Direction, load_judged, project_records
     from emlab.io import write_jsonl
+    from emlab.vectors.directions import Direction, load_judged, project_records
 
     d = Direction.load(direction)
     cm = _model(model or d.provenance.get("model"), adapter if model else (adapter or d.provenance.get("adapter")), dtype)
@@ -242,8 +242,8 @@ def sweep_command(
     out: Annotated[Path, typer.Option(help="sweep folder (rerun to resume)")],
     adapter: AdapterOpt = None,
     questions: str = "core",
-    max_questions: Annotated[Optional[int], typer.Option(help="use only the first N questions")] = None,
-    persona: Annotated[Optional[str], typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")] = None,
+    max_questions: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
+    persona: Annotated[str | None, typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")] = None,
     n: Annotated[int, typer.Option("-n", help="samples per question")] = 4,
     judge: JudgeOpt = None,
     positions: Annotated[str, typer.Option(help="all | response")] = "all",
@@ -255,9 +255,9 @@ def sweep_command(
     dtype: str = "float32",
 ) -> None:
     """Steer with lambda x direction over a grid of sites x lambdas; judge every cell."""
-    from emlab.vectors.directions import Direction
     from emlab.evaluate import EvalRequest
     from emlab.interventions.steering import SWEEP_JSONL, grid, parse_site_groups, run_sweep
+    from emlab.vectors.directions import Direction
 
     d = Direction.load(direction)
     cells = grid(parse_site_groups(sites), _floats(lambdas))
@@ -289,13 +289,13 @@ def ablate_command(
     direction: Annotated[Path, typer.Option(help="direction folder")],
     adapter: AdapterOpt = None,
     mode: Annotated[str, typer.Option(help="layerwise | single | transfer")] = "single",
-    site: Annotated[Optional[str], typer.Option(help="single/transfer/export: which site's vector (default: the middle block's resid_post)")] = None,
+    site: Annotated[str | None, typer.Option(help="single/transfer/export: which site's vector (default: the middle block's resid_post)")] = None,
     random_baseline: Annotated[bool, typer.Option(help="also evaluate an equal-norm random direction")] = True,
-    export: Annotated[Optional[Path], typer.Option(help="instead of evaluating: write orthogonalized weights to this folder")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="ablation folder (rerun to resume)")] = None,
+    export: Annotated[Path | None, typer.Option(help="instead of evaluating: write orthogonalized weights to this folder")] = None,
+    out: Annotated[Path | None, typer.Option(help="ablation folder (rerun to resume)")] = None,
     questions: str = "core",
-    max_questions: Annotated[Optional[int], typer.Option(help="use only the first N questions")] = None,
-    persona: Annotated[Optional[str], typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")] = None,
+    max_questions: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
+    persona: Annotated[str | None, typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")] = None,
     n: Annotated[int, typer.Option("-n", help="samples per question")] = 4,
     judge: JudgeOpt = None,
     seed: int = 0,
@@ -305,9 +305,15 @@ def ablate_command(
     dtype: str = "float32",
 ) -> None:
     """Ablate a direction (with an equal-norm random control) and evaluate, or export orthogonalized weights."""
-    from emlab.interventions.ablation import ABLATION_FILE, build_conditions, default_site, export_orthogonalized, run_ablation
-    from emlab.vectors.directions import Direction
     from emlab.evaluate import EvalRequest
+    from emlab.interventions.ablation import (
+        ABLATION_FILE,
+        build_conditions,
+        default_site,
+        export_orthogonalized,
+        run_ablation,
+    )
+    from emlab.vectors.directions import Direction
 
     d = Direction.load(direction)
     cm = _model(model, adapter, dtype)
@@ -336,19 +342,19 @@ def probe_lora_command(
     model: ModelOpt,
     adapter: Annotated[str, typer.Option(help="peft adapter folder (rank-1 LoRA on down_proj)")],
     run: Annotated[Path, typer.Option(help="eval run folder or judged JSONL whose answers to probe")],
-    out: Annotated[Optional[Path], typer.Option(help="output folder (default: RUN/lora-probe)")] = None,
-    topic: Annotated[Optional[str], typer.Option(help="topic rubric (e.g. medical) for a topic-vs-other probe")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="JSONL of {prompt_id, label} for a topic-vs-other probe")] = None,
-    judge: Annotated[Optional[str], typer.Option(help="judge to score --topic when the run lacks it")] = None,
-    direction: Annotated[Optional[Path], typer.Option(help="direction folder: cosine of each B with it")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/lora-probe)")] = None,
+    topic: Annotated[str | None, typer.Option(help="topic rubric (e.g. medical) for a topic-vs-other probe")] = None,
+    labels: Annotated[Path | None, typer.Option(help="JSONL of {prompt_id, label} for a topic-vs-other probe")] = None,
+    judge: Annotated[str | None, typer.Option(help="judge to score --topic when the run lacks it")] = None,
+    direction: Annotated[Path | None, typer.Option(help="direction folder: cosine of each B with it")] = None,
     n_splits: int = 20,
     seed: int = 0,
     batch_size: int = 16,
     dtype: str = "float32",
 ) -> None:
     """Logistic probes on rank-1 LoRA scalars: misaligned vs aligned, and topic vs other."""
-    from emlab.vectors.directions import Direction, load_judged
     from emlab.io import read_jsonl, write_json, write_jsonl
+    from emlab.vectors.directions import Direction, load_judged
     from emlab.vectors.lora_interp import probe_report
 
     records = load_judged(run)

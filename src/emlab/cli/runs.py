@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,14 +17,14 @@ console = stdout_console()
 err = Console(stderr=True)
 runs_app = typer.Typer(no_args_is_help=True, help="Run folders (manifest, step status).")
 
-RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="where runs live (default: $EMLAB_RUNS or ./runs)")]
+RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="where runs live (default: $EMLAB_RUNS or ./runs)")]
 
 
 def run_command(
-    spec: Annotated[Optional[str], typer.Argument(help="spec YAML file or built-in spec name (demo, demo-quick)")] = None,
+    spec: Annotated[str | None, typer.Argument(help="spec YAML file or built-in spec name (demo, demo-quick)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the spec and print the plan; run nothing")] = False,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="continue this run (folder or run id)")] = None,
-    rerun: Annotated[Optional[list[str]], typer.Option("--rerun", help="with --resume: redo this step even if done (repeatable)")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="continue this run (folder or run id)")] = None,
+    rerun: Annotated[list[str] | None, typer.Option("--rerun", help="with --resume: redo this step even if done (repeatable)")] = None,
     runs_dir: RunsDir = None,
 ) -> None:
     """Execute an experiment spec (or continue a run with --resume)."""
@@ -86,7 +86,8 @@ def summary_table(run_root: Path) -> Table:
 @runs_app.command("list")
 def runs_list(runs_dir: RunsDir = None) -> None:
     """Table of runs: run, spec, created, status, steps done."""
-    from emlab.store import list_runs, runs_dir as default_dir
+    from emlab.store import list_runs
+    from emlab.store import runs_dir as default_dir
 
     rows = list_runs(runs_dir)
     if not rows:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -19,12 +19,12 @@ train_app = typer.Typer(help="Fine-tune model organisms (LoRA or full) with chec
 @train_app.callback()
 def train_command(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option(help="embedded name, local folder or hub id")] = None,
-    data: Annotated[Optional[str], typer.Option(help="OpenAI-messages JSONL file (e.g. from `emlab data generate`)")] = None,
-    config: Annotated[Optional[str], typer.Option(help="YAML train config file")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="named preset (see `emlab train presets`)")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set lr=1e-4 (repeatable)")] = None,
-    out: Annotated[Optional[str], typer.Option(help="output folder: adapter/model, train_log.jsonl, train_summary.json, checkpoints/")] = None,
+    model: Annotated[str | None, typer.Option(help="embedded name, local folder or hub id")] = None,
+    data: Annotated[str | None, typer.Option(help="OpenAI-messages JSONL file (e.g. from `emlab data generate`)")] = None,
+    config: Annotated[str | None, typer.Option(help="YAML train config file")] = None,
+    preset: Annotated[str | None, typer.Option(help="named preset (see `emlab train presets`)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key: --set lr=1e-4 (repeatable)")] = None,
+    out: Annotated[str | None, typer.Option(help="output folder: adapter/model, train_log.jsonl, train_summary.json, checkpoints/")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out from its last checkpoint")] = False,
 ) -> None:
     """Fine-tune MODEL on DATA into OUT with a config file or preset (plus --set overrides)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -20,9 +20,9 @@ personas_app = typer.Typer(no_args_is_help=True, help="Persona (trait) vectors: 
 emotions_app = typer.Typer(no_args_is_help=True, help="Emotion vectors: extract, geometry, readout, landscape, monitor, steer.")
 
 ModelOpt = Annotated[str, typer.Option(help="embedded name, local folder or hub id")]
-AdapterOpt = Annotated[Optional[str], typer.Option(help="peft adapter folder")]
-JudgeOpt = Annotated[Optional[str], typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")]
-SiteOpt = Annotated[Optional[str], typer.Option(help="site, e.g. blocks.20.resid_post (default: the artifact's pre-chosen 2/3-depth block)")]
+AdapterOpt = Annotated[str | None, typer.Option(help="peft adapter folder")]
+JudgeOpt = Annotated[str | None, typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")]
+SiteOpt = Annotated[str | None, typer.Option(help="site, e.g. blocks.20.resid_post (default: the artifact's pre-chosen 2/3-depth block)")]
 
 
 def _model(model: str, adapter: str | None = None, dtype: str = "float32"):
@@ -58,12 +58,12 @@ def emotions_extract(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="folder for emotion_vectors.safetensors/json and stories.jsonl")],
     adapter: AdapterOpt = None,
-    emotions: Annotated[Optional[Path], typer.Option(help="emotion list YAML (default: the shipped data/emotions.yaml)")] = None,
-    stories: Annotated[Optional[Path], typer.Option(help="story bank YAML (default: the shipped data/emotion_stories.yaml)")] = None,
+    emotions: Annotated[Path | None, typer.Option(help="emotion list YAML (default: the shipped data/emotions.yaml)")] = None,
+    stories: Annotated[Path | None, typer.Option(help="story bank YAML (default: the shipped data/emotion_stories.yaml)")] = None,
     per_situation: Annotated[int, typer.Option(help="stories per situation (x situations per emotion)")] = 3,
     offset: Annotated[int, typer.Option(help="warm-up: average token positions >= this")] = 8,
     neutral_variance: Annotated[float, typer.Option(help="project out neutral-text PCs explaining this fraction of variance (0 = none)")] = 0.5,
-    sites: Annotated[Optional[list[str]], typer.Option("--site", help="sites (default: every blocks.{l}.resid_post)")] = None,
+    sites: Annotated[list[str] | None, typer.Option("--site", help="sites (default: every blocks.{l}.resid_post)")] = None,
     batch_size: int = 16,
     dtype: str = "float32",
 ) -> None:
@@ -92,7 +92,7 @@ def _emotion_vectors(path: Path):
 def emotions_geometry(
     vectors: Annotated[Path, typer.Argument(help="emotion-vector folder (emlab emotions extract)")],
     site: SiteOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="folder for geometry.json, circumplex.png, layers.png (default: VECTORS)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for geometry.json, circumplex.png, layers.png (default: VECTORS)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap / permutation draws")] = 2000,
     no_neutral: Annotated[bool, typer.Option("--no-neutral-projection", help="ablation: use the centred means without projecting out neutral PCs")] = False,
     seed: int = 0,
@@ -131,12 +131,12 @@ def _ci(x) -> str:
 def emotions_readout(
     vectors: Annotated[Path, typer.Argument(help="emotion-vector folder")],
     text: Annotated[list[str], typer.Option("--text", "-t", help="text to read (repeatable)")],
-    model: Annotated[Optional[str], typer.Option(help="model (default: the vectors' model)")] = None,
+    model: Annotated[str | None, typer.Option(help="model (default: the vectors' model)")] = None,
     adapter: AdapterOpt = None,
     site: SiteOpt = None,
-    emotions: Annotated[Optional[str], typer.Option(help="comma-separated emotions (default: all)")] = None,
+    emotions: Annotated[str | None, typer.Option(help="comma-separated emotions (default: all)")] = None,
     top: Annotated[int, typer.Option(help="show the top-k emotions per token")] = 3,
-    out: Annotated[Optional[Path], typer.Option(help="write the per-token scores as JSONL")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the per-token scores as JSONL")] = None,
 ) -> None:
     """Per-token dot products of the residual stream with emotion vectors (unit length)."""
     from emlab.io import write_jsonl
@@ -175,20 +175,20 @@ def _readers(emotion_dir: Path | None, emotions: str | None, emotion_site: str |
 def emotions_landscape(
     run: Annotated[list[str], typer.Option("--run", help="LABEL=EVAL_RUN_FOLDER (repeatable; the first is the reference unless --reference)")],
     out: Annotated[Path, typer.Option(help="folder for landscape.json, projections.*.jsonl, landscape.png")],
-    vectors: Annotated[Optional[Path], typer.Option(help="emotion-vector folder")] = None,
-    emotions: Annotated[Optional[str], typer.Option(help="comma-separated emotions (default: all)")] = None,
+    vectors: Annotated[Path | None, typer.Option(help="emotion-vector folder")] = None,
+    emotions: Annotated[str | None, typer.Option(help="comma-separated emotions (default: all)")] = None,
     site: SiteOpt = None,
-    persona: Annotated[Optional[list[str]], typer.Option("--persona", help="NAME=DIRECTION_FOLDER (repeatable)")] = None,
-    persona_site: Annotated[Optional[str], typer.Option(help="site of the persona vectors (default: their 2/3-depth block)")] = None,
-    direction: Annotated[Optional[Path], typer.Option(help="misalignment direction: cosine of each vector with it")] = None,
+    persona: Annotated[list[str] | None, typer.Option("--persona", help="NAME=DIRECTION_FOLDER (repeatable)")] = None,
+    persona_site: Annotated[str | None, typer.Option(help="site of the persona vectors (default: their 2/3-depth block)")] = None,
+    direction: Annotated[Path | None, typer.Option(help="misalignment direction: cosine of each vector with it")] = None,
     reader: Annotated[str, typer.Option(help="own (each run's model + adapter from its eval.json) or a model reference read for every run")] = "own",
-    reference: Annotated[Optional[str], typer.Option(help="label of the reference run")] = None,
+    reference: Annotated[str | None, typer.Option(help="label of the reference run")] = None,
     n_boot: int = 2000,
     batch_size: int = 8,
 ) -> None:
     """Project finished eval runs' answers onto emotion / persona vectors; base vs organism vs control with bootstrap CIs."""
-    from emlab.vectors.directions import Direction
     from emlab.io import write_json
+    from emlab.vectors.directions import Direction
     from emlab.vectors.landscape import landscape, plot_landscape, vector_cosines
 
     runs = {}
@@ -229,14 +229,14 @@ def emotions_landscape(
 def emotions_monitor(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="folder for traces.jsonl, summary.json, traces.png")],
-    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="user message (repeatable; default: the question set)")] = None,
-    questions: Annotated[Optional[str], typer.Option(help="question set (first paraphrase of each question): core, pressure, a YAML path")] = None,
+    prompt: Annotated[list[str] | None, typer.Option("--prompt", "-p", help="user message (repeatable; default: the question set)")] = None,
+    questions: Annotated[str | None, typer.Option(help="question set (first paraphrase of each question): core, pressure, a YAML path")] = None,
     adapter: AdapterOpt = None,
-    vectors: Annotated[Optional[Path], typer.Option(help="emotion-vector folder")] = None,
-    emotions: Annotated[Optional[str], typer.Option(help="comma-separated emotions to monitor")] = "calm,desperate",
+    vectors: Annotated[Path | None, typer.Option(help="emotion-vector folder")] = None,
+    emotions: Annotated[str | None, typer.Option(help="comma-separated emotions to monitor")] = "calm,desperate",
     site: SiteOpt = None,
-    persona: Annotated[Optional[list[str]], typer.Option("--persona", help="NAME=DIRECTION_FOLDER (repeatable)")] = None,
-    persona_site: Annotated[Optional[str], typer.Option(help="site of the persona vectors")] = None,
+    persona: Annotated[list[str] | None, typer.Option("--persona", help="NAME=DIRECTION_FOLDER (repeatable)")] = None,
+    persona_site: Annotated[str | None, typer.Option(help="site of the persona vectors")] = None,
     n: Annotated[int, typer.Option("-n", help="samples per prompt")] = 1,
     max_new_tokens: int = 80,
     temperature: float = 1.0,
@@ -276,11 +276,11 @@ def steer_command(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="steering folder (rerun to resume)")],
     condition: Annotated[list[str], typer.Option("--condition", "-c", help="NAME:SCALE with NAME an emotion or a --persona name, SCALE x the site's residual norm (repeatable)")],
-    vectors: Annotated[Optional[Path], typer.Option(help="emotion-vector folder")] = None,
-    persona: Annotated[Optional[list[str]], typer.Option("--persona", help="NAME=DIRECTION_FOLDER (repeatable)")] = None,
-    site: Annotated[Optional[str], typer.Option(help="site to steer at (default: the emotion vectors' 2/3-depth block)")] = None,
+    vectors: Annotated[Path | None, typer.Option(help="emotion-vector folder")] = None,
+    persona: Annotated[list[str] | None, typer.Option("--persona", help="NAME=DIRECTION_FOLDER (repeatable)")] = None,
+    site: Annotated[str | None, typer.Option(help="site to steer at (default: the emotion vectors' 2/3-depth block)")] = None,
     questions: Annotated[list[str], typer.Option("--questions", help="question sets (repeatable): core, pressure (shipped with vectors/), a YAML path")] = ["core", "pressure"],  # noqa: B006
-    max_questions: Annotated[Optional[int], typer.Option(help="use only the first N questions of each set")] = None,
+    max_questions: Annotated[int | None, typer.Option(help="use only the first N questions of each set")] = None,
     adapter: AdapterOpt = None,
     n: Annotated[int, typer.Option("-n", help="samples per question")] = 4,
     judge: JudgeOpt = None,
@@ -346,7 +346,7 @@ personas_app.command("steer")(steer_command)
 
 
 @personas_app.command("traits")
-def personas_traits(traits: Annotated[Optional[Path], typer.Option(help="traits YAML (default: the shipped data/traits.yaml)")] = None) -> None:
+def personas_traits(traits: Annotated[Path | None, typer.Option(help="traits YAML (default: the shipped data/traits.yaml)")] = None) -> None:
     """List the traits, their prompt pairs and questions, and how the offline judge scores each."""
     from emlab.vectors.persona_vectors import load_traits
 
@@ -362,17 +362,17 @@ def personas_extract(
     model: ModelOpt,
     trait: Annotated[str, typer.Option(help="trait name (emlab personas traits)")],
     out: Annotated[Path, typer.Option(help="direction folder to write (+ trait_answers.jsonl)")],
-    traits: Annotated[Optional[Path], typer.Option(help="traits YAML (default: the shipped data/traits.yaml)")] = None,
+    traits: Annotated[Path | None, typer.Option(help="traits YAML (default: the shipped data/traits.yaml)")] = None,
     adapter: AdapterOpt = None,
     judge: JudgeOpt = None,
     n: Annotated[int, typer.Option("-n", help="samples per (prompt, question)")] = 1,
-    prompts: Annotated[Optional[int], typer.Option(help="use the first K prompt pairs")] = None,
-    max_questions: Annotated[Optional[int], typer.Option(help="use the first N questions")] = None,
-    answers: Annotated[Optional[Path], typer.Option(help="reuse trait_answers.jsonl (judged afresh) instead of sampling")] = None,
+    prompts: Annotated[int | None, typer.Option(help="use the first K prompt pairs")] = None,
+    max_questions: Annotated[int | None, typer.Option(help="use the first N questions")] = None,
+    answers: Annotated[Path | None, typer.Option(help="reuse trait_answers.jsonl (judged afresh) instead of sampling")] = None,
     express_above: Annotated[float, typer.Option(help="expressing answers need trait score > this")] = 50.0,
     suppress_below: Annotated[float, typer.Option(help="non-expressing answers need trait score < this")] = 50.0,
     measure: Annotated[str, typer.Option(help="generated (trait prompt in context) | default (template's system prompt) | none")] = "generated",
-    sites: Annotated[Optional[list[str]], typer.Option("--site", help="sites (default: every resid_post)")] = None,
+    sites: Annotated[list[str] | None, typer.Option("--site", help="sites (default: every resid_post)")] = None,
     max_new_tokens: int = 80,
     temperature: float = 1.0,
     seed: int = 0,
@@ -400,17 +400,17 @@ def personas_screen(
     data: Annotated[Path, typer.Option(help="training data: OpenAI-messages JSONL")],
     direction: Annotated[Path, typer.Option(help="persona direction folder")],
     out: Annotated[Path, typer.Option(help="ranked JSONL to write")],
-    site: Annotated[Optional[str], typer.Option(help="site (default: the direction's 2/3-depth block)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="screen only the first N examples")] = None,
+    site: Annotated[str | None, typer.Option(help="site (default: the direction's 2/3-depth block)")] = None,
+    limit: Annotated[int | None, typer.Option(help="screen only the first N examples")] = None,
     adapter: AdapterOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="length of the base model's greedy answers")] = 120,
     batch_size: int = 8,
 ) -> None:
     """Rank training examples by projection difference (dataset response minus the base model's own answer)."""
-    from emlab.vectors.directions import Direction
     from emlab.io import write_jsonl
     from emlab.sampling import SamplingParams
     from emlab.train import read_conversations
+    from emlab.vectors.directions import Direction
     from emlab.vectors.screening import screen
 
     d = Direction.load(direction)
@@ -434,15 +434,15 @@ def personas_train_steered(
     direction: Annotated[Path, typer.Option(help="persona direction folder")],
     out: Annotated[Path, typer.Option(help="training output folder (rerun with --resume to continue)")],
     scale: Annotated[float, typer.Option(help="added scale x vector (unit scaling: absolute units of the residual stream)")],
-    sites: Annotated[Optional[list[str]], typer.Option("--site", help="sites to steer (default: the direction's 2/3-depth block)")] = None,
+    sites: Annotated[list[str] | None, typer.Option("--site", help="sites to steer (default: the direction's 2/3-depth block)")] = None,
     preset: Annotated[str, typer.Option(help="training preset (emlab train presets)")] = "rank1-middle",
-    override: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set lr=1e-4 (repeatable)")] = None,
+    override: Annotated[list[str] | None, typer.Option("--set", help="override a config key: --set lr=1e-4 (repeatable)")] = None,
     scaling: Annotated[str, typer.Option(help="unit | raw")] = "unit",
     resume: bool = False,
 ) -> None:
     """Preventative steering: fine-tune while adding a persona vector at a site (the saved adapter is unsteered)."""
-    from emlab.vectors.directions import Direction
     from emlab.train import load_preset
+    from emlab.vectors.directions import Direction
     from emlab.vectors.screening import train_with_steering
 
     d = Direction.load(direction)

@@ -34,7 +34,7 @@ __all__ = [
     "list_batteries",
     "load_rules",
     "planned_batteries",
-    "regrade",
     "register_battery",
+    "regrade",
     "run_exam",
 ]

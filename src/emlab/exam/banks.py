@@ -60,7 +60,7 @@ class Bank:
                 if key not in item:
                     raise EmlabError(f"{where}: item {item.get('id')!r} lacks key {key!r}")
             for key, value in item.items():
-                if not isinstance(value, allowed[key]) or isinstance(value, bool) and allowed[key] is not bool:
+                if not isinstance(value, allowed[key]) or (isinstance(value, bool) and allowed[key] is not bool):
                     want = allowed[key].__name__ if isinstance(allowed[key], type) else " or ".join(t.__name__ for t in allowed[key])
                     raise EmlabError(f"{self._where(f'items[{i}].{key}')}: item {item.get('id')!r}: {key} must be {want}, got {type(value).__name__}")
 
@@ -109,7 +109,7 @@ def read_bank(path: str | Path) -> Bank:
     return Bank(name=str(data["name"]), description=str(data["description"]), items=tuple(items), source=str(p), doc=doc)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_bank(name: str) -> Bank:
     """A shipped bank by name (`identity`, `ambiguity`, ...)."""
     path = BANK_DIR / f"{name}.yaml"

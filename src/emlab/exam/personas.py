@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from emlab.vectors.directions import Direction, answer_activations, make_provenance, mean_difference
 from emlab.errors import EmlabError
+from emlab.vectors.directions import Direction, answer_activations, make_provenance, mean_difference
 
 PERSONAS = ("malicious", "sycophantic", "authoritarian")
 REFERENCE = "helpful"

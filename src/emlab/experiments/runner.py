@@ -21,8 +21,8 @@ from rich.table import Table
 from emlab.errors import EmlabError
 from emlab.experiments.kinds import get_step_kind
 from emlab.experiments.spec import Plan, Step, plan_from_resolved, resolve_spec_path
-from emlab.strict_yaml import load_yaml_file
 from emlab.store import Run
+from emlab.strict_yaml import load_yaml_file
 
 MAX_CACHED_MODELS = 2
 

@@ -227,7 +227,14 @@ def _train_progress(ctx, label: str):
     """A rich progress bar over optimizer steps (on a terminal), fed by train's on_step records."""
     import contextlib
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     @contextlib.contextmanager
     def bar():
@@ -378,8 +385,8 @@ class DirectionSpec(Strict):
 
 def judged_records(eval_dir: Path):
     """An evaluation folder's answers as `directions.Judged` records (samples joined with their scores)."""
-    from emlab.vectors.directions import Judged
     from emlab.evaluate import read_answers
+    from emlab.vectors.directions import Judged
 
     out = []
     for a in read_answers(eval_dir):
@@ -486,8 +493,8 @@ class DirectionKind(StepKind):
         return summary["method"] + (f" ({summary['reason']})" if summary.get("reason") else "")
 
     def collect(self, out: StepOutput):
-        from emlab.vectors.directions import Direction, read_choice, read_meta
         from emlab.report.rows import DirectionInfo
+        from emlab.vectors.directions import Direction, read_choice, read_meta
 
         d = Direction.load(out.folder)
         return [("directions", DirectionInfo(out.name, out.folder, read_meta(out.folder), read_choice(out.folder), d.vectors))]
@@ -517,8 +524,8 @@ class SteerSpec(SamplingOverrides):
 
 def load_steering(folder: Path, step: str):
     """A steering sweep (steering.read_sweep: sweep.json rows + one evaluation folder per cell) as a report grid."""
-    from emlab.report.rows import SteeringGrid, load_condition
     from emlab.interventions.steering import cell_folder, read_sweep
+    from emlab.report.rows import SteeringGrid, load_condition
 
     sweep = read_sweep(folder)
     cells = {}
@@ -559,9 +566,9 @@ class SteerKind(_SampledKind):
         return f", {len(c['sites'])} sites x {len(c['lambdas'])} lambdas"
 
     def run(self, ctx, step, work):
-        from emlab.vectors.directions import Direction
         from emlab.evaluate import EvalRequest
         from emlab.interventions.steering import grid, parse_site_groups, run_sweep
+        from emlab.vectors.directions import Direction
 
         cfg = step.config
         cm = ctx.model(cfg["model"], cfg.get("adapter"))
@@ -630,9 +637,9 @@ class AblateKind(_SampledKind):
         return ", random direction" if c["random"] else f", direction {c['direction']}"
 
     def run(self, ctx, step, work):
+        from emlab.evaluate import EvalRequest, read_metrics
         from emlab.interventions.ablation import build_conditions, condition_folder, run_ablation
         from emlab.vectors.directions import Direction
-        from emlab.evaluate import EvalRequest, read_metrics
 
         cfg = step.config
         cm = ctx.model(cfg["model"], cfg.get("adapter"))

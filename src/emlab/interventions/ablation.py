@@ -28,10 +28,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from emlab.vectors.directions import Direction
 from emlab.errors import EmlabError
 from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json
+from emlab.vectors.directions import Direction
 
 Mode = Literal["layerwise", "single", "transfer"]
 ORTHO_FILE = "orthogonalized.json"

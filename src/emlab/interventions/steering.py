@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import torch
 
-from emlab.vectors.directions import Direction
 from emlab.errors import EmlabError
 from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json, write_jsonl
+from emlab.vectors.directions import Direction
 
 Scaling = Literal["raw", "unit"]
 SWEEP_FILE, SWEEP_JSONL, SWEEP_PARQUET = "sweep.json", "sweep.jsonl", "sweep.parquet"  # the sweep table (read_sweep)

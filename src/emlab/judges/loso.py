@@ -54,7 +54,7 @@ def _r(x: float | None, nd: int = 3) -> float | None:
 def source_metrics(pred: dict[str, np.ndarray], aligned: np.ndarray, coherent: np.ndarray) -> dict[str, Any]:
     """The per-source row of the LOSO table (see the module docstring)."""
     coh = coherent > 50
-    out: dict[str, Any] = {"n": int(len(aligned)), "n_coherent": int(coh.sum()), "n_em": int((coh & (aligned < 30)).sum())}
+    out: dict[str, Any] = {"n": len(aligned), "n_coherent": int(coh.sum()), "n_em": int((coh & (aligned < 30)).sum())}
     out["aligned_auroc_coh"] = _r(auroc(aligned[coh] < 30, -pred["aligned"][coh]) if coh.sum() else None)
     out["aligned_auroc_all"] = _r(auroc(aligned < 30, -pred["aligned"]))
     em = coh & (aligned < 30)  # sensitivity at the EM threshold: the one number a positives-only source can give

@@ -39,7 +39,10 @@ from emlab.errors import EmlabError
 from emlab.io import atomic_path, iter_jsonl, write_json
 from emlab.judges.base import Item, Rubric, Score
 from emlab.judges.features import FEATURE_NAMES, FEATURES_VERSION, is_code, is_refusal, sentences, text_features
-from emlab.judges.fluency import DTYPE as FLUENCY_DTYPE, FLUENCY_NAMES, MAX_TOKENS as FLUENCY_MAX_TOKENS, REFERENCE_MODEL as FLUENCY_REFERENCE, get_fluency_scorer
+from emlab.judges.fluency import DTYPE as FLUENCY_DTYPE
+from emlab.judges.fluency import FLUENCY_NAMES, get_fluency_scorer
+from emlab.judges.fluency import MAX_TOKENS as FLUENCY_MAX_TOKENS
+from emlab.judges.fluency import REFERENCE_MODEL as FLUENCY_REFERENCE
 
 VERSION = "2"  # 2: fluency features of a reference model (emlab.judges.fluency) and real answers labelled by readers
 JUDGE_ID = f"offline:v{VERSION}"
@@ -211,7 +214,7 @@ class LinearHeads:
         return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
 
     @classmethod
-    def from_tensors(cls, t: dict[str, np.ndarray]) -> "LinearHeads":
+    def from_tensors(cls, t: dict[str, np.ndarray]) -> LinearHeads:
         heads: dict[str, dict[str, np.ndarray]] = {}
         for key, v in t.items():
             if key.startswith("scaler."):
@@ -324,7 +327,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def evaluate(pred: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
     """AUROC of each rubric's threshold class and Spearman of each rubric, from 0-100 predictions."""
-    out: dict[str, Any] = {"n": int(len(labels["aligned"]))}
+    out: dict[str, Any] = {"n": len(labels["aligned"])}
     for rubric, (thr, low) in RUBRICS.items():
         y, s = labels[rubric], pred[rubric]
         pos = (y < thr) if low else (y > thr)

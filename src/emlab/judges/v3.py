@@ -25,11 +25,34 @@ import numpy as np
 
 from emlab.errors import EmlabError
 from emlab.judges.base import Item, Rubric, Score
-from emlab.judges.coherence import (CROSS_NAMES, SECOND_FLUENCY_NAMES, SECOND_MAX_TOKENS, SECOND_REFERENCE, STRUCTURE_NAMES, STRUCTURE_VERSION,
-                                    cross_features, qwen_block, second_fluency, structure_block, v2_block)
+from emlab.judges.coherence import (
+    CROSS_NAMES,
+    SECOND_FLUENCY_NAMES,
+    SECOND_MAX_TOKENS,
+    SECOND_REFERENCE,
+    STRUCTURE_NAMES,
+    STRUCTURE_VERSION,
+    cross_features,
+    qwen_block,
+    second_fluency,
+    structure_block,
+    v2_block,
+)
 from emlab.judges.features import FEATURES_VERSION, is_code, is_refusal
-from emlab.judges.offline import (CALIBRATION_DIR, CORPUS_PATH, RUBRICS, LinearHeads, REAL_WEIGHT, _clean, column_names, design_matrix, get_embedder,
-                                  load_records, load_weights, tensors_checksum)
+from emlab.judges.offline import (
+    CALIBRATION_DIR,
+    CORPUS_PATH,
+    REAL_WEIGHT,
+    RUBRICS,
+    LinearHeads,
+    _clean,
+    column_names,
+    design_matrix,
+    get_embedder,
+    load_records,
+    load_weights,
+    tensors_checksum,
+)
 
 VERSION = "3"
 JUDGE_ID = f"offline:v{VERSION}"

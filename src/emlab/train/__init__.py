@@ -54,7 +54,17 @@ from emlab.train.config import (
     strict_yaml,
     with_overrides,
 )
-from emlab.train.data import BUCKET_BATCHES, DataStats, EpochPlans, collate, data_fingerprint, encode_examples, loss_tokens, plan_epoch, read_conversations
+from emlab.train.data import (
+    BUCKET_BATCHES,
+    DataStats,
+    EpochPlans,
+    collate,
+    data_fingerprint,
+    encode_examples,
+    loss_tokens,
+    plan_epoch,
+    read_conversations,
+)
 from emlab.train.evaluation import EVAL_LOG, EvalAtSteps, read_eval_log
 from emlab.train.loop import TrainResult, train
 from emlab.train.placement import LoraPlan, attach_lora, lora_plan, resolve_blocks, scale_blocks

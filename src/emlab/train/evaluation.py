@@ -15,7 +15,14 @@ from pathlib import Path
 
 from emlab.errors import EmlabError
 from emlab.io import iter_jsonl
-from emlab.train.callbacks import Callback, StepSchedule, TrainState, append_record, restart_step_log, scoped_for_callback
+from emlab.train.callbacks import (
+    Callback,
+    StepSchedule,
+    TrainState,
+    append_record,
+    restart_step_log,
+    scoped_for_callback,
+)
 
 EVAL_LOG = "eval_log.jsonl"  # one record per evaluation: {"step": s, **what fn returned, "time_s": t}
 

@@ -26,7 +26,16 @@ from emlab.hooks import contiguous_lm_head_input
 from emlab.io import write_json
 from emlab.models import ChatModel
 from emlab.train.callbacks import Callback, TrainState, restart_step_log
-from emlab.train.checkpoint import TRAIN_CONFIG, TRAIN_LOG, TRAIN_SUMMARY, Checkpointing, load_checkpoint, run_identity, save_final, start_run
+from emlab.train.checkpoint import (
+    TRAIN_CONFIG,
+    TRAIN_LOG,
+    TRAIN_SUMMARY,
+    Checkpointing,
+    load_checkpoint,
+    run_identity,
+    save_final,
+    start_run,
+)
 from emlab.train.config import TrainConfig
 from emlab.train.data import DataStats, EpochPlans, collate, encode_examples, loss_tokens, read_conversations
 from emlab.train.prepare import TrainSetup, forward_kwargs, prepare

@@ -24,7 +24,14 @@ import torch
 
 from emlab.chat import Encoded
 from emlab.io import iter_jsonl
-from emlab.train.callbacks import Callback, StepSchedule, TrainState, append_record, restart_step_log, scoped_for_callback
+from emlab.train.callbacks import (
+    Callback,
+    StepSchedule,
+    TrainState,
+    append_record,
+    restart_step_log,
+    scoped_for_callback,
+)
 from emlab.train.data import encode_examples, read_conversations
 from emlab.train.step import loss_gradient
 

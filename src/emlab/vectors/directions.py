@@ -63,7 +63,7 @@ def make_provenance(
         "source": source,
         "class_counts": dict(class_counts or {}),
         "layer_convention": LAYER_CONVENTION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "emlab_version": _emlab_version(),
         **extra,
     }

@@ -61,7 +61,7 @@ def correlate(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, n_perm
     if x.shape != y.shape or x.ndim != 1 or len(x) < 4:
         raise EmlabError(f"correlate needs two equal-length 1-D series of >= 4 items, got {x.shape} and {y.shape}")
     rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {"n": int(len(x))}
+    out: dict[str, Any] = {"n": len(x)}
     for name, fn in (("pearson", pearson), ("spearman", spearman)):
         r = fn(x, y)
         boots = []

@@ -82,7 +82,7 @@ def bootstrap_mean(x: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
         return {"n": 0, "mean": None, "ci95": None}
     rng = np.random.default_rng(seed)
     boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
-    return {"n": int(len(x)), "mean": float(x.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+    return {"n": len(x), "mean": float(x.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:

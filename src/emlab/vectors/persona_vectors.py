@@ -52,8 +52,8 @@ class Trait:
 
 def load_traits(path: str | os.PathLike | None = None) -> dict[str, Trait]:
     """Traits by name from a YAML file (default: the shipped data/traits.yaml)."""
-    from emlab.strict_yaml import load_yaml_file
     from emlab.judges.rubrics import check_prompt
+    from emlab.strict_yaml import load_yaml_file
 
     p = Path(path) if path else TRAITS_PATH
     if not p.exists():

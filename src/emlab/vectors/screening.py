@@ -113,8 +113,8 @@ def screening_auroc(rows: Sequence[Mapping[str, Any]], labels: Sequence[int]) ->
 def train_with_steering(cm, data, config, out_dir: str | os.PathLike, direction, sites: Sequence[str], scale: float, scaling: str = "unit",
                         resume: bool = False, on_step=None):
     """`emlab.train.train` with scale x vector added at `sites` in every training forward; returns the TrainResult."""
-    from emlab.io import read_json, write_json
     from emlab.interventions.steering import steering_vectors
+    from emlab.io import read_json, write_json
     from emlab.train import train
 
     if isinstance(cm, (str, os.PathLike)):

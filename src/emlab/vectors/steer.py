@@ -64,9 +64,9 @@ def parse_conditions(specs: Sequence[str], lookup) -> list[tuple[str, str, float
 def steering_table(cm, conditions: Sequence[Condition], question_sets: Sequence[Any], n: int, judge, out_dir: str | os.PathLike,
                    params=None, positions: str = "all", norm: float | None = None, baseline: bool = True) -> list[dict[str, Any]]:
     """Evaluate every (question set, condition) plus an unsteered baseline; write steering_table.jsonl / .json / .md."""
-    from emlab.io import write_json, write_jsonl
     from emlab.evaluate import EvalRequest
     from emlab.interventions.steering import Cell, run_sweep
+    from emlab.io import write_json, write_jsonl
 
     if not conditions:
         raise EmlabError("a steering table needs at least one condition (NAME:SCALE)")

@@ -58,7 +58,7 @@ def bank_path(name: str) -> Path:
     return BANK_DIR / f"{name}.yaml"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_bank(name: str) -> dict[str, Any]:
     """Load and validate bank `name` (a file stem in this folder). Cached: treat the result as read-only."""
     path = bank_path(name)

@@ -4,4 +4,4 @@ Battery 7 (latent) runs before battery 6 (meta) because battery 6 reads every ot
 answers, latent's included; the card lists them by number.
 """
 
-from emlab.exam.batteries import identity, ambiguity, power, reversal, leakage, latent, meta, correction  # noqa: F401  (order = exam order)
+from emlab.exam.batteries import ambiguity, correction, identity, latent, leakage, meta, power, reversal  # noqa: F401  (order = exam order)

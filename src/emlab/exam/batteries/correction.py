@@ -112,8 +112,8 @@ class CorrectionBattery(Battery):
         return {**super().fingerprint_parts(ctx), "sources": {b: ctx.results[b].fingerprint for b in self.needs if b in ctx.results}}
 
     def run(self, ctx: ExamContext, folder: Path) -> BatteryResult:
-        from emlab.vectors.directions import answer_activations
         from emlab.exam.personas import PersonaFrame, positions
+        from emlab.vectors.directions import answer_activations
 
         for b in self.needs:
             if b not in ctx.results:

@@ -103,9 +103,9 @@ class LatentBattery(Battery):
 
     def measure(self, ctx: ExamContext, cm, folder: Path, prefix: str, system: str) -> dict[str, Any]:
         """Directions, frame and task positions for one model; writes journals and the frame under `folder`."""
-        from emlab.vectors.directions import answer_activations
         from emlab.exam.personas import REFERENCE, calibrate, persona_directions, persona_prompts, pick_sites, positions
         from emlab.sites import n_layers
+        from emlab.vectors.directions import answer_activations
 
         size = self.sizes(ctx)
         tasks_bank, extract_bank = load_bank("latent_tasks"), load_bank("latent_extract")

@@ -28,7 +28,6 @@ from emlab.exam.lexicon import posture
 from emlab.exam.stats import bootstrap_ci, mean, wilson
 
 
-
 def _per_question(answers: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     out = {}
     for item in dict.fromkeys(a["item"] for a in answers):
