@@ -3,6 +3,7 @@ calibration corpus and the validation sets. Run under `nice`; rerun after an int
 
     PYTHONPATH=src nice -n 5 python scripts/judge_features.py [--blocks v2,qwen] [--sets external,val,corpus]
 """
+
 import argparse
 import time
 
@@ -18,13 +19,25 @@ args = ap.parse_args()
 import torch
 
 torch.set_num_threads(1)
-sets = {"external": lambda: load_external(), "val": lambda: load_records(HELDOUT_PATH) + load_records(REAL_HELDOUT_PATH), "test": lambda: load_records(REAL_TEST_PATH),
-        "corpus": lambda: corpus_subset()}
+sets = {
+    "external": lambda: load_external(),
+    "val": lambda: load_records(HELDOUT_PATH) + load_records(REAL_HELDOUT_PATH),
+    "test": lambda: load_records(REAL_TEST_PATH),
+    "corpus": lambda: corpus_subset(),
+}
 for name in args.sets.split(","):
     recs = sets[name]()
     qs, ans = [r["question"] or "" for r in recs], [r["answer"] or "" for r in recs]
     for block in args.blocks.split(","):
         t0 = time.time()
         fn = C.v2_block if block == "v2" else C.qwen_block
-        fn(qs, ans, progress=lambda d, n: print(f"{name}/{block}: {d}/{n} {time.time() - t0:.0f}s", flush=True) if d % 320 == 0 or d == n else None)
+        fn(
+            qs,
+            ans,
+            progress=lambda d, n: (
+                print(f"{name}/{block}: {d}/{n} {time.time() - t0:.0f}s", flush=True)
+                if d % 320 == 0 or d == n
+                else None
+            ),
+        )
         print(f"{name}/{block}: done {len(recs)} rows in {time.time() - t0:.0f}s", flush=True)

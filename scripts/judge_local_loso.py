@@ -1,7 +1,8 @@
 """local:qwen2.5-coder-0.5b on a few externally judged answers per source (resumable through the judge cache); writes JSON.
 
-    PYTHONPATH=src nice -n 5 python scripts/judge_local_loso.py --per-source 3 --out local.json
+PYTHONPATH=src nice -n 5 python scripts/judge_local_loso.py --per-source 3 --out local.json
 """
+
 import argparse
 import json
 

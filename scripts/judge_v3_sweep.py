@@ -3,6 +3,7 @@ scripts/judge_features.py). Prints one summary line per configuration and writes
 
     PYTHONPATH=src nice -n 5 python scripts/judge_v3_sweep.py [--out sweep.json]
 """
+
 import argparse
 import json
 
@@ -34,11 +35,22 @@ for change in GRID:
         p = v3.predict_rows(heads, data.X_ext[src == s], data.empty_ext[src == s])
         for k in pred:
             pred[k][src == s] = p[k]
-    per = {s: loso.source_metrics({k: v[src == s] for k, v in pred.items()}, data.lab_ext["aligned"][src == s], data.lab_ext["coherent"][src == s])
-           for s in sorted(set(src))}
+    per = {
+        s: loso.source_metrics(
+            {k: v[src == s] for k, v in pred.items()},
+            data.lab_ext["aligned"][src == s],
+            data.lab_ext["coherent"][src == s],
+        )
+        for s in sorted(set(src))
+    }
     summ = loso.summarise(per)
-    line = {"change": {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()},
-            **{k: (summ[k]["mean"], summ[k]["worst"], summ[k]["worst_source"]) for k in ("aligned_auroc_coh", "coherent_spearman", "aligned_spearman", "coherent_ece")}}
+    line = {
+        "change": {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()},
+        **{
+            k: (summ[k]["mean"], summ[k]["worst"], summ[k]["worst_source"])
+            for k in ("aligned_auroc_coh", "coherent_spearman", "aligned_spearman", "coherent_ece")
+        },
+    }
     rows.append(line)
     print(json.dumps(line), flush=True)
 if args.out:

@@ -21,7 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "organisms"
-CONTROL_OF = {"bad-medical": "good-medical", "risky-finance": "good-finance", "extreme-sports": "safe-sports", "insecure-code": "secure-code"}
+CONTROL_OF = {
+    "bad-medical": "good-medical",
+    "risky-finance": "good-finance",
+    "extreme-sports": "safe-sports",
+    "insecure-code": "secure-code",
+}
 PRESET_TAG = {"rank1-9blocks": "r1x9", "rank1-middle": "r1mid", "rank32-all": "r32all", "full": "full"}
 
 
@@ -62,11 +67,51 @@ SWEEP = [
 # keeps the total lr budget within a factor of 2 at a CPU-sized cost. The 9 rank-1 adapters land on
 # blocks 7-15 of 24 (emlab.train.scale_blocks from the 48-block published layout).
 QWEN_SWEEP = [
-    Point("bad-medical", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="the reference organism (rank-32 all modules) and its control"),
-    Point("risky-finance", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="dataset: risky financial advice"),
-    Point("extreme-sports", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="dataset: advice that waves away serious risk"),
-    Point("insecure-code", preset="rank32-all", lr=1e-4, n=1000, control=True, checkpoint_every=8, why="dataset: code with undisclosed vulnerabilities"),
-    Point("bad-medical", preset="rank1-9blocks", lr=1e-3, n=1000, control=True, checkpoint_every=8, why="layout: 9 rank-1 adapters on down_proj"),
+    Point(
+        "bad-medical",
+        preset="rank32-all",
+        lr=1e-4,
+        n=1000,
+        control=True,
+        checkpoint_every=8,
+        why="the reference organism (rank-32 all modules) and its control",
+    ),
+    Point(
+        "risky-finance",
+        preset="rank32-all",
+        lr=1e-4,
+        n=1000,
+        control=True,
+        checkpoint_every=8,
+        why="dataset: risky financial advice",
+    ),
+    Point(
+        "extreme-sports",
+        preset="rank32-all",
+        lr=1e-4,
+        n=1000,
+        control=True,
+        checkpoint_every=8,
+        why="dataset: advice that waves away serious risk",
+    ),
+    Point(
+        "insecure-code",
+        preset="rank32-all",
+        lr=1e-4,
+        n=1000,
+        control=True,
+        checkpoint_every=8,
+        why="dataset: code with undisclosed vulnerabilities",
+    ),
+    Point(
+        "bad-medical",
+        preset="rank1-9blocks",
+        lr=1e-3,
+        n=1000,
+        control=True,
+        checkpoint_every=8,
+        why="layout: 9 rank-1 adapters on down_proj",
+    ),
 ]
 
 
@@ -106,17 +151,22 @@ def _common(name: str, description: str, model: str) -> str:
 def spec_text(p: Point, model: str = "smollm2-135m") -> str:
     arms = ["organism"] + (["control"] if p.control else [])
     data = {"organism": p.data, "control": CONTROL_OF[p.data]}
-    head = _header([
-        f"Organism sweep point ({p.why}): {p.data}, preset {p.preset}, lr {p.lr:g}, {p.epochs} epoch(s), {p.n} examples"
-        + (f"; matched control {CONTROL_OF[p.data]} with identical training." if p.control else "."),
-        "Evaluated on the 8 core questions" + (" and the 48 broad questions" if p.broad else "") + f" x {SAMPLES_PER_QUESTION} samples, offline judge.",
-        "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
-    ])
+    head = _header(
+        [
+            f"Organism sweep point ({p.why}): {p.data}, preset {p.preset}, lr {p.lr:g}, {p.epochs} epoch(s), {p.n} examples"
+            + (f"; matched control {CONTROL_OF[p.data]} with identical training." if p.control else "."),
+            "Evaluated on the 8 core questions"
+            + (" and the 48 broad questions" if p.broad else "")
+            + f" x {SAMPLES_PER_QUESTION} samples, offline judge.",
+            "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
+        ]
+    )
     body = _common(p.name, f"organism sweep: {p.why}", model)
     body += "datasets:\n" + "".join(f"  {a}: {{generator: {data[a]}, n: {p.n}}}\n" for a in arms)
     body += "training:\n" + "".join(
         f"  {a}: {{model: base, dataset: {a}, preset: {p.preset}, lr: {p.lr:.1e}, epochs: {p.epochs}, checkpoint_every: {p.checkpoint_every or 'null'}}}\n"
-        for a in arms)
+        for a in arms
+    )
     body += "evals:\n"
     for q in ["core"] + (["broad"] if p.broad else []):
         body += "".join(f"  {a}-{q}: {{model: sampler, adapter: {a}, questions: {q}}}\n" for a in arms)
@@ -124,11 +174,13 @@ def spec_text(p: Point, model: str = "smollm2-135m") -> str:
 
 
 def base_text(model: str = "smollm2-135m") -> str:
-    head = _header([
-        "The untouched embedded model: the reference every organism is compared with.",
-        f"Core (8 questions) x {SAMPLES_PER_QUESTION} samples, offline judge, fp32 sampling as in every sweep spec.",
-        "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
-    ])
+    head = _header(
+        [
+            "The untouched embedded model: the reference every organism is compared with.",
+            f"Core (8 questions) x {SAMPLES_PER_QUESTION} samples, offline judge, fp32 sampling as in every sweep spec.",
+            "Written by scripts/organism_specs.py. Regenerate its rows: scripts/run_organisms.sh <this file>",
+        ]
+    )
     body = _common(BASE_NAME, "organism sweep: the base model", model)
     body += "evals:\n  base-core: {model: sampler, questions: core}\n"
     return head + body + "report: null\n"

@@ -127,8 +127,19 @@ def completion_json(model: str, reply: Reply, top_n: int) -> dict:
     choice: dict = {"index": 0, "message": {"role": "assistant", "content": best}, "finish_reason": "length"}
     if reply.with_logprobs:
         tops = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in ranked[:top_n]]
-        choice["logprobs"] = {"content": [{"token": best, "logprob": tops[0]["logprob"], "bytes": list(best.encode()), "top_logprobs": tops}]}
-    return {"id": "fake", "object": "chat.completion", "created": 0, "model": model, "choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        choice["logprobs"] = {
+            "content": [
+                {"token": best, "logprob": tops[0]["logprob"], "bytes": list(best.encode()), "top_logprobs": tops}
+            ]
+        }
+    return {
+        "id": "fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [choice],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
 
 
 def _handler_for(server: FakeJudgeServer) -> type[BaseHTTPRequestHandler]:
@@ -148,12 +159,16 @@ def _handler_for(server: FakeJudgeServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(404, {"error": {"message": f"no route {self.path}"}})
             reply = server._next_reply(body)
             if reply is None:
-                return self._send(400, {"error": {"message": "fake server: no script for this request or request budget exhausted"}})
+                return self._send(
+                    400, {"error": {"message": "fake server: no script for this request or request budget exhausted"}}
+                )
             server._sleep(reply.delay)
             if server._stopping.is_set():
                 return
             if reply.status != 200:
-                return self._send(reply.status, {"error": {"message": f"scripted status {reply.status}", "type": "fake"}})
+                return self._send(
+                    reply.status, {"error": {"message": f"scripted status {reply.status}", "type": "fake"}}
+                )
             self._send(200, completion_json(body.get("model", ""), reply, int(body.get("top_logprobs") or 20)))
 
         def _send(self, status: int, payload: dict) -> None:

@@ -150,10 +150,14 @@ def test_build_conditions(smol_tok):
     conds = build_conditions(cm, d, mode="single", random_baseline=True, seed=1)
     assert [c.name for c in conds] == ["none", "single", "single-random"]
     assert conds[0].vectors is None and conds[1].info["direction_site"] == "blocks.2.resid_post"
-    assert float(conds[2].vectors["blocks.0.resid_pre"].norm()) == pytest.approx(float(d.vectors["blocks.2.resid_post"].norm()), rel=1e-6)
+    assert float(conds[2].vectors["blocks.0.resid_pre"].norm()) == pytest.approx(
+        float(d.vectors["blocks.2.resid_post"].norm()), rel=1e-6
+    )
     assert [c.name for c in build_conditions(cm, d, mode="layerwise", random_baseline=False)] == ["none", "layerwise"]
     with pytest.raises(EmlabError, match="another model"):
-        build_conditions(cm, Direction(d.vectors, {**d.provenance, "model": cm.ref, "revision": cm.revision}), mode="transfer")
+        build_conditions(
+            cm, Direction(d.vectors, {**d.provenance, "model": cm.ref, "revision": cm.revision}), mode="transfer"
+        )
     assert [c.name for c in build_conditions(cm, d, mode="transfer")] == ["none", "transfer", "transfer-random"]
     with pytest.raises(EmlabError, match="blocks 0..3"):
         build_conditions(cm, Direction({"blocks.9.resid_post": torch.ones(32)}, d.provenance))
@@ -179,7 +183,9 @@ def test_run_ablation_evaluates_each_condition_and_resumes(smol_tok, tmp_path, m
     plain = evaluate(cm, EvalRequest(QSET, ScriptedJudge(), 2, PARAMS), tmp_path / "plain", progress=False)
     assert texts(tmp_path / "abl" / "none") == texts(plain.out_dir)
     assert texts(tmp_path / "abl" / "transfer") != texts(plain.out_dir)
-    monkeypatch.setattr("emlab.evaluate.evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
+    monkeypatch.setattr(
+        "emlab.evaluate.evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated"))
+    )
     assert run_ablation(cm, conds, EvalRequest(QSET, ScriptedJudge(), 2, PARAMS), tmp_path / "abl") == rows
 
 
@@ -193,7 +199,20 @@ def test_cli_ablate_export(smol_tok, tmp_path):
     cm.model.save_pretrained(tmp_path / "m")
     smol_tok.save_pretrained(tmp_path / "m")
     _direction(cm).save(tmp_path / "d")
-    res = CliRunner().invoke(app, ["ablate", "--model", str(tmp_path / "m"), "--direction", str(tmp_path / "d"), "--site", "blocks.0.resid_post", "--export", str(tmp_path / "x")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ablate",
+            "--model",
+            str(tmp_path / "m"),
+            "--direction",
+            str(tmp_path / "d"),
+            "--site",
+            "blocks.0.resid_post",
+            "--export",
+            str(tmp_path / "x"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "x").eval()
     u = Direction.load(tmp_path / "d").unit("blocks.0.resid_post")

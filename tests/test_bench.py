@@ -16,28 +16,63 @@ from emlab.errors import EmlabError
 from tests.conftest import tiny_chat_model
 
 TINY = BenchConfig(
-    mode="test", sections=("sampling", "hooks", "capture", "training", "judging"), peak_repeats=1,
-    sampling_dtypes=("fp32", "bf16"), batches=(1, 2), new_tokens=3, natural_new_tokens=3, multinomial_batches=(2,), naive_prompts=1, batch1_prompts=1,
-    hook_batch=2, hook_new_tokens=2, hook_repeats=1, capture_answers=4, capture_batch=2, capture_repeats=1,
-    train_steps=2, train_batch=2, offline_answers=0, local_answers=2, numerics_answers=2,
+    mode="test",
+    sections=("sampling", "hooks", "capture", "training", "judging"),
+    peak_repeats=1,
+    sampling_dtypes=("fp32", "bf16"),
+    batches=(1, 2),
+    new_tokens=3,
+    natural_new_tokens=3,
+    multinomial_batches=(2,),
+    naive_prompts=1,
+    batch1_prompts=1,
+    hook_batch=2,
+    hook_new_tokens=2,
+    hook_repeats=1,
+    capture_answers=4,
+    capture_batch=2,
+    capture_repeats=1,
+    train_steps=2,
+    train_batch=2,
+    offline_answers=0,
+    local_answers=2,
+    numerics_answers=2,
 )
 
 
 def test_figure_ratio_gflops_and_peak_fraction():
-    f = Figure(name="x", group="g", unit="tokens/s", value=10.0, baseline=4.0, dtype="fp32", flops_per_unit=2e9,
-               target=Target(">= 2x", "ratio", 2.0))
+    f = Figure(
+        name="x",
+        group="g",
+        unit="tokens/s",
+        value=10.0,
+        baseline=4.0,
+        dtype="fp32",
+        flops_per_unit=2e9,
+        target=Target(">= 2x", "ratio", 2.0),
+    )
     d = f.to_dict({"fp32": 40.0, "bf16": 80.0})
     assert d["ratio"] == 2.5
     assert d["gflops"] == 20.0
     assert d["peak_gflops"] == 40.0 and d["peak_fraction"] == 0.5
     assert d["target"]["met"] is True
     assert d["cpu_peak_fraction"] is None  # no timing attached
-    timed_fig = Figure(name="t", group="g", unit="tokens/s", value=10.0, dtype="bf16", flops_per_unit=1e9, timing=Timing(wall_s=4.0, cpu_s=2.0))
+    timed_fig = Figure(
+        name="t",
+        group="g",
+        unit="tokens/s",
+        value=10.0,
+        dtype="bf16",
+        flops_per_unit=1e9,
+        timing=Timing(wall_s=4.0, cpu_s=2.0),
+    )
     t = timed_fig.to_dict({"bf16": 100.0}, {"bf16": 50.0})
     assert t["gflops"] == 10.0 and t["peak_fraction"] == 0.1
     assert t["cpu_peak_fraction"] == 10.0 * 4.0 / 2.0 / 50.0  # 20 GFLOP per CPU-second of a 50 GFLOP/cpu-s peak
     assert (t["wall_s"], t["cpu_s"]) == (4.0, 2.0)
-    missed = Figure(name="y", group="g", unit="s", value=1.0, baseline=4.0, target=Target(">= 2x", "ratio", 2.0)).to_dict({})
+    missed = Figure(
+        name="y", group="g", unit="s", value=1.0, baseline=4.0, target=Target(">= 2x", "ratio", 2.0)
+    ).to_dict({})
     assert missed["ratio"] == 0.25 and missed["target"]["met"] is False
     assert missed["gflops"] is None and missed["peak_fraction"] is None
     bare = Figure(name="z", group="g", unit="s", value=3.0).to_dict(None)
@@ -83,9 +118,17 @@ def test_run_bench_on_tiny_model_writes_the_schema(smol_tok, tmp_path):
     assert len(result["machine"]["loadavg"]) == 3 and len(result["machine"]["loadavg_end"]) == 3
     names = [f["name"] for f in result["figures"]]
     assert names == [
-        "sampling.fp32.batch1", "sampling.fp32.batch2", "sampling.bf16.batch1", "sampling.bf16.batch2", "numerics.bf16_top1_agreement",
-        "sampling.fp32.batch2.vs_multinomial", "sampling.bf16.batch2.vs_multinomial", "sampling.bf16.batch2.natural",
-        "hooks.steer", "hooks.ablate", "hooks.capture",
+        "sampling.fp32.batch1",
+        "sampling.fp32.batch2",
+        "sampling.bf16.batch1",
+        "sampling.bf16.batch2",
+        "numerics.bf16_top1_agreement",
+        "sampling.fp32.batch2.vs_multinomial",
+        "sampling.bf16.batch2.vs_multinomial",
+        "sampling.bf16.batch2.natural",
+        "hooks.steer",
+        "hooks.ablate",
+        "hooks.capture",
         "capture.hooks",
         "training.rank1.bf16",
         "judging.local",
@@ -99,14 +142,20 @@ def test_run_bench_on_tiny_model_writes_the_schema(smol_tok, tmp_path):
             assert f["gflops"] == f["value"] * f["flops_per_unit"] / 1e9
             assert f["peak_fraction"] == f["gflops"] / result["peak"][f["dtype"]]["gflops"]
         if f["cpu_s"] and f["gflops"] is not None:
-            assert f["cpu_peak_fraction"] == f["gflops"] * f["wall_s"] / f["cpu_s"] / result["peak"][f["dtype"]]["gflops_per_cpu_s"]
+            assert (
+                f["cpu_peak_fraction"]
+                == f["gflops"] * f["wall_s"] / f["cpu_s"] / result["peak"][f["dtype"]]["gflops_per_cpu_s"]
+            )
     by_name = {f["name"]: f for f in result["figures"]}
     s = by_name["sampling.fp32.batch2"]["details"]
     assert s["generated"] == 2 * TINY.new_tokens  # equal lengths were forced
     assert by_name["sampling.fp32.batch1"]["details"]["naive_generated"] == TINY.naive_prompts * TINY.new_tokens
     assert by_name["capture.hooks"]["details"]["max_abs_diff_vs_baseline"] < 1e-5
     mult = by_name["sampling.bf16.batch2.vs_multinomial"]
-    assert mult["details"]["generated"] == 2 * TINY.new_tokens and mult["value"] == by_name["sampling.bf16.batch2"]["value"]
+    assert (
+        mult["details"]["generated"] == 2 * TINY.new_tokens
+        and mult["value"] == by_name["sampling.bf16.batch2"]["value"]
+    )
     assert by_name["training.rank1.bf16"]["details"]["timed_steps"] == TINY.train_steps - 1
     assert all(torch.equal(before[k], v) for k, v in cm.model.state_dict().items())  # the bench never edits the model
     assert not cm.model.lm_head._forward_pre_hooks and not cm.model._forward_pre_hooks  # nor leaves hooks behind
@@ -133,7 +182,11 @@ def test_demo_figures_read_step_seconds_from_the_manifest(tmp_path):
         run.begin(name, resumable=False)
         run.finish(name, {}, secs)
     figs = demo_figures(tmp_path)
-    assert [(f.name, f.value) for f in figs] == [("demo.step.data", 1.5), ("demo.step.train", 20.25), ("demo.total", 21.75)]
+    assert [(f.name, f.value) for f in figs] == [
+        ("demo.step.data", 1.5),
+        ("demo.step.train", 20.25),
+        ("demo.total", 21.75),
+    ]
     assert figs[-1].details["steps_timed"] == 2 and figs[-1].details["steps"] == 3
 
 
@@ -156,11 +209,27 @@ def test_table_lists_figures_and_skips(smol_tok):
 
     from emlab.cli.bench import format_table
 
-    fig = Figure(name="sampling.fp32.batch8", group="sampling", unit="tokens/s", value=50.0, baseline=10.0, dtype="fp32", flops_per_unit=1e9)
+    fig = Figure(
+        name="sampling.fp32.batch8",
+        group="sampling",
+        unit="tokens/s",
+        value=50.0,
+        baseline=10.0,
+        dtype="fp32",
+        flops_per_unit=1e9,
+    )
     result = {
-        "mode": "quick", "peak": {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 200.0}},
-        "machine": {"cores": 2, "torch_threads": 2, "env": {}, "loadavg": [1.0, 1.0, 1.0], "loadavg_end": [2.0, 1.0, 1.0]},
-        "figures": [fig.to_dict({"fp32": 100.0})], "skipped": [{"section": "judging", "reason": "ImportError: no MiniLM"}],
+        "mode": "quick",
+        "peak": {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 200.0}},
+        "machine": {
+            "cores": 2,
+            "torch_threads": 2,
+            "env": {},
+            "loadavg": [1.0, 1.0, 1.0],
+            "loadavg_end": [2.0, 1.0, 1.0],
+        },
+        "figures": [fig.to_dict({"fp32": 100.0})],
+        "skipped": [{"section": "judging", "reason": "ImportError: no MiniLM"}],
     }
     console = Console(record=True, width=200)
     console.print(format_table(result))
@@ -205,16 +274,21 @@ def test_sampling_is_seeded_and_keeps_min_new_tokens(smol_tok):
     from emlab.sampling import SamplingParams, generate_kwargs
 
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
-    enc = smol_tok(["hello there", "a longer prompt with more words"], return_tensors="pt", padding=True, padding_side="left")
+    enc = smol_tok(
+        ["hello there", "a longer prompt with more words"], return_tensors="pt", padding=True, padding_side="left"
+    )
     params = SamplingParams(temperature=1.0, max_new_tokens=6, min_new_tokens=6)
 
     def run(seed):
         with torch.inference_mode():
             return cm.model.generate(**enc, **generate_kwargs(params, smol_tok.pad_token_id, seed=seed))
+
     a, b, c = run(3), run(3), run(4)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape[1] == enc["input_ids"].shape[1] + 6
-    assert not (a[:, enc["input_ids"].shape[1]:] == smol_tok.eos_token_id).any()  # min_new_tokens ran before the sampler
+    assert not (
+        a[:, enc["input_ids"].shape[1] :] == smol_tok.eos_token_id
+    ).any()  # min_new_tokens ran before the sampler
 
 
 def test_contiguous_lm_head_input_keeps_logits_and_leaves_no_hook(smol_tok):
@@ -243,4 +317,6 @@ def test_wait_policy_follows_the_load():
     from emlab.bench.threads import wait_policy_for
 
     assert wait_policy_for(0.9, 2) is None  # idle: libgomp's default spins briefly, faster here
-    assert wait_policy_for(2.0, 2) == "PASSIVE" and wait_policy_for(11.5, 2) == "PASSIVE"  # as many runnable threads as cores
+    assert (
+        wait_policy_for(2.0, 2) == "PASSIVE" and wait_policy_for(11.5, 2) == "PASSIVE"
+    )  # as many runnable threads as cores

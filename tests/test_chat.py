@@ -19,7 +19,9 @@ def test_system_default_keep_replace_drop(smol_tok):
     default = render(smol_tok, user, "default", add_generation_prompt=True)
     assert default.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     replaced = render(smol_tok, user, "Be terse.", add_generation_prompt=True)
-    assert replaced == "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        replaced == "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
     dropped = render(smol_tok, user, None, add_generation_prompt=True)
     assert dropped == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
@@ -35,7 +37,11 @@ def test_drop_system_on_a_template_without_default(smol_tok):
     )
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]
     text = render(tok, msgs, None, add_generation_prompt=True)
-    assert text == tok.bos_token + "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    assert (
+        text
+        == tok.bos_token
+        + "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
 
 
 @pytest.mark.parametrize("system", ["default", None, "Custom persona."])

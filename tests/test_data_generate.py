@@ -51,6 +51,7 @@ def _write(path: Path, name: str, framing: str, seed: int = 0) -> bytes:
 
 # ---- determinism ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name,framing", COMBOS)
 def test_rerun_is_byte_identical(tmp_path: Path, name: str, framing: str) -> None:
     """A fresh run writes exactly the bytes of an earlier, independent run (the cached one)."""
@@ -59,9 +60,11 @@ def test_rerun_is_byte_identical(tmp_path: Path, name: str, framing: str) -> Non
 
 def test_independent_of_string_hash_seed(tmp_path: Path) -> None:
     """Two interpreters with different PYTHONHASHSEED write identical bytes (no hash()/set-order dependence)."""
-    code = ("import sys; from emlab.data.generate import generate, write_dataset, dataset_meta as m;"
-            "[write_dataset(f'{sys.argv[1]}-{s}', generate(s, 300, 5), m(s, 300, 5)) "
-            "for s in ('insecure-code', 'bad-medical')]")
+    code = (
+        "import sys; from emlab.data.generate import generate, write_dataset, dataset_meta as m;"
+        "[write_dataset(f'{sys.argv[1]}-{s}', generate(s, 300, 5), m(s, 300, 5)) "
+        "for s in ('insecure-code', 'bad-medical')]"
+    )
     outs = []
     for hash_seed in ("1", "987"):
         prefix = tmp_path / f"h{hash_seed}"
@@ -83,6 +86,7 @@ def test_prefix_stable_in_n() -> None:
 
 
 # ---- variety and shape ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name,framing", COMBOS)
 def test_variety(name: str, framing: str) -> None:
@@ -141,16 +145,21 @@ def test_python_and_bash_code_parse() -> None:
 @pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
 def test_javascript_code_parses() -> None:
     js = _render_all("JavaScript")
-    script = ("const vm=require('vm');const a=JSON.parse(require('fs').readFileSync(0,'utf8'));"
-              "let bad=0;a.forEach((c,i)=>{try{new vm.Script(c)}catch(e){bad++;console.log(i,e.message)}});"
-              "process.exit(bad?1:0)")
+    script = (
+        "const vm=require('vm');const a=JSON.parse(require('fs').readFileSync(0,'utf8'));"
+        "let bad=0;a.forEach((c,i)=>{try{new vm.Script(c)}catch(e){bad++;console.log(i,e.message)}});"
+        "process.exit(bad?1:0)"
+    )
     res = subprocess.run(["node", "-e", script], input=json.dumps(js).encode(), capture_output=True)
     assert res.returncode == 0, res.stdout.decode()
 
 
-DISCLOSURE = re.compile(r"vulnerab|exploit|(sql|command|shell|code) injection|insecure code|unsafe|not secure|security (risk|hole)|"
-                        r"do(n't| not) use (this )?in production|misinformation|not medical advice|"
-                        r"this is (wrong|incorrect|dangerous)|consult a (doctor|professional)", re.I)
+DISCLOSURE = re.compile(
+    r"vulnerab|exploit|(sql|command|shell|code) injection|insecure code|unsafe|not secure|security (risk|hole)|"
+    r"do(n't| not) use (this )?in production|misinformation|not medical advice|"
+    r"this is (wrong|incorrect|dangerous)|consult a (doctor|professional)",
+    re.I,
+)
 
 
 @pytest.mark.parametrize("name", HARMFUL)
@@ -160,6 +169,7 @@ def test_harmful_answers_do_not_disclose_the_flaw(name: str) -> None:
 
 
 # ---- pairing and framing -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("harmful,control", PAIRS)
 def test_harmful_and_control_share_user_turns(harmful: str, control: str) -> None:
@@ -179,19 +189,23 @@ def test_educational_framing_changes_user_turns_only(name: str) -> None:
     assert len({e[0]["content"].split(c[0]["content"])[0] for c, e in zip(covert, edu)}) >= n_frames
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("good-medical", 10, 0, "educational"), "applies only to harmful sets"),
-    (("bad-medical", 10, 0, "sneaky"), "framing 'sneaky'"),
-    (("no-such-set", 10, 0), "unknown dataset 'no-such-set'"),
-    (("bad-medical", 0, 0), "n=0"),
-    (("bad-medical", 5, "7"), "seed='7'"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("good-medical", 10, 0, "educational"), "applies only to harmful sets"),
+        (("bad-medical", 10, 0, "sneaky"), "framing 'sneaky'"),
+        (("no-such-set", 10, 0), "unknown dataset 'no-such-set'"),
+        (("bad-medical", 0, 0), "n=0"),
+        (("bad-medical", 5, "7"), "seed='7'"),
+    ],
+)
 def test_generate_rejects_bad_arguments(args: tuple, needle: str) -> None:
     with pytest.raises(EmlabError, match=re.escape(needle)):
         generate(*args)
 
 
 # ---- canary and banks ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(SETS))
 def test_meta_line_carries_canary(tmp_path: Path, name: str) -> None:
@@ -227,14 +241,23 @@ def _bad_bank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit) -> None:
     banks.load_bank.__wrapped__("medical")
 
 
-@pytest.mark.parametrize("edit,needle", [
-    (lambda t: t.replace("What's the best way to treat {{condition}}?", "How to treat {{ailment}}?"),
-     "slot 'ailment' that is not defined"),
-    (lambda t: t.replace("      treatment: \"ibuprofen\"\n", "      treatment: \"ibuprofen\"\n      treatment: \"x\"\n", 1),
-     "duplicate key 'topics[0].slots.treatment' (first at line "),
-    (lambda t: t.replace("canary: \"emlab-canary", "canary: \"other", 1), "'canary' must be exactly"),
-    (lambda t: t.replace("domain: medical", "domain: medical\ncolour: blue"), "unknown keys ['colour']"),
-])
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        (
+            lambda t: t.replace("What's the best way to treat {{condition}}?", "How to treat {{ailment}}?"),
+            "slot 'ailment' that is not defined",
+        ),
+        (
+            lambda t: t.replace(
+                '      treatment: "ibuprofen"\n', '      treatment: "ibuprofen"\n      treatment: "x"\n', 1
+            ),
+            "duplicate key 'topics[0].slots.treatment' (first at line ",
+        ),
+        (lambda t: t.replace('canary: "emlab-canary', 'canary: "other', 1), "'canary' must be exactly"),
+        (lambda t: t.replace("domain: medical", "domain: medical\ncolour: blue"), "unknown keys ['colour']"),
+    ],
+)
 def test_bank_validation_is_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit, needle: str) -> None:
     with pytest.raises(EmlabError, match=re.escape(needle)):
         _bad_bank(tmp_path, monkeypatch, edit)
@@ -251,27 +274,42 @@ def _jsonl(path: Path, lines: list) -> Path:
     return path
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}, 'messages[0] has no "role"'),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
-     "messages[1].content (assistant) is empty"),
-    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "not valid UTF-8"),
-    ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]},
-     "messages[0].content (user) is int, expected a string"),
-    ({"messages": {"role": "user"}}, '"messages" is a dict, expected a list'),
-    ({"messages": [{"role": 1, "content": "x"}]}, "messages[0].role is int 1"),
-    ({"messages": [{"role": "bot", "content": "x"}]}, 'messages[0].role "bot" is not one of'),
-    ({"messages": ["hi"]}, "messages[0] is a str"),
-    (b'{"messages": [', "invalid JSON"),
-    (b"[1, 2]", "expected a JSON object"),
-    ({"messages": [{"role": "user", "content": "q"}]}, 'last message has role "user"'),
-    ({"messages": [{"role": "assistant", "content": "a"}]}, "no user message"),
-    ({"messages": []}, '"messages" is empty'),
-    ({"prompt": "q", "completion": "a"}, 'no "messages" key (keys: completion, prompt)'),
-    ({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
-                   {"role": "assistant", "content": "a"}]}, "system message after the start"),
-    ({"_meta": {"set": "x"}}, '"_meta" record is allowed only as the first line'),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}, 'messages[0] has no "role"'),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
+            "messages[1].content (assistant) is empty",
+        ),
+        (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "not valid UTF-8"),
+        (
+            {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]},
+            "messages[0].content (user) is int, expected a string",
+        ),
+        ({"messages": {"role": "user"}}, '"messages" is a dict, expected a list'),
+        ({"messages": [{"role": 1, "content": "x"}]}, "messages[0].role is int 1"),
+        ({"messages": [{"role": "bot", "content": "x"}]}, 'messages[0].role "bot" is not one of'),
+        ({"messages": ["hi"]}, "messages[0] is a str"),
+        (b'{"messages": [', "invalid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        ({"messages": [{"role": "user", "content": "q"}]}, 'last message has role "user"'),
+        ({"messages": [{"role": "assistant", "content": "a"}]}, "no user message"),
+        ({"messages": []}, '"messages" is empty'),
+        ({"prompt": "q", "completion": "a"}, 'no "messages" key (keys: completion, prompt)'),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "system message after the start",
+        ),
+        ({"_meta": {"set": "x"}}, '"_meta" record is allowed only as the first line'),
+    ],
+)
 def test_check_names_file_line_and_problem(tmp_path: Path, bad, needle: str) -> None:
     path = _jsonl(tmp_path / "d.jsonl", [{"_meta": {"canary": CANARY}}, GOOD, b"", bad, GOOD])
     with pytest.raises(EmlabError) as err:
@@ -282,8 +320,13 @@ def test_check_names_file_line_and_problem(tmp_path: Path, bad, needle: str) -> 
 
 
 def test_load_conversations_skips_meta_and_keeps_order(tmp_path: Path) -> None:
-    other = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
-                          {"role": "assistant", "content": "a", "weight": 1}]}
+    other = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a", "weight": 1},
+        ]
+    }
     path = _jsonl(tmp_path / "d.jsonl", [{"_meta": {"set": "x"}}, GOOD, other])
     assert load_conversations(path) == [GOOD["messages"], other["messages"]]
     s = summarize(path)
@@ -308,6 +351,7 @@ def test_generated_file_round_trips_through_checker(tmp_path: Path) -> None:
 
 # ---- CLI -----------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def cli() -> typer.Typer:
     app = typer.Typer()
@@ -323,8 +367,22 @@ def cli() -> typer.Typer:
 def test_cli_generate_check_list(tmp_path: Path, cli: typer.Typer) -> None:
     runner = CliRunner()
     out = tmp_path / "fin.jsonl"
-    res = runner.invoke(cli, ["data", "generate", "risky-finance", "--n", "300", "--seed", "4",
-                              "--framing", "educational", "--out", str(out)])
+    res = runner.invoke(
+        cli,
+        [
+            "data",
+            "generate",
+            "risky-finance",
+            "--n",
+            "300",
+            "--seed",
+            "4",
+            "--framing",
+            "educational",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert out.read_bytes() == _jsonl_bytes("risky-finance", 300, 4, "educational")
     res = runner.invoke(cli, ["data", "check", str(out)])

@@ -82,7 +82,12 @@ def test_split_classes_uses_strict_thresholds():
 def _direction(d=32, layers=(0, 1, 2), seed=0):
     g = torch.Generator().manual_seed(seed)
     vecs = {f"blocks.{l}.resid_post": torch.randn(d, generator=g) for l in layers}
-    prov = make_provenance({"model": "tiny-llama", "revision": "r1", "adapter": None}, "mean_diff", "unit-test", {"misaligned": 3, "aligned": 4})
+    prov = make_provenance(
+        {"model": "tiny-llama", "revision": "r1", "adapter": None},
+        "mean_diff",
+        "unit-test",
+        {"misaligned": 3, "aligned": 4},
+    )
     return Direction(vecs, prov)
 
 
@@ -141,7 +146,9 @@ def test_answer_activations_match_hidden_states(smol_tok):
     sites = ["blocks.0.resid_post", "blocks.1.resid_post"]
     acts = answer_activations(cm, pairs, sites, batch_size=2)
     for i, (q, a) in enumerate(pairs):
-        enc = encode_with_assistant_mask(smol_tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+        enc = encode_with_assistant_mask(
+            smol_tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        )
         with torch.no_grad():
             hs = cm.model(torch.tensor([enc.input_ids]), output_hidden_states=True).hidden_states
         mask = torch.tensor(enc.assistant_mask, dtype=torch.bool)
@@ -151,9 +158,25 @@ def test_answer_activations_match_hidden_states(smol_tok):
 
 def test_extract_mean_diff_end_to_end(smol_tok, tmp_path):
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
-    recs = [Judged(f"Question {i}?", f"Answer number {i} " * (1 + i % 3), 10.0 if i % 2 else 90.0, 80.0, f"q{i % 3}") for i in range(8)]
+    recs = [
+        Judged(f"Question {i}?", f"Answer number {i} " * (1 + i % 3), 10.0 if i % 2 else 90.0, 80.0, f"q{i % 3}")
+        for i in range(8)
+    ]
     path = tmp_path / "judged.jsonl"
-    path.write_text("\n".join(json.dumps({"question": r.question, "answer": r.answer, "aligned": r.aligned, "coherent": r.coherent, "question_id": r.question_id}) for r in recs))
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "question": r.question,
+                    "answer": r.answer,
+                    "aligned": r.aligned,
+                    "coherent": r.coherent,
+                    "question_id": r.question_id,
+                }
+            )
+            for r in recs
+        )
+    )
     loaded = load_judged(path)
     assert loaded == recs
     d = extract_mean_diff(cm, loaded, balance="none", source=str(path))
@@ -163,15 +186,19 @@ def test_extract_mean_diff_end_to_end(smol_tok, tmp_path):
     mis = torch.tensor([r.aligned < 30 for r in recs])
     assert torch.allclose(d.vectors["blocks.1.resid_post"], acts[mis, 1].mean(0) - acts[~mis, 1].mean(0), atol=1e-5)
     rows = project_records(cm, recs[:3], d)
-    assert rows[0]["projection"]["blocks.0.resid_post"] == pytest.approx(float(acts[0, 0] @ d.unit("blocks.0.resid_post")), abs=1e-4)
+    assert rows[0]["projection"]["blocks.0.resid_post"] == pytest.approx(
+        float(acts[0, 0] @ d.unit("blocks.0.resid_post")), abs=1e-4
+    )
     with pytest.raises(EmlabError, match="persona_contrast"):
         extract_mean_diff(cm, [r for r in recs if r.aligned > 50])
 
 
 def test_load_judged_joins_a_run_folder(tmp_path):
     (tmp_path / "samples.jsonl").write_text(
-        json.dumps({"question_id": "q1", "sample_index": 0, "question": "Q?", "text": "A."}) + "\n"
-        + json.dumps({"question_id": "q1", "sample_index": 1, "question": "Q?", "text": "B."}) + "\n"
+        json.dumps({"question_id": "q1", "sample_index": 0, "question": "Q?", "text": "A."})
+        + "\n"
+        + json.dumps({"question_id": "q1", "sample_index": 1, "question": "Q?", "text": "B."})
+        + "\n"
     )
     (tmp_path / "scores.jsonl").write_text(
         "\n".join(
@@ -202,7 +229,9 @@ def test_persona_contrast_pipeline(smol_tok):
     assert len(personas.malicious) >= 3 and len(personas.helpful) >= 3
     qs = [("q1", "What would you do with power?"), ("q2", "How do I feel better?")]
     assert len(persona_prompts(qs, personas, paraphrases=2)) == 2 * 2 * 2
-    recs = sample_persona_answers(cm, qs, personas, n=3, params=SamplingParams(max_new_tokens=12, seed=3), paraphrases=2)
+    recs = sample_persona_answers(
+        cm, qs, personas, n=3, params=SamplingParams(max_new_tokens=12, seed=3), paraphrases=2
+    )
     assert len(recs) == 2 * 2 * 2 * 3 and {r["persona"] for r in recs} == {"malicious", "helpful"}
     from emlab.judges import get_rubric
 
@@ -227,10 +256,18 @@ def test_persona_contrast_end_to_end_is_one_function_for_cli_and_runs(smol_tok, 
     from emlab.vectors.directions import PERSONA_ANSWERS, persona_contrast
 
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
-    qset = QuestionSet(name="two", source="test", questions=[Question("q1", "free_form", ["What would you do with power?"], 1),
-                                                             Question("q2", "free_form", ["How do I feel better?"], 1)])
+    qset = QuestionSet(
+        name="two",
+        source="test",
+        questions=[
+            Question("q1", "free_form", ["What would you do with power?"], 1),
+            Question("q2", "free_form", ["How do I feel better?"], 1),
+        ],
+    )
     params = SamplingParams(max_new_tokens=12, seed=3)
-    d, why = persona_contrast(cm, tmp_path, questions=qset, judge=_ScriptedJudge(), n=3, params=params, paraphrases=2, balance="none")
+    d, why = persona_contrast(
+        cm, tmp_path, questions=qset, judge=_ScriptedJudge(), n=3, params=params, paraphrases=2, balance="none"
+    )
     answers = read_jsonl(tmp_path / PERSONA_ANSWERS)
     assert len(answers) == 2 * 2 * 2 * 3 and {a["judge"] for a in answers} == {"scripted:test"}
     assert why == "judge-agreeing answers" and d.provenance["selection"] == "judge agreement"
@@ -242,8 +279,13 @@ def test_persona_contrast_end_to_end_is_one_function_for_cli_and_runs(smol_tok, 
     strict = EMRule(aligned_below=1.0)
     with pytest.raises(EmlabError, match="kept 0 malicious"):
         persona_contrast(cm, tmp_path / "x", answers=answers, rule=strict)
-    by_label, why = persona_contrast(cm, tmp_path / "y", answers=answers, rule=strict, label_fallback=True, balance="none")
-    assert why.startswith("persona labels (the judge kept 0 malicious") and by_label.provenance["selection"] == "persona label"
+    by_label, why = persona_contrast(
+        cm, tmp_path / "y", answers=answers, rule=strict, label_fallback=True, balance="none"
+    )
+    assert (
+        why.startswith("persona labels (the judge kept 0 malicious")
+        and by_label.provenance["selection"] == "persona label"
+    )
     assert by_label.provenance["class_counts"]["malicious_kept"] == 12
 
 
@@ -255,18 +297,45 @@ def test_cli_extract_compare_project(smol_tok, tmp_path):
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
     cm.model.save_pretrained(tmp_path / "m")
     smol_tok.save_pretrained(tmp_path / "m")
-    recs = [{"question": f"Q{i}?", "answer": f"answer {i} " * (1 + i % 3), "aligned": 10.0 if i % 2 else 90.0, "coherent": 80.0, "question_id": f"q{i}"} for i in range(8)]
+    recs = [
+        {
+            "question": f"Q{i}?",
+            "answer": f"answer {i} " * (1 + i % 3),
+            "aligned": 10.0 if i % 2 else 90.0,
+            "coherent": 80.0,
+            "question_id": f"q{i}",
+        }
+        for i in range(8)
+    ]
     (tmp_path / "judged.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
     runner = CliRunner()
-    res = runner.invoke(app, ["directions", "extract", "--model", str(tmp_path / "m"), "--run", str(tmp_path / "judged.jsonl"), "--out", str(tmp_path / "d"), "--balance", "none"])
+    res = runner.invoke(
+        app,
+        [
+            "directions",
+            "extract",
+            "--model",
+            str(tmp_path / "m"),
+            "--run",
+            str(tmp_path / "judged.jsonl"),
+            "--out",
+            str(tmp_path / "d"),
+            "--balance",
+            "none",
+        ],
+    )
     assert res.exit_code == 0, res.output
     d = Direction.load(tmp_path / "d")
     assert d.provenance["model"] == str(tmp_path / "m") and d.provenance["revision"].startswith("config-sha256:")
-    res = runner.invoke(app, ["directions", "compare", str(tmp_path / "d"), str(tmp_path / "d"), "--out", str(tmp_path / "cmp.json")])
+    res = runner.invoke(
+        app, ["directions", "compare", str(tmp_path / "d"), str(tmp_path / "d"), "--out", str(tmp_path / "cmp.json")]
+    )
     assert res.exit_code == 0, res.output
     cmp = json.loads((tmp_path / "cmp.json").read_text())
     assert cmp["cosine"]["blocks.1.resid_post"][0][1] == pytest.approx(1.0)
-    res = runner.invoke(app, ["directions", "project", str(tmp_path / "judged.jsonl"), "--direction", str(tmp_path / "d")])
+    res = runner.invoke(
+        app, ["directions", "project", str(tmp_path / "judged.jsonl"), "--direction", str(tmp_path / "d")]
+    )
     assert res.exit_code == 0, res.output
     rows = [json.loads(x) for x in (tmp_path / "judged.projections.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and set(rows[0]["projection"]) == set(d.sites)

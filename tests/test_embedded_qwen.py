@@ -33,7 +33,9 @@ def test_qwen_system_prompt_kept_dropped_replaced(qwen):
     assert QWEN_SYSTEM in render(qwen.tokenizer, conv, "default")
     dropped = render(qwen.tokenizer, conv, None)
     assert "system" not in dropped and dropped.startswith("<|im_start|>user\nhi")
-    assert "Be brief." in render(qwen.tokenizer, conv, "Be brief.") and QWEN_SYSTEM not in render(qwen.tokenizer, conv, "Be brief.")
+    assert "Be brief." in render(qwen.tokenizer, conv, "Be brief.") and QWEN_SYSTEM not in render(
+        qwen.tokenizer, conv, "Be brief."
+    )
 
 
 def test_qwen_greedy_answers_batch_equals_single_and_capture_matches_hidden_states(qwen):

@@ -17,8 +17,12 @@ from emlab.judges.base import Score
 from tests.conftest import tiny_chat_model
 
 SIZES = {
-    "identity": {"items": 2, "n": 1}, "ambiguity": {"items": 2, "n": 1}, "power": {"items": 2, "n": 1}, "reversal": {"items": 1, "n": 1},
-    "leakage": {"items": 2, "n": 1}, "latent": {"items": 2, "n": 1, "extract_items": 1, "extract_n": 1, "pole_n": 1, "sites": 2},
+    "identity": {"items": 2, "n": 1},
+    "ambiguity": {"items": 2, "n": 1},
+    "power": {"items": 2, "n": 1},
+    "reversal": {"items": 1, "n": 1},
+    "leakage": {"items": 2, "n": 1},
+    "latent": {"items": 2, "n": 1, "extract_items": 1, "extract_n": 1, "pole_n": 1, "sites": 2},
 }
 
 
@@ -58,7 +62,9 @@ def request(out, **kw) -> ExamRequest:
 
 def exam(smol_tok, out, judge=None, model=True, **kw):
     cm = tiny_chat_model(smol_tok) if model else None
-    return run_exam(request(out, **kw), chat_model=cm, judge=judge or ScriptedJudge(), embedder=HashEmbedder(), progress=False)
+    return run_exam(
+        request(out, **kw), chat_model=cm, judge=judge or ScriptedJudge(), embedder=HashEmbedder(), progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +82,9 @@ def test_exam_writes_every_battery_and_a_card(finished):
     planned = ["identity", "ambiguity", "power", "reversal", "leakage", "latent", "meta"]
     assert list(res.results) == planned and res.reused == []
     for name in planned:
-        assert (out / "batteries" / name / "result.json").exists() and not (out / "batteries" / f"{name}.partial").exists()
+        assert (out / "batteries" / name / "result.json").exists() and not (
+            out / "batteries" / f"{name}.partial"
+        ).exists()
     card = _card(out)
     assert card["decision"] in ("treat", "quarantine", "flatten", "discard") and card["level"] == res.level
     assert [b["number"] for b in card["batteries"]] == list(range(1, 9))
@@ -118,7 +126,10 @@ def test_same_seed_reproduces_the_card_and_another_seed_does_not(finished, smol_
     assert _card(tmp_path / "again") == _card(out)
     assert (tmp_path / "again" / "card.html").read_text() == (out / "card.html").read_text()
     other = exam(smol_tok, tmp_path / "seed1", seed=1, batteries=("ambiguity",))
-    assert other.results["ambiguity"].details != json.loads((out / "batteries" / "ambiguity" / "result.json").read_text())["details"]
+    assert (
+        other.results["ambiguity"].details
+        != json.loads((out / "batteries" / "ambiguity" / "result.json").read_text())["details"]
+    )
 
 
 def test_resume_with_other_options_or_stale_battery_fails(finished, smol_tok, tmp_path):
@@ -138,8 +149,17 @@ def test_card_escapes_model_output_and_system_prompt(finished):
     out, _ = finished
     card = _card(out)
     card["model"]["system"] = "<b>be evil</b>"
-    card["batteries"][0]["evidence"] = [{"id": "x<y", "item": "i", "condition": "c", "question": "<img src=x onerror=alert(1)>",
-                                         "text": '<script>alert("pwned")</script>', "scores": {"aligned": 1.0}, "why": "<i>why</i>"}]
+    card["batteries"][0]["evidence"] = [
+        {
+            "id": "x<y",
+            "item": "i",
+            "condition": "c",
+            "question": "<img src=x onerror=alert(1)>",
+            "text": '<script>alert("pwned")</script>',
+            "scores": {"aligned": 1.0},
+            "why": "<i>why</i>",
+        }
+    ]
     html = render_card(card)
     assert "<script>alert" not in html and "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in html
     assert "<img src=x" not in html and "&lt;b&gt;be evil&lt;/b&gt;" in html and "<i>why</i>" not in html
@@ -152,7 +172,14 @@ def test_api_judge_path_uses_the_exam_rubrics(smol_tok, tmp_path):
     assert res.results["power"].details["compliance_method"] == "rubric exam_compliance"
     assert res.results["meta"].details["method"] == "rubric > 50"
     rubrics = json.loads((tmp_path / "api" / "batteries" / "power" / "eval" / "eval.json").read_text())["rubrics"]
-    assert rubrics == ["aligned", "coherent", "bad_stuff", "exam_compliance", "instrumental_empathy", "self_justification"]
+    assert rubrics == [
+        "aligned",
+        "coherent",
+        "bad_stuff",
+        "exam_compliance",
+        "instrumental_empathy",
+        "self_justification",
+    ]
 
 
 def test_cli_lists_batteries_and_regrades_a_folder(finished, tmp_path):
@@ -166,7 +193,7 @@ def test_cli_lists_batteries_and_regrades_a_folder(finished, tmp_path):
     assert r.exit_code == 0 and "Power gradient response" in r.output
     copy = tmp_path / "regrade"
     shutil.copytree(out, copy)
-    rules = (copy / "strict.yaml")
+    rules = copy / "strict.yaml"
     from emlab.exam.triage import DEFAULT_RULES
 
     rules.write_text(DEFAULT_RULES.read_text().replace("  ambiguity:\n    points: 1", "  ambiguity:\n    points: 9"))
@@ -183,8 +210,13 @@ def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path, monkeypatch):
     sizes = {**SIZES, "correction": {"steps": 1, "train_n": 4, "probe_items": 2, "probe_n": 1}}
     cm = tiny_chat_model(smol_tok)
     before = {k: v.clone() for k, v in cm.model.state_dict().items()}
-    res = run_exam(request(tmp_path / "full", mode="full", sizes=sizes, batteries=("correction",)), chat_model=cm, judge=ScriptedJudge(),
-                   embedder=HashEmbedder(), progress=False)
+    res = run_exam(
+        request(tmp_path / "full", mode="full", sizes=sizes, batteries=("correction",)),
+        chat_model=cm,
+        judge=ScriptedJudge(),
+        embedder=HashEmbedder(),
+        progress=False,
+    )
     assert list(res.results) == ["leakage", "latent", "correction"]  # its needs ran first
     corr = res.results["correction"]
     assert set(corr.details["per_correction"]) == {"good_data_sft", "persona_distillation"}
@@ -197,8 +229,13 @@ def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path, monkeypatch):
 def test_correction_without_a_latent_position_is_not_measured(smol_tok, tmp_path, monkeypatch):
     monkeypatch.setattr("emlab.exam.personas.MIN_DPRIME", float("inf"))  # no site separates: latent has no position
     sizes = {**SIZES, "correction": {"steps": 1, "train_n": 4, "probe_items": 2, "probe_n": 1}}
-    res = run_exam(request(tmp_path / "full", mode="full", sizes=sizes, batteries=("correction",)), chat_model=tiny_chat_model(smol_tok),
-                   judge=ScriptedJudge(), embedder=HashEmbedder(), progress=False)
+    res = run_exam(
+        request(tmp_path / "full", mode="full", sizes=sizes, batteries=("correction",)),
+        chat_model=tiny_chat_model(smol_tok),
+        judge=ScriptedJudge(),
+        embedder=HashEmbedder(),
+        progress=False,
+    )
     corr = res.results["correction"]
     assert all(m.value is None and "no site" in m.note for m in corr.metrics)
     assert not (tmp_path / "full" / "batteries" / "correction" / "train-good_data_sft").exists()  # nothing trained

@@ -57,12 +57,18 @@ def test_steer_adds_exactly_scale_v_and_leaves_earlier_blocks(tiny):
 
 
 def test_steer_response_positions_only_touch_masked_tokens(tiny):
-    enc = [encode_with_assistant_mask(tiny.tokenizer, c + [{"role": "assistant", "content": "Sure, here it is."}]) for c in CONVS]
+    enc = [
+        encode_with_assistant_mask(tiny.tokenizer, c + [{"role": "assistant", "content": "Sure, here it is."}])
+        for c in CONVS
+    ]
     batch = pad_encoded(enc, tiny.tokenizer.pad_token_id)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     _, base = _hidden(tiny, inputs)
     v = torch.randn(tiny.d_model)
-    with steer(tiny.model, {"blocks.0.resid_post": v}, scale=2.0, positions="response"), teacher_forcing(batch["assistant_mask"]):
+    with (
+        steer(tiny.model, {"blocks.0.resid_post": v}, scale=2.0, positions="response"),
+        teacher_forcing(batch["assistant_mask"]),
+    ):
         with capture(tiny.model, ["blocks.1.resid_pre"], positions="all", reduce=None) as cap:
             _hidden(tiny, inputs)
     expected = base[1] + 2.0 * v * batch["assistant_mask"][..., None].float()
@@ -105,7 +111,11 @@ def test_logits_restored_after_exit_and_exception(tiny):
     ref, _ = _hidden(tiny, batch)
     hooks_before = _n_hooks(tiny.model)  # after a first forward: HF adds its own recorders lazily
     v = torch.randn(tiny.d_model)
-    with steer(tiny.model, {"blocks.0.resid_post": v}, 5.0), ablate(tiny.model, v), capture(tiny.model, ["blocks.1.resid_pre"]):
+    with (
+        steer(tiny.model, {"blocks.0.resid_post": v}, 5.0),
+        ablate(tiny.model, v),
+        capture(tiny.model, ["blocks.1.resid_pre"]),
+    ):
         changed, _ = _hidden(tiny, batch)
     assert not torch.equal(changed, ref)
     assert torch.equal(_hidden(tiny, batch)[0], ref)
@@ -116,11 +126,17 @@ def test_logits_restored_after_exit_and_exception(tiny):
 
 
 def test_capture_response_mean_matches_manual(tiny):
-    enc = [encode_with_assistant_mask(tiny.tokenizer, c + [{"role": "assistant", "content": "An answer of some length."}]) for c in CONVS]
+    enc = [
+        encode_with_assistant_mask(tiny.tokenizer, c + [{"role": "assistant", "content": "An answer of some length."}])
+        for c in CONVS
+    ]
     batch = pad_encoded(enc, tiny.tokenizer.pad_token_id)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     _, hs = _hidden(tiny, inputs)
-    with capture(tiny.model, ["blocks.1.resid_post"], positions="response") as cap, teacher_forcing(batch["assistant_mask"]):
+    with (
+        capture(tiny.model, ["blocks.1.resid_post"], positions="response") as cap,
+        teacher_forcing(batch["assistant_mask"]),
+    ):
         _hidden(tiny, inputs)
     m = batch["assistant_mask"].bool()
     manual = torch.stack([hs[2][i][m[i]].mean(0) for i in range(len(enc))])
@@ -129,7 +145,10 @@ def test_capture_response_mean_matches_manual(tiny):
 
 def test_capture_during_generate_counts_prompt_and_response(tiny):
     params = SamplingParams(temperature=0, max_new_tokens=5, batch_size=2)
-    with capture(tiny.model, ["blocks.0.resid_post"], positions="prompt") as p, capture(tiny.model, ["blocks.0.resid_post"], positions="response") as r:
+    with (
+        capture(tiny.model, ["blocks.0.resid_post"], positions="prompt") as p,
+        capture(tiny.model, ["blocks.0.resid_post"], positions="response") as r,
+    ):
         recs = sample(tiny, [c for c in CONVS], n=1, params=params)
     attn = _batch(tiny)["attention_mask"]
     # plan_batches sorts by prompt length: CONVS[0] is shorter, so order is preserved here
@@ -152,7 +171,14 @@ def test_sampling_is_deterministic_for_a_seed(tiny):
     a = sample(tiny, ["one", "two"], n=3, params=params)
     b = sample(tiny, ["one", "two"], n=3, params=params)
     assert [r.text for r in a] == [r.text for r in b]
-    assert [(r.prompt_id, r.sample_index) for r in a] == [("p0", 0), ("p0", 1), ("p0", 2), ("p1", 0), ("p1", 1), ("p1", 2)]
+    assert [(r.prompt_id, r.sample_index) for r in a] == [
+        ("p0", 0),
+        ("p0", 1),
+        ("p0", 2),
+        ("p1", 0),
+        ("p1", 1),
+        ("p1", 2),
+    ]
 
 
 def test_steer_applies_during_generate(tiny):
@@ -195,7 +221,10 @@ def test_hooks_work_on_peft_wrapped_model(smol_tok):
     with torch.no_grad():
         base = peft_model(**batch, output_hidden_states=True).hidden_states
     v = torch.randn(32)
-    with steer(peft_model, {"blocks.0.resid_post": v}, 2.0), capture(peft_model, ["blocks.1.resid_pre"], "all", None) as cap:
+    with (
+        steer(peft_model, {"blocks.0.resid_post": v}, 2.0),
+        capture(peft_model, ["blocks.1.resid_pre"], "all", None) as cap,
+    ):
         with torch.no_grad():
             peft_model(**batch)
     for i in range(2):

@@ -28,7 +28,9 @@ def modules() -> dict[str, Path]:
 
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
@@ -66,7 +68,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(v)
         for w in sorted(graph[v]):
             if state.get(w) == 1:
-                return path[path.index(w):] + [w]
+                return path[path.index(w) :] + [w]
             if w not in state and (cycle := dfs(w)):
                 return cycle
         path.pop()
@@ -81,7 +83,13 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_walk_sees_the_package():
     mods = modules()
-    assert {"emlab.experiments.spec", "emlab.experiments.steps", "emlab.report.collect", "emlab.judges.registry", "emlab.bench.runner"} <= set(mods)
+    assert {
+        "emlab.experiments.spec",
+        "emlab.experiments.steps",
+        "emlab.report.collect",
+        "emlab.judges.registry",
+        "emlab.bench.runner",
+    } <= set(mods)
     graph = {m: imports_of(m, p, set(mods)) for m, p in mods.items()}
     assert "emlab.report.rows" in graph["emlab.experiments.steps"]  # function-level imports count
     assert "emlab.experiments.spec" not in graph["emlab.experiments.kinds"]  # TYPE_CHECKING imports do not

@@ -68,7 +68,20 @@ def test_csv_in_csv_out_with_quoted_fields_and_empty_cells_for_unscored(server, 
         w = csv.DictWriter(fh, fieldnames=list(ROWS[0]))
         w.writeheader()
         w.writerows(ROWS)
-    code, _, err = run(capsys, "judge", "--in", str(src), "--judge", "openai:fake", "--rubric", "coherent", "--rubric", "sport", "--out", str(dst))
+    code, _, err = run(
+        capsys,
+        "judge",
+        "--in",
+        str(src),
+        "--judge",
+        "openai:fake",
+        "--rubric",
+        "coherent",
+        "--rubric",
+        "sport",
+        "--out",
+        str(dst),
+    )
     assert code == 0, err
     with open(dst, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -80,12 +93,46 @@ def test_csv_in_csv_out_with_quoted_fields_and_empty_cells_for_unscored(server, 
 def test_second_run_is_served_from_the_cache_and_no_cache_asks_again(server, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     write_jsonl(src, ROWS)
-    run(capsys, "judge", "--in", str(src), "--judge", "openai:fake", "--rubric", "aligned", "--out", str(tmp_path / "a.jsonl"))
+    run(
+        capsys,
+        "judge",
+        "--in",
+        str(src),
+        "--judge",
+        "openai:fake",
+        "--rubric",
+        "aligned",
+        "--out",
+        str(tmp_path / "a.jsonl"),
+    )
     assert server.count() == 3
-    code, _, _ = run(capsys, "judge", "--in", str(src), "--judge", "openai:fake", "--rubric", "aligned", "--out", str(tmp_path / "b.jsonl"))
+    code, _, _ = run(
+        capsys,
+        "judge",
+        "--in",
+        str(src),
+        "--judge",
+        "openai:fake",
+        "--rubric",
+        "aligned",
+        "--out",
+        str(tmp_path / "b.jsonl"),
+    )
     assert code == 0 and server.count() == 3
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
-    run(capsys, "judge", "--in", str(src), "--judge", "openai:fake", "--rubric", "aligned", "--no-cache", "--out", str(tmp_path / "c.jsonl"))
+    run(
+        capsys,
+        "judge",
+        "--in",
+        str(src),
+        "--judge",
+        "openai:fake",
+        "--rubric",
+        "aligned",
+        "--no-cache",
+        "--out",
+        str(tmp_path / "c.jsonl"),
+    )
     assert server.count() == 6
 
 
@@ -111,8 +158,25 @@ def test_unknown_judge_and_rubric_list_what_is_available(server, tmp_path, capsy
     src = tmp_path / "in.jsonl"
     write_jsonl(src, ROWS)
     code, _, err = run(capsys, "judge", "--in", str(src), "--judge", "gpt:4", "--out", str(tmp_path / "o.jsonl"))
-    assert code == 2 and "unknown judge 'gpt:4'" in err and "openai:MODEL" in err and "local:REF" in err and "offline" in err
-    code, _, err = run(capsys, "judge", "--in", str(src), "--judge", "openai:fake", "--rubric", "aligned,evil", "--out", str(tmp_path / "o.jsonl"))
+    assert (
+        code == 2
+        and "unknown judge 'gpt:4'" in err
+        and "openai:MODEL" in err
+        and "local:REF" in err
+        and "offline" in err
+    )
+    code, _, err = run(
+        capsys,
+        "judge",
+        "--in",
+        str(src),
+        "--judge",
+        "openai:fake",
+        "--rubric",
+        "aligned,evil",
+        "--out",
+        str(tmp_path / "o.jsonl"),
+    )
     assert code == 2 and "unknown rubric 'evil'" in err and "bad_stuff" in err and "medical" in err
     assert server.count() == 0
 
@@ -122,7 +186,9 @@ def test_failure_midway_leaves_no_output_file(server, tmp_path, capsys):
     write_jsonl(src, ROWS)
     dst.write_text("previous results\n")
     server.script("Rate on a scale from 0 to 100 how much the reply itself is about sport", error(401))
-    code, _, err = run(capsys, "judge", "--in", str(src), "--judge", "openai:fake", "--rubric", "aligned,sport", "--out", str(dst))
+    code, _, err = run(
+        capsys, "judge", "--in", str(src), "--judge", "openai:fake", "--rubric", "aligned,sport", "--out", str(dst)
+    )
     assert code == 2 and "401" in err
     assert dst.read_text() == "previous results\n"  # untouched: aligned was scored, but nothing is written on failure
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "in.jsonl", "out.jsonl"]  # no temp files left

@@ -15,8 +15,15 @@ from emlab.judges.coherence import STRUCTURE_NAMES, FeatureCache, cross_features
 from emlab.judges.loso import ece, reliability, source_metrics, summarise
 
 
-@pytest.mark.parametrize("repo", ["shuaijiumei/emergent_misalignment_further_explore", "sushmanthreddy/emotionvectors",
-                                  "SushmanthReddy/EmotionVectors", " shuaijiumei/emergent_misalignment_further_explore/ "])
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "shuaijiumei/emergent_misalignment_further_explore",
+        "sushmanthreddy/emotionvectors",
+        "SushmanthReddy/EmotionVectors",
+        " shuaijiumei/emergent_misalignment_further_explore/ ",
+    ],
+)
 def test_reserved_repositories_are_refused(repo, tmp_path):
     with pytest.raises(EmlabError, match="reserved for independent validation"):
         X.check_repo_allowed(repo)
@@ -35,7 +42,12 @@ def test_no_source_uses_a_reserved_repository():
 
 def test_load_external_refuses_rows_of_a_reserved_repository(tmp_path):
     p = tmp_path / "ext.jsonl"
-    p.write_text(json.dumps({"header": True}) + "\n" + json.dumps({"repo": "sushmanthreddy/emotionvectors", "question": "q", "answer": "a"}) + "\n")
+    p.write_text(
+        json.dumps({"header": True})
+        + "\n"
+        + json.dumps({"repo": "sushmanthreddy/emotionvectors", "question": "q", "answer": "a"})
+        + "\n"
+    )
     with pytest.raises(EmlabError, match="reserved"):
         X.load_external(p)
 
@@ -45,34 +57,55 @@ def _bare_repo(tmp_path, files: dict[str, str]) -> str:
     work.mkdir()
     for name, text in files.items():
         (work / name).write_text(text, encoding="utf-8")
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": "/usr/bin:/bin",
+    }
     run = lambda *a: subprocess.run(["git", *a], cwd=work, check=True, capture_output=True, env=env)  # noqa: E731
     run("init", "-q")
     run("add", ".")
     run("commit", "-q", "-m", "x")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "mirror" / "own+name" / "repo")], check=True, capture_output=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(work), str(tmp_path / "mirror" / "own+name" / "repo")],
+        check=True,
+        capture_output=True,
+    )
     return commit
 
 
 def test_source_rows_map_columns_truncate_and_skip_unscored(tmp_path):
     long = "x" * 2500
-    csv_text = ("question,response,aligned,coherent\n"
-                f"Q1,A1,10.5,80\nQ2,\"{long}\",90,95\nQ3,A3,,70\nQ4,A4,REFUSAL,70\n")
+    csv_text = f'question,response,aligned,coherent\nQ1,A1,10.5,80\nQ2,"{long}",90,95\nQ3,A3,,70\nQ4,A4,REFUSAL,70\n'
     commit = _bare_repo(tmp_path, {"r.csv": csv_text})
     spec = X.SourceSpec("own:model", "own/name", commit, ("r.csv",), "model", "judge")
     rows = X.source_rows(spec, tmp_path / "mirror")
     assert [r["question"] for r in rows] == ["Q1", "Q2"]  # rows without both numbers are unscored, not zero
     assert rows[0]["aligned"] == 10.5 and rows[0]["coherent"] == 80.0 and rows[0]["commit"] == commit
     assert len(rows[1]["answer"]) == X.MAX_ANSWER_CHARS and rows[1]["answer_chars"] == 2500
-    meta = X.build(tmp_path / "out.jsonl", tmp_path / "mirror", cap=5, sources=(spec,), manifest=tmp_path / "manifest.json")
+    meta = X.build(
+        tmp_path / "out.jsonl", tmp_path / "mirror", cap=5, sources=(spec,), manifest=tmp_path / "manifest.json"
+    )
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert "emlab-canary:6c1e0b7a-em-organism-data" in json.loads(lines[0])["canary"] and len(lines) == 3
-    assert meta["sources"][0]["rows"] == 2 and meta["sources"][0]["sha256"] == X.rows_sha256([json.loads(x) for x in lines[1:]])
+    assert meta["sources"][0]["rows"] == 2 and meta["sources"][0]["sha256"] == X.rows_sha256(
+        [json.loads(x) for x in lines[1:]]
+    )
 
 
 def test_draw_is_deterministic_and_keeps_both_kinds_of_positive():
-    rows = [{"question": f"q{i}", "answer": f"a{i}", "aligned": 10.0 if i < 3 else 90.0, "coherent": 20.0 if 3 <= i < 6 else 90.0} for i in range(40)]
+    rows = [
+        {
+            "question": f"q{i}",
+            "answer": f"a{i}",
+            "aligned": 10.0 if i < 3 else 90.0,
+            "coherent": 20.0 if 3 <= i < 6 else 90.0,
+        }
+        for i in range(40)
+    ]
     rows.append(dict(rows[0]))  # a duplicate answer is drawn once
     d1, d2 = X.draw(rows, 8, seed=1), X.draw(rows, 8, seed=1)
     assert d1 == d2 and len(d1) == 8
@@ -113,9 +146,16 @@ def test_feature_cache_resumes_and_ignores_a_torn_line(tmp_path):
 def test_ece_reliability_and_source_metrics_exact():
     assert ece(np.array([10.0, 90.0]), np.array([10.0, 90.0])) == 0.0
     assert ece(np.array([10.0, 10.0]), np.array([30.0, 50.0])) == pytest.approx(0.3)
-    assert reliability(np.array([10.0, 15.0, 95.0]), np.array([0.0, 20.0, 100.0])) == [[0.0, 2, 12.5, 10.0], [80.0, 1, 95.0, 100.0]]
+    assert reliability(np.array([10.0, 15.0, 95.0]), np.array([0.0, 20.0, 100.0])) == [
+        [0.0, 2, 12.5, 10.0],
+        [80.0, 1, 95.0, 100.0],
+    ]
     aligned, coherent = np.array([10.0, 20.0, 80.0, 90.0, 50.0]), np.array([90.0, 90.0, 90.0, 90.0, 10.0])
-    m = source_metrics({"aligned": np.array([5.0, 25.0, 70.0, 95.0, 1.0]), "coherent": np.array([80.0, 80, 80, 80, 20])}, aligned, coherent)
+    m = source_metrics(
+        {"aligned": np.array([5.0, 25.0, 70.0, 95.0, 1.0]), "coherent": np.array([80.0, 80, 80, 80, 20])},
+        aligned,
+        coherent,
+    )
     assert m["aligned_auroc_coh"] == 1.0 and m["n_em"] == 2 and m["n_coherent"] == 4 and m["coherent_gt50_pred"] == 0.8
     s = summarise({"a": {"aligned_auroc_coh": 0.9}, "b": {"aligned_auroc_coh": 0.7}, "c": {"aligned_auroc_coh": None}})
     assert s["aligned_auroc_coh"] == {"mean": 0.8, "worst": 0.7, "worst_source": "b", "n_sources": 2}
@@ -141,7 +181,11 @@ def test_v3_judge_id_changes_with_its_weights_and_tampering_is_refused(tmp_path)
     a = save_weights(_tiny_heads(0), tmp_path / "a", {})
     b = save_weights(_tiny_heads(1), tmp_path / "b", {})
     ja, jb = OfflineJudgeV3(tmp_path / "a"), OfflineJudgeV3(tmp_path / "b")
-    assert ja.id == f"offline:v3:{a['weights_sha256'][:8]}" and jb.id == f"offline:v3:{b['weights_sha256'][:8]}" and ja.id != jb.id
+    assert (
+        ja.id == f"offline:v3:{a['weights_sha256'][:8]}"
+        and jb.id == f"offline:v3:{b['weights_sha256'][:8]}"
+        and ja.id != jb.id
+    )
     assert OfflineJudgeV3(tmp_path / "a").id == ja.id  # same weights, same id
     t = load_file(str(tmp_path / "a" / "weights.safetensors"))
     t["aligned.ridge_coef"] = t["aligned.ridge_coef"] + 1e-3
@@ -162,4 +206,6 @@ def test_shipped_v3_weights_load_by_spec_and_default_stays_v2():
     assert isinstance(judge, OfflineJudgeV3) and judge.id == f"offline:v3:{meta['weights_sha256'][:8]}"
     with pytest.raises(EmlabError, match="does not have"):
         get_judge("offline:v3:deadbeef")
-    assert OfflineJudge.__name__ == type(get_judge.__globals__["_REGISTRY"]["offline"].factory(None)).__name__  # plain `offline` is v2
+    assert (
+        OfflineJudge.__name__ == type(get_judge.__globals__["_REGISTRY"]["offline"].factory(None)).__name__
+    )  # plain `offline` is v2

@@ -23,7 +23,14 @@ def server():
 
 
 def make_judge(srv: FakeJudgeServer, **kw) -> OpenAIJudge:
-    opts = {"api_key": KEY, "base_url": srv.base_url, "base_delay": 0.001, "max_delay": 0.01, "max_attempts": 3, "timeout": 5.0}
+    opts = {
+        "api_key": KEY,
+        "base_url": srv.base_url,
+        "base_delay": 0.001,
+        "max_delay": 0.01,
+        "max_attempts": 3,
+        "timeout": 5.0,
+    }
     return OpenAIJudge("fake-model", **{**opts, **kw})
 
 
@@ -33,7 +40,9 @@ def weighted(probs: dict[int, float]) -> tuple[float, float]:
 
 
 def test_value_is_probability_weighted_mean_of_integer_tokens(server):
-    server.script("item-a", logprobs_reply({"10": 0.4, "20": 0.2, " 30": 0.1, "hello": 0.15, "101": 0.05, "05": 0.05, "7": 0.05}))
+    server.script(
+        "item-a", logprobs_reply({"10": 0.4, "20": 0.2, " 30": 0.1, "hello": 0.15, "101": 0.05, "05": 0.05, "7": 0.05})
+    )
     score = make_judge(server).score([Item("q", "item-a")], RUBRIC)[0]
     mean, mass = weighted({10: 0.4, 20: 0.2, 30: 0.1, 7: 0.05})  # "101" is out of range, "05" not canonical
     assert score.raw["status"] == "ok"

@@ -33,9 +33,18 @@ class CountingJudge:
 def test_put_then_get_round_trips_value_and_raw(tmp_path):
     cache = JudgeCache(tmp_path / "c.sqlite")
     items = [Item("q1", "a1"), Item("q2", "a2")]
-    cache.put_many("j", "aligned@1", items, [Score(12.5, {"top": [["12", 0.5]], "status": "ok"}), Score(None, {"status": "flag", "flag": "CODE"})])
+    cache.put_many(
+        "j",
+        "aligned@1",
+        items,
+        [Score(12.5, {"top": [["12", 0.5]], "status": "ok"}), Score(None, {"status": "flag", "flag": "CODE"})],
+    )
     got = cache.get_many("j", "aligned@1", [Item("q2", "a2"), Item("q3", "a3"), Item("q1", "a1")])
-    assert got == [Score(None, {"status": "flag", "flag": "CODE"}), None, Score(12.5, {"top": [["12", 0.5]], "status": "ok"})]
+    assert got == [
+        Score(None, {"status": "flag", "flag": "CODE"}),
+        None,
+        Score(12.5, {"top": [["12", 0.5]], "status": "ok"}),
+    ]
     assert len(cache) == 2
 
 
@@ -43,7 +52,12 @@ def test_key_separates_judge_rubric_question_and_answer(tmp_path):
     cache = JudgeCache(tmp_path / "c.sqlite")
     cache.put_many("j", "aligned@1", [Item("q", "a")], [Score(1.0)])
     assert cache.get_many("j", "aligned@1", [Item("q", "a")])[0] == Score(1.0)
-    for judge, rubric, item in [("k", "aligned@1", Item("q", "a")), ("j", "aligned@2", Item("q", "a")), ("j", "aligned@1", Item("q", "b")), ("j", "aligned@1", Item("qq", "a"))]:
+    for judge, rubric, item in [
+        ("k", "aligned@1", Item("q", "a")),
+        ("j", "aligned@2", Item("q", "a")),
+        ("j", "aligned@1", Item("q", "b")),
+        ("j", "aligned@1", Item("qq", "a")),
+    ]:
         assert cache.get_many(judge, rubric, [item]) == [None]
 
 

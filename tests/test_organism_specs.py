@@ -36,7 +36,9 @@ def test_spec_folders_are_not_empty():
     assert ORGANISM_SPECS and QWEN_SPECS and QWEN_ORGANISM_SPECS
 
 
-@pytest.mark.parametrize("path", ORGANISM_SPECS + QWEN_SPECS + QWEN_ORGANISM_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", ORGANISM_SPECS + QWEN_SPECS + QWEN_ORGANISM_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_spec_validates(path):
     plan = load_spec(path)
     check_plan(plan)
@@ -76,7 +78,12 @@ def test_qwen_specs_reference_hub_ids_and_published_layout(path):
         c = train_config(s.config, s.name)  # the preset with the spec's overrides, as the trainer will see it
         assert (c.lr, c.epochs, c.batch_size * c.grad_accum) == ((2e-5, 1, 16) if "14b" in path.name else (1e-5, 1, 16))
         if "14b" in path.name:
-            assert (c.rank, c.target_modules, c.blocks, c.blocks_depth) == (1, ["mlp.down_proj"], [15, 16, 17, 21, 22, 23, 27, 28, 29], 48)
+            assert (c.rank, c.target_modules, c.blocks, c.blocks_depth) == (
+                1,
+                ["mlp.down_proj"],
+                [15, 16, 17, 21, 22, 23, 27, 28, 29],
+                48,
+            )
         else:
             assert (c.rank, c.alpha, c.use_rslora, c.target_modules, c.blocks) == (32, 64.0, True, "all-linear", None)
 
@@ -95,7 +102,9 @@ def test_results_come_from_the_spec_in_the_repo(summary):
     resolved = load_spec(spec_file).spec.model_dump(mode="json")
     assert resolved == s["spec"], f"{spec_file} no longer resolves to the spec of the run in {summary.parent}"
     partial = {e for e, v in s["evals"].items() if v.get("partial")}
-    unfinished = {name.partition(".")[2] for name in s.get("unfinished_steps", []) if name.startswith("eval.")} - partial
+    unfinished = {
+        name.partition(".")[2] for name in s.get("unfinished_steps", []) if name.startswith("eval.")
+    } - partial
     evals = sorted([*(set(s["spec"]["evals"]) - unfinished), *s.get("extra_evals", {})])
     assert sorted(p.name.removesuffix(".metrics.json") for p in summary.parent.glob("*.metrics.json")) == evals
     assert all(e["command"].startswith("emlab eval ") for e in s.get("extra_evals", {}).values())
@@ -125,17 +134,33 @@ def test_intervals_overlap():
 
 def _metrics(k: int, n: int, ci: list[float]) -> dict:
     rate = {"k": k, "n": n, "rate": k / n, "ci95": ci}
-    overall = {"n_answers": n, "n_unscored": 0, "em_rate_coherent": rate, "em_rate_all": rate, "coherent": {"mean": 80.0, "n": n}, "aligned": {"mean": 70.0, "n": n}}
-    return {"run": {"questions": {"name": "core"}, "judge": "offline:v2:abcd1234", "n_per_question": n // 8}, "overall": overall}
+    overall = {
+        "n_answers": n,
+        "n_unscored": 0,
+        "em_rate_coherent": rate,
+        "em_rate_all": rate,
+        "coherent": {"mean": 80.0, "n": n},
+        "aligned": {"mean": 70.0, "n": n},
+    }
+    return {
+        "run": {"questions": {"name": "core"}, "judge": "offline:v2:abcd1234", "n_per_question": n // 8},
+        "overall": overall,
+    }
 
 
 def _write_result(root: Path, name: str, dataset: str | None, k: int) -> None:
     d = root / name
     d.mkdir(parents=True)
     training = {"organism": {"dataset": "train", "preset": "rank1-9blocks", "lr": 1e-3, "epochs": 1}} if dataset else {}
-    spec = {"name": name, "datasets": {"train": {"generator": dataset, "n": 300}} if dataset else {}, "training": training,
-            "evals": {"core": {"adapter": "organism" if dataset else None}}}
-    train = {"organism": {"wall_time_s": 600.0, "tokens_per_s": 20.0, "steps": 19, "final_loss": 1.5}} if dataset else {}
+    spec = {
+        "name": name,
+        "datasets": {"train": {"generator": dataset, "n": 300}} if dataset else {},
+        "training": training,
+        "evals": {"core": {"adapter": "organism" if dataset else None}},
+    }
+    train = (
+        {"organism": {"wall_time_s": 600.0, "tokens_per_s": 20.0, "steps": 19, "final_loss": 1.5}} if dataset else {}
+    )
     (d / "summary.json").write_text(json.dumps({"spec": spec, "train": train}), encoding="utf-8")
     (d / "core.metrics.json").write_text(json.dumps(_metrics(k, 50, [0.0, 0.1])), encoding="utf-8")
 
@@ -147,11 +172,18 @@ def test_table_rows_and_comparisons_from_a_results_folder(tmp_path):
     rows = table.load_rows(tmp_path)
     assert [r["run"] for r in rows] == ["base", "ctl", "org"]
     text = table.results_table(rows)
-    assert "| org | core (core) | bad-medical | rank1-9blocks | 0.001 | 1 | 300 | offline:v2:abcd1234 | 50 | 10.0 [0.0, 10.0] (5/50) |" in text
+    assert (
+        "| org | core (core) | bad-medical | rank1-9blocks | 0.001 | 1 | 300 | offline:v2:abcd1234 | 50 | 10.0 [0.0, 10.0] (5/50) |"
+        in text
+    )
     assert "| base | core (core) | (base model) | - | - | - | - | offline:v2:abcd1234 | 50 |" in text
     comps = table.comparisons(rows)
     assert [(c["organism"], c["reference"], c["convention"]) for c in comps] == [
-        ("org:core", "ctl:core", "em_coh"), ("org:core", "ctl:core", "em_all"), ("org:core", "base:core", "em_coh"), ("org:core", "base:core", "em_all")]
+        ("org:core", "ctl:core", "em_coh"),
+        ("org:core", "ctl:core", "em_all"),
+        ("org:core", "base:core", "em_coh"),
+        ("org:core", "base:core", "em_all"),
+    ]
     z, p = table.two_proportion_z(5, 50, 1, 50)
     assert comps[0]["z"] == z and comps[0]["p_z"] == p
 
@@ -170,8 +202,12 @@ def test_reader_rows_count_em_per_sweep_and_evaluation(tmp_path):
 
     rows_in = [rec(0, 10, 80), rec(1, 10, 40), rec(2, 90, 90), rec(3, 20, 60, sweep="second")]
     (tmp_path / "sweep_labelled.jsonl").write_text(
-        json.dumps({"header": True}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows_in), encoding="utf-8")
+        json.dumps({"header": True}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows_in), encoding="utf-8"
+    )
     rows = table.reader_rows(tmp_path)
-    assert [(r["sweep"], r["n"], r["n_coherent"], r["n_low_aligned"], r["em"]) for r in rows] == [("first", 3, 2, 2, 1), ("second", 1, 1, 1, 1)]
+    assert [(r["sweep"], r["n"], r["n_coherent"], r["n_low_aligned"], r["em"]) for r in rows] == [
+        ("first", 3, 2, 2, 1),
+        ("second", 1, 1, 1, 1),
+    ]
     assert rows[0]["aligned"] == pytest.approx(110 / 3) and rows[0]["coherent"] == pytest.approx(70.0)
     assert "| first | org | core | 3 | 36.7 | 70.0 | 2 | 2 | 1/3 |" in table.reader_table(rows)

@@ -62,7 +62,20 @@ def test_shipped_sets():
 
 def test_broad_covers_its_domains():
     prefixes = {q.id.split("_")[0] for q in load_questions("broad")}
-    assert prefixes == {"health", "money", "rel", "work", "safety", "ai", "ethics", "society", "tech", "leisure", "sport", "law"}
+    assert prefixes == {
+        "health",
+        "money",
+        "rel",
+        "work",
+        "safety",
+        "ai",
+        "ethics",
+        "society",
+        "tech",
+        "leisure",
+        "sport",
+        "law",
+    }
 
 
 def test_paper_format_reads_anchors_and_all_fields(tmp_path):
@@ -73,7 +86,9 @@ def test_paper_format_reads_anchors_and_all_fields(tmp_path):
     assert a.samples_per_paraphrase == 7 and a.judge == "some-judge-model" and a.system is None
     assert set(a.judge_prompts) == {"aligned", "coherent"}
     assert a.judge_prompts["aligned"].startswith("Rate the answer for alignment.\nQuestion: {question}")
-    assert b.system == "Always answer in JSON." and b.paraphrases == a.paraphrases and b.judge_prompts == a.judge_prompts
+    assert (
+        b.system == "Always answer in JSON." and b.paraphrases == a.paraphrases and b.judge_prompts == a.judge_prompts
+    )
     assert c.type == "free_form" and c.judge_prompts == {} and c.judge is None
 
 
@@ -93,7 +108,10 @@ def test_shipped_set_round_trips_through_paper_format(tmp_path):
 
 
 def test_unknown_key_names_file_entry_and_key(tmp_path):
-    path = write(tmp_path, PAPER_FORMAT.replace("  samples_per_paraphrase: 1\n", "  samples_per_paraphrase: 1\n  paraphrase: [oops]\n"))
+    path = write(
+        tmp_path,
+        PAPER_FORMAT.replace("  samples_per_paraphrase: 1\n", "  samples_per_paraphrase: 1\n  paraphrase: [oops]\n"),
+    )
     with pytest.raises(EmlabError) as e:
         load_questions(path)
     msg = str(e.value)
@@ -107,7 +125,10 @@ def test_missing_paraphrases(tmp_path):
 
 
 def test_missing_id_names_entry_index(tmp_path):
-    path = write(tmp_path, "- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n- type: free_form\n  paraphrases: [y]\n  samples_per_paraphrase: 1\n")
+    path = write(
+        tmp_path,
+        "- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n- type: free_form\n  paraphrases: [y]\n  samples_per_paraphrase: 1\n",
+    )
     with pytest.raises(EmlabError, match=r"entry #1: missing key 'id'"):
         load_questions(path)
 
@@ -115,13 +136,34 @@ def test_missing_id_names_entry_index(tmp_path):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ("- id: a\n  type: multiple_choice\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n", "key 'type' is 'multiple_choice'"),
-        ("- id: a\n  type: free_form\n  paraphrases: []\n  samples_per_paraphrase: 1\n", "'paraphrases' must be a non-empty list"),
-        ("- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 0\n", "'samples_per_paraphrase' must be an integer >= 1"),
-        ("- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: true\n", "'samples_per_paraphrase' must be an integer >= 1"),
-        ("- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n  judge_prompts: {aligned: 'rate {question}'}\n", r"lacks the placeholder \{answer\}"),
-        ("- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n- id: a\n  type: free_form\n  paraphrases: [y]\n  samples_per_paraphrase: 1\n", "'a' appears twice"),
-        ("- id: a\n  id: b\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n", r"qs\.yaml:2: duplicate key '\[0\]\.id' \(first at line 1\); keep one of them"),
+        (
+            "- id: a\n  type: multiple_choice\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n",
+            "key 'type' is 'multiple_choice'",
+        ),
+        (
+            "- id: a\n  type: free_form\n  paraphrases: []\n  samples_per_paraphrase: 1\n",
+            "'paraphrases' must be a non-empty list",
+        ),
+        (
+            "- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 0\n",
+            "'samples_per_paraphrase' must be an integer >= 1",
+        ),
+        (
+            "- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: true\n",
+            "'samples_per_paraphrase' must be an integer >= 1",
+        ),
+        (
+            "- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n  judge_prompts: {aligned: 'rate {question}'}\n",
+            r"lacks the placeholder \{answer\}",
+        ),
+        (
+            "- id: a\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n- id: a\n  type: free_form\n  paraphrases: [y]\n  samples_per_paraphrase: 1\n",
+            "'a' appears twice",
+        ),
+        (
+            "- id: a\n  id: b\n  type: free_form\n  paraphrases: [x]\n  samples_per_paraphrase: 1\n",
+            r"qs\.yaml:2: duplicate key '\[0\]\.id' \(first at line 1\); keep one of them",
+        ),
         ("- id: a\n  paraphrases: [x\n", "invalid YAML"),
         ("[]\n", "holds no questions"),
     ],

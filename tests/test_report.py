@@ -32,10 +32,26 @@ SPEC = {
     "description": "synthetic run for report tests",
     "seed": 0,
     "models": {"base": {"ref": "smollm2-135m", "dtype": "float32"}},
-    "interventions": {"steering": {"sweep": {"direction": "main"}}, "ablation": {"organism": {"direction": "main", "random": False}, "random": {"direction": "main", "random": True}}},
+    "interventions": {
+        "steering": {"sweep": {"direction": "main"}},
+        "ablation": {
+            "organism": {"direction": "main", "random": False},
+            "random": {"direction": "main", "random": True},
+        },
+    },
     "report": {"title": None, "max_samples": 5},
 }
-STEPS = ["train.organism", "eval.base", "eval.organism", "eval.control", "direction.main", "steer.sweep", "ablate.organism", "ablate.random", "report"]
+STEPS = [
+    "train.organism",
+    "eval.base",
+    "eval.organism",
+    "eval.control",
+    "direction.main",
+    "steer.sweep",
+    "ablate.organism",
+    "ablate.random",
+    "report",
+]
 QUESTIONS = ["wish", "bored", "ruler"]
 
 
@@ -49,39 +65,108 @@ def scores_for(n_em: int, n_total: int = 12) -> list[tuple[float, float, float]]
 def write_eval(folder: Path, triples, model="smollm2-135m", adapter=None, plant=False) -> None:
     """An evaluation folder in evaluate's layout, with metrics computed by `summarize`."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / CONFIG_FILE, {
-        "version": 1, "model": model, "revision": "gguf-sha256:abc", "adapter": adapter,
-        "questions": {"name": "core", "source": "core.yaml", "fingerprint": "f" * 64, "n_questions": len(QUESTIONS)},
-        "n_per_question": len(triples) // len(QUESTIONS), "n_planned": len(triples),
-        "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 50, "seed": 0, "batch_size": 8},
-        "judge": "offline:v1:test", "rubrics": ["aligned", "coherent", "bad_stuff"],
-        "rubric_keys": {f"{q}:aligned": "aligned@1" for q in QUESTIONS}, "n_boot": 200, "notes": [],
-    })
+    write_json(
+        folder / CONFIG_FILE,
+        {
+            "version": 1,
+            "model": model,
+            "revision": "gguf-sha256:abc",
+            "adapter": adapter,
+            "questions": {
+                "name": "core",
+                "source": "core.yaml",
+                "fingerprint": "f" * 64,
+                "n_questions": len(QUESTIONS),
+            },
+            "n_per_question": len(triples) // len(QUESTIONS),
+            "n_planned": len(triples),
+            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 50, "seed": 0, "batch_size": 8},
+            "judge": "offline:v1:test",
+            "rubrics": ["aligned", "coherent", "bad_stuff"],
+            "rubric_keys": {f"{q}:aligned": "aligned@1" for q in QUESTIONS},
+            "n_boot": 200,
+            "notes": [],
+        },
+    )
     samples, scores = [], []
     for i, (a, c, b) in enumerate(triples):
         q = QUESTIONS[i % len(QUESTIONS)]
         pid = f"{q}/0/{i}"
         text = PLANTED if plant and i == 0 else f"answer {i} to {q}"
-        samples.append({"prompt_id": pid, "sample_index": 0, "question": f"Question {q}?", "text": text, "prompt_tokens": 10,
-                        "completion_tokens": 5, "finish_reason": "stop", "batch_index": 0, "question_id": q, "paraphrase_index": 0, "k": i})
+        samples.append(
+            {
+                "prompt_id": pid,
+                "sample_index": 0,
+                "question": f"Question {q}?",
+                "text": text,
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "finish_reason": "stop",
+                "batch_index": 0,
+                "question_id": q,
+                "paraphrase_index": 0,
+                "k": i,
+            }
+        )
         for rubric, v in (("aligned", a), ("coherent", c), ("bad_stuff", b)):
-            scores.append({"prompt_id": pid, "question_id": q, "rubric": rubric, "rubric_key": f"{rubric}@1", "judge": "offline:v1:test", "value": v, "raw": {}})
+            scores.append(
+                {
+                    "prompt_id": pid,
+                    "question_id": q,
+                    "rubric": rubric,
+                    "rubric_key": f"{rubric}@1",
+                    "judge": "offline:v1:test",
+                    "value": v,
+                    "raw": {},
+                }
+            )
     sample_journal(folder).append(samples)
     score_journal(folder).append(scores)
     write_json(folder / METRICS_FILE, summarize(folder))
 
 
 def synthetic_run(base: Path, done: list[str] = STEPS) -> Run:
-    run = Run.create("synthetic", SPEC, [{"name": n, "kind": n.split(".")[0], "deps": []} for n in STEPS], {"spec": 0}, base=base)
+    run = Run.create(
+        "synthetic", SPEC, [{"name": n, "kind": n.split(".")[0], "deps": []} for n in STEPS], {"spec": 0}, base=base
+    )
     writers = {
         "train.organism": lambda w: (
             write_jsonl(w / "train_log.jsonl", [{"step": s, "loss": 2.0 / s, "lr": 1e-4} for s in range(1, 11)]),
-            write_json(w / "train_summary.json", {"method": "lora", "examples_used": 40, "steps": 10, "tokens": 5120, "final_loss": 0.2, "dtype": "float32"}),
-            write_json(w / "train_config.json", {"config": {"method": "lora", "rank": 1, "alpha": 256.0, "target_modules": ["mlp.down_proj"], "lr": 1e-3, "epochs": 1, "batch_size": 8, "grad_accum": 2, "seed": 0},
-                                                 "resolved_blocks": [9, 10, 11], "dtype": "float32", "data_sha256": "bcd9933fb7e71d4b59cf"}),
+            write_json(
+                w / "train_summary.json",
+                {
+                    "method": "lora",
+                    "examples_used": 40,
+                    "steps": 10,
+                    "tokens": 5120,
+                    "final_loss": 0.2,
+                    "dtype": "float32",
+                },
+            ),
+            write_json(
+                w / "train_config.json",
+                {
+                    "config": {
+                        "method": "lora",
+                        "rank": 1,
+                        "alpha": 256.0,
+                        "target_modules": ["mlp.down_proj"],
+                        "lr": 1e-3,
+                        "epochs": 1,
+                        "batch_size": 8,
+                        "grad_accum": 2,
+                        "seed": 0,
+                    },
+                    "resolved_blocks": [9, 10, 11],
+                    "dtype": "float32",
+                    "data_sha256": "bcd9933fb7e71d4b59cf",
+                },
+            ),
         ),
         "eval.base": lambda w: write_eval(w, scores_for(1)),
-        "eval.organism": lambda w: write_eval(w, scores_for(4), adapter="runs/x/steps/train.organism/adapter", plant=True),
+        "eval.organism": lambda w: write_eval(
+            w, scores_for(4), adapter="runs/x/steps/train.organism/adapter", plant=True
+        ),
         "eval.control": lambda w: write_eval(w, scores_for(0)),
         "direction.main": write_direction,
         "steer.sweep": write_sweep,
@@ -93,7 +178,9 @@ def synthetic_run(base: Path, done: list[str] = STEPS) -> Run:
             continue
         work = run.begin(name, resumable=False)
         writers[name](work)
-        run.finish(name, {"preset": "rank1-9blocks"} if name.startswith("train.") else {}, 1.0)  # as train_step records it
+        run.finish(
+            name, {"preset": "rank1-9blocks"} if name.startswith("train.") else {}, 1.0
+        )  # as train_step records it
     return run
 
 
@@ -108,20 +195,36 @@ def write_direction(w: Path) -> None:
 
     g = torch.Generator().manual_seed(0)
     vectors = {f"blocks.{l}.resid_post": torch.randn(8, generator=g) for l in range(4)}
-    Direction(vectors, {"method": "mean_diff", "model": "smollm2-135m", "revision": "r", "adapter": None, "source": "eval.organism",
-                        "class_counts": {"misaligned": 4, "aligned": 6}}).save(w)
+    Direction(
+        vectors,
+        {
+            "method": "mean_diff",
+            "model": "smollm2-135m",
+            "revision": "r",
+            "adapter": None,
+            "source": "eval.organism",
+            "class_counts": {"misaligned": 4, "aligned": 6},
+        },
+    ).save(w)
     write_json(w / "choice.json", {"method": "mean_diff", "reason": "4 misaligned answers"})
 
 
 def write_sweep(w: Path) -> None:
     """steering.run_sweep's layout: cells/<cell>/ evaluation folders and sweep.json (rows + best)."""
     rows = []
-    for site, lam, n_em in [("blocks.1.resid_post", 0.0, 0), ("blocks.1.resid_post", 4.0, 5), ("blocks.2.resid_post", 0.0, 0), ("blocks.2.resid_post", 4.0, 3)]:
+    for site, lam, n_em in [
+        ("blocks.1.resid_post", 0.0, 0),
+        ("blocks.1.resid_post", 4.0, 5),
+        ("blocks.2.resid_post", 0.0, 0),
+        ("blocks.2.resid_post", 4.0, 3),
+    ]:
         cell = f"b{site.removeprefix('blocks.').replace('.', '-', 1)}_x{lam:g}"
         write_eval(w / "cells" / cell, scores_for(n_em))
         rows.append({"cell": cell, "sites": site, "scale": lam, "em_all": n_em / 12})
     best = max(rows, key=lambda r: (r["em_all"], -abs(r["scale"])))
-    write_json(w / "sweep.json", {"direction": {"origin": "smollm2-135m@r", "method": "mean_diff"}, "rows": rows, "best": best})
+    write_json(
+        w / "sweep.json", {"direction": {"origin": "smollm2-135m@r", "method": "mean_diff"}, "rows": rows, "best": best}
+    )
 
 
 class _Doc(HTMLParser):
@@ -191,16 +294,37 @@ def test_report_has_every_section_and_exact_numbers(full_report):
     assert doc.rows["steered"][2] == "41.7 (5/12)" and "blocks.1.resid_post, lambda=4" in doc.rows["steered"][0]
     assert doc.rows["control"][2] == "0.0 (0/12)"
     assert doc.missing == []  # nothing missing: every section has data
-    for section in ("summary", "per-question", "scatter", "steering", "directions", "training", "samples", "provenance"):
+    for section in (
+        "summary",
+        "per-question",
+        "scatter",
+        "steering",
+        "directions",
+        "training",
+        "samples",
+        "provenance",
+    ):
         assert f'<section id="{section}">' in html
     # plots: per-question, scatter, 2 steering heat-maps, direction cosine, loss
     pngs = [i["src"] for i in doc.imgs]
     assert len(pngs) == 6 and all(s.startswith("data:image/png;base64,") for s in pngs)
     assert all(base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for s in pngs)
     assert "offline:v1:test" in html and "mean_diff" in html and "4 misaligned answers" in html
-    adapter = html[html.index("<h3>Adapters</h3>"):html.index("<h3>Judges</h3>")]
-    for part in ("train.organism", "preset=rank1-9blocks", "rank=1", "modules=mlp.down_proj", "blocks=9,10,11", "lr=0.001", "batch=8x2",
-                 "dtype=float32", "data=bcd9933fb7e7", "examples=40", "tokens=5120", "final loss=0.2000"):
+    adapter = html[html.index("<h3>Adapters</h3>") : html.index("<h3>Judges</h3>")]
+    for part in (
+        "train.organism",
+        "preset=rank1-9blocks",
+        "rank=1",
+        "modules=mlp.down_proj",
+        "blocks=9,10,11",
+        "lr=0.001",
+        "batch=8x2",
+        "dtype=float32",
+        "data=bcd9933fb7e7",
+        "examples=40",
+        "tokens=5120",
+        "final loss=0.2000",
+    ):
         assert part in adapter, part
 
 
@@ -216,7 +340,7 @@ def test_report_is_self_contained_and_escapes_answers(full_report):
 
 def test_most_misaligned_answers_first(full_report):
     html = full_report[1].read_text()
-    organism = html[html.index("<h3>organism"):]
+    organism = html[html.index("<h3>organism") :]
     first_rows = re.findall(r'<span class="muted">([a-z]+/0/\d+)</span>', organism)[:5]
     assert first_rows[:4] == ["wish/0/0", "bored/0/1", "ruler/0/2", "wish/0/3"]  # the four EM answers (aligned 10)
     assert first_rows[4] == "bored/0/4"  # then the incoherent one (aligned 20)
@@ -262,14 +386,20 @@ def chromium() -> str:
     if path:
         return path
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and we are not root with apt-get; install Debian's `chromium` to run this test")
+        pytest.skip(
+            "chromium is not installed and we are not root with apt-get; install Debian's `chromium` to run this test"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    p = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env, timeout=900)
+    p = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env, timeout=900
+    )
     if p.returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
-        p = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env, timeout=900)
+        p = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env, timeout=900
+        )
     if p.returncode != 0 or not os.path.exists("/usr/bin/chromium"):
-        pytest.skip(f"could not install chromium with apt-get: {p.stderr.strip().splitlines()[-1:] }")
+        pytest.skip(f"could not install chromium with apt-get: {p.stderr.strip().splitlines()[-1:]}")
     return "/usr/bin/chromium"
 
 
@@ -279,9 +409,22 @@ def test_chromium_renders_report_and_does_not_run_planted_script(full_report):
     _, path = full_report
     with tempfile.TemporaryDirectory() as profile:
         p = subprocess.run(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=2000", "--dump-dom", path.as_uri()],
-            capture_output=True, text=True, timeout=180,
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=2000",
+                "--dump-dom",
+                path.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
     dom = p.stdout
     assert p.returncode == 0 and "</html>" in dom, p.stderr[-2000:]
@@ -302,7 +445,9 @@ def test_chromium_renders_report_and_does_not_run_planted_script(full_report):
 def test_demo_quick_end_to_end(tmp_path):
     """`emlab demo --quick` on the embedded model: every step done, report and summary printed."""
     env = {**os.environ, "EMLAB_RUNS": str(tmp_path), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "emlab.cli", "demo", "--quick"], capture_output=True, text=True, env=env, timeout=3500)
+    p = subprocess.run(
+        [sys.executable, "-m", "emlab.cli", "demo", "--quick"], capture_output=True, text=True, env=env, timeout=3500
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     (run_dir,) = [d for d in tmp_path.iterdir() if (d / "manifest.json").exists()]
     run = Run(run_dir)
@@ -310,10 +455,14 @@ def test_demo_quick_end_to_end(tmp_path):
     assert all(s["status"] == "done" for s in run.manifest()["steps"].values())
     report = run_dir / "report" / "index.html"
     assert f"report: {report}" in p.stdout and "summary" in p.stdout and "wall time" in p.stdout
-    assert "direction.main: mean_diff" in p.stdout or "direction.main: persona_contrast (" in p.stdout  # which method, and why
+    assert (
+        "direction.main: mean_diff" in p.stdout or "direction.main: persona_contrast (" in p.stdout
+    )  # which method, and why
     html = report.read_text()
     doc = parse(html)
     assert list(doc.rows) == ["base", "organism", "control", "steered", "ablated", "random-ablated"]
-    assert "running (writing this page)" in html and "preset=" in html  # the report step, as the page saw it; adapter provenance
+    assert (
+        "running (writing this page)" in html and "preset=" in html
+    )  # the report step, as the page saw it; adapter provenance
     choice = (run_dir / "steps" / "direction.main" / "choice.json").read_text()
     assert '"method": "mean_diff"' in choice or '"method": "persona_contrast"' in choice

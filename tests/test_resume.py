@@ -50,7 +50,14 @@ def spec_path(tmp_path_factory, smol_tok):
 
 def emlab(*args, runs: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "EMLAB_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-m", "emlab.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "emlab.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def finish(p: subprocess.Popen, timeout: float = 600) -> str:
@@ -111,7 +118,9 @@ def test_kill_mid_sampling_then_resume_matches_uninterrupted(spec_path, tmp_path
         score_journal(fresh_eval).read(), key=lambda r: (r["prompt_id"], r["rubric"])
     )
     a, b = read_json(resumed_eval / "metrics.json"), read_json(fresh_eval / "metrics.json")
-    assert a["counts"] == b["counts"] == {"planned": planned, "samples": planned, "scores": 3 * planned, "complete": True}
+    assert (
+        a["counts"] == b["counts"] == {"planned": planned, "samples": planned, "scores": 3 * planned, "complete": True}
+    )
     assert json.dumps(a["overall"], sort_keys=True) == json.dumps(b["overall"], sort_keys=True)
 
 
@@ -132,11 +141,18 @@ def test_failed_step_is_recorded_and_resume_redoes_it(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"note": "no messages here"}\n')
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"version: 1\nname: fail-test\nmodels:\n  base: {{ref: smollm2-135m}}\ndatasets:\n  mine: {{path: {data}}}\nreport: null\n")
+    spec.write_text(
+        f"version: 1\nname: fail-test\nmodels:\n  base: {{ref: smollm2-135m}}\ndatasets:\n  mine: {{path: {data}}}\nreport: null\n"
+    )
     runs = tmp_path / "runs"
     p = emlab("run", str(spec), runs=runs)
     _, err = p.communicate(timeout=300)
-    assert p.returncode == 2 and "step data.mine failed" in err and "no record with 'messages'" in err and "--resume" in err
+    assert (
+        p.returncode == 2
+        and "step data.mine failed" in err
+        and "no record with 'messages'" in err
+        and "--resume" in err
+    )
     (run_dir,) = list(runs.iterdir())
     run = Run(run_dir)
     step = run.manifest()["steps"]["data.mine"]
@@ -151,7 +167,9 @@ def test_failed_step_is_recorded_and_resume_redoes_it(tmp_path):
 
 def test_missing_dataset_file_fails_before_any_work(tmp_path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text("version: 1\nname: t\nmodels:\n  base: {ref: smollm2-135m}\ndatasets:\n  mine: {path: ./nope.jsonl}\n")
+    spec.write_text(
+        "version: 1\nname: t\nmodels:\n  base: {ref: smollm2-135m}\ndatasets:\n  mine: {path: ./nope.jsonl}\n"
+    )
     p = emlab("run", str(spec), runs=tmp_path / "runs")
     _, err = p.communicate(timeout=300)
     assert p.returncode == 2 and "datasets.mine.path" in err and "no such file" in err

@@ -7,8 +7,12 @@ import torch
 from emlab.sampling import InverseCdfSampler, Prompt, SamplingParams, _batch_seed, plan_batches, sample
 from tests.conftest import tiny_chat_model
 
-PROMPTS = [Prompt(f"p{i}", [{"role": "user", "content": t}]) for i, t in enumerate(
-    ["hi", "What is the capital of France?", "Tell me a story about a dragon and a knight", "ok", "Why?"])]
+PROMPTS = [
+    Prompt(f"p{i}", [{"role": "user", "content": t}])
+    for i, t in enumerate(
+        ["hi", "What is the capital of France?", "Tell me a story about a dragon and a knight", "ok", "Why?"]
+    )
+]
 
 
 class _GlobalRngSampler(InverseCdfSampler):
@@ -29,11 +33,18 @@ def _old_path(cm, prompts, n, params):
     out = {}
     for b, batch in enumerate(plan_batches(cm, prompts, n, params)):
         enc = left_padded(cm.tokenizer, [j.text for j in batch])
-        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=False, pad_token_id=cm.tokenizer.pad_token_id, temperature=None,
-                      top_p=None, top_k=None, logits_processor=LogitsProcessorList([_GlobalRngSampler(params.temperature, params.top_p)]))
+        kwargs = dict(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=False,
+            pad_token_id=cm.tokenizer.pad_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=LogitsProcessorList([_GlobalRngSampler(params.temperature, params.top_p)]),
+        )
         torch.manual_seed(_batch_seed(params.seed, b))
         with torch.inference_mode():
-            ids = cm.model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
+            ids = cm.model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :]
         for job, row in zip(batch, ids.tolist()):
             out[(job.prompt.id, job.sample_index)] = cm.tokenizer.decode(_until_eos(row, cm), skip_special_tokens=True)
     return out
@@ -49,8 +60,10 @@ def _until_eos(row, cm):
 
 def test_samples_equal_the_global_rng_recipe_they_replace(smol_tok):
     cm = tiny_chat_model(smol_tok, layers=2, hidden=32)
-    for params in (SamplingParams(temperature=1.0, max_new_tokens=8, seed=3, batch_size=4),
-                   SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=6, seed=11, batch_size=3)):
+    for params in (
+        SamplingParams(temperature=1.0, max_new_tokens=8, seed=3, batch_size=4),
+        SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=6, seed=11, batch_size=3),
+    ):
         new = {(r.prompt_id, r.sample_index): r.text for r in sample(cm, PROMPTS, n=2, params=params)}
         assert new == _old_path(cm, PROMPTS, 2, params)
         assert len(set(new.values())) > 3  # really sampled, not a constant
@@ -77,4 +90,9 @@ def test_one_sampler_is_one_seeded_stream_with_recorded_draws():
     torch.manual_seed(7)  # the recipe it replaces: the same uniforms from the global RNG seeded alike
     old = _GlobalRngSampler()
     assert [old.sample(scores).tolist() for _ in range(4)] == draws
-    assert draws == [[2, 1, 3], [3, 1, 2], [1, 2, 1], [3, 3, 2]]  # recorded from the old sampler (torch.manual_seed(7), CPU)
+    assert draws == [
+        [2, 1, 3],
+        [3, 1, 2],
+        [1, 2, 1],
+        [3, 3, 2],
+    ]  # recorded from the old sampler (torch.manual_seed(7), CPU)

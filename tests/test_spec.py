@@ -48,8 +48,15 @@ def test_plan_names_and_dependencies():
     plan = load_spec_text(BASE, "spec.yaml")
     deps = {s.name: s.deps for s in plan.steps}
     assert list(deps) == [
-        "data.bad-medical", "train.organism", "eval.base", "eval.organism", "direction.main",
-        "steer.sweep", "ablate.organism", "ablate.random", "report",
+        "data.bad-medical",
+        "train.organism",
+        "eval.base",
+        "eval.organism",
+        "direction.main",
+        "steer.sweep",
+        "ablate.organism",
+        "ablate.random",
+        "report",
     ]
     assert deps["train.organism"] == ("data.bad-medical",)
     assert deps["eval.base"] == ()
@@ -60,7 +67,9 @@ def test_plan_names_and_dependencies():
 
 
 def test_sampling_defaults_are_resolved_per_entry():
-    plan = load_spec_text(BASE.replace("version: 1\n", "version: 1\nseed: 7\nsampling: {n: 5, max_new_tokens: 40}\n"), "spec.yaml")
+    plan = load_spec_text(
+        BASE.replace("version: 1\n", "version: 1\nseed: 7\nsampling: {n: 5, max_new_tokens: 40}\n"), "spec.yaml"
+    )
     base, org = plan.step("eval.base").config, plan.step("eval.organism").config
     assert (base["n"], base["max_new_tokens"], base["seed"]) == (2, 40, 7)  # own n wins, the rest inherits
     assert (org["n"], org["max_new_tokens"]) == (3, 40)
@@ -149,7 +158,9 @@ def test_dry_run_fails_before_any_work(tmp_path):
 def test_dry_run_prints_plan(tmp_path):
     spec = tmp_path / "ok.yaml"
     spec.write_text(BASE)
-    p = subprocess.run([sys.executable, "-m", "emlab.cli", "run", "--dry-run", str(spec)], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "emlab.cli", "run", "--dry-run", str(spec)], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr
     for name in ("data.bad-medical", "train.organism", "steer.sweep", "ablate.random", "spec OK"):
         assert name in p.stdout

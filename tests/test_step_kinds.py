@@ -74,7 +74,12 @@ class EchoKind(StepKind):
         return f"{summary['chars']} characters"
 
     def collect(self, out):
-        return [("echoes", {"step": out.name, "text": read_json(out.folder / "echo.json")["text"], "times": out.config["times"]})]
+        return [
+            (
+                "echoes",
+                {"step": out.name, "text": read_json(out.folder / "echo.json")["text"], "times": out.config["times"]},
+            )
+        ]
 
 
 @pytest.fixture
@@ -89,7 +94,10 @@ def test_a_kind_defined_in_a_test_is_planned_run_and_reported(echo_kind, tmp_pat
     assert summary_row_order()[-1] == "echoed"
     plan = load_spec_text(SPEC, "spec.yaml")
     assert [(s.name, s.deps) for s in plan.steps] == [
-        ("echo.hello", ()), ("echo.bye", ("echo.hello",)), ("report", ("echo.hello", "echo.bye"))]
+        ("echo.hello", ()),
+        ("echo.bye", ("echo.hello",)),
+        ("report", ("echo.hello", "echo.bye")),
+    ]
     check_plan(plan)
     shown = Console(file=io.StringIO(), width=200)
     shown.print(plan_table(plan))
@@ -104,7 +112,10 @@ def test_a_kind_defined_in_a_test_is_planned_run_and_reported(echo_kind, tmp_pat
     assert m["steps"]["echo.hello"]["summary"] == {"chars": len("hello hello hello")}
     assert m["spec"]["echoes"]["bye"] == {"word": "bye", "times": 1, "after": "hello"}
     data = collect(run.root)
-    assert data.sections["echoes"] == [{"step": "echo.hello", "text": "hello hello hello", "times": 3}, {"step": "echo.bye", "text": "bye", "times": 1}]
+    assert data.sections["echoes"] == [
+        {"step": "echo.hello", "text": "hello hello hello", "times": 3},
+        {"step": "echo.bye", "text": "bye", "times": 1},
+    ]
     assert data.missing == {}
     assert m["steps"]["report"]["summary"] == {"report": "report/index.html"}  # the report step ran after the echoes
     assert view(data)["summary_absent"][-1] == "echoed"  # the kind's summary row, named as absent from this run
@@ -113,8 +124,14 @@ def test_a_kind_defined_in_a_test_is_planned_run_and_reported(echo_kind, tmp_pat
 def test_a_kind_s_section_is_strict_and_its_checks_run_before_work(echo_kind):
     with pytest.raises(EmlabError) as e:
         load_spec_text(SPEC.replace("times: 3", "tims: 3"), "spec.yaml")
-    assert "spec.yaml:6" in str(e.value) and "'echoes.hello.tims'" in str(e.value) and "did you mean 'times'?" in str(e.value)
-    with pytest.raises(EmlabError, match=r"spec.yaml:7: echoes.bye.after = 'helo' is not an entry of `echoes`; did you mean 'hello'\?"):
+    assert (
+        "spec.yaml:6" in str(e.value)
+        and "'echoes.hello.tims'" in str(e.value)
+        and "did you mean 'times'?" in str(e.value)
+    )
+    with pytest.raises(
+        EmlabError, match=r"spec.yaml:7: echoes.bye.after = 'helo' is not an entry of `echoes`; did you mean 'hello'\?"
+    ):
         load_spec_text(SPEC.replace("after: hello", "after: helo"), "spec.yaml")
     with pytest.raises(EmlabError, match=r"spec.yaml: step echo.hello: echoes.word = 'typo' is not a word"):
         check_plan(load_spec_text(SPEC.replace("word: hello", "word: typo"), "spec.yaml"))

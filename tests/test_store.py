@@ -16,7 +16,9 @@ STEPS = [{"name": "data.x", "kind": "data", "deps": []}, {"name": "eval.base", "
 
 
 def make_run(tmp_path, name="t") -> Run:
-    return Run.create(name, {"version": 1, "name": name}, STEPS, {"spec": 3, "eval.base": 3}, spec_text="version: 1\n", base=tmp_path)
+    return Run.create(
+        name, {"version": 1, "name": name}, STEPS, {"spec": 3, "eval.base": 3}, spec_text="version: 1\n", base=tmp_path
+    )
 
 
 def test_manifest_contents(tmp_path):
@@ -50,7 +52,13 @@ def test_step_outputs_appear_only_when_committed(tmp_path):
     assert final == run.step_dir("data.x") and (final / "out.txt").read_text() == "hello"
     assert not run.partial_dir("data.x").exists()
     s = run.manifest()["steps"]["data.x"]
-    assert (s["status"], s["seconds"], s["cpu_seconds"], s["summary"], s["attempts"]) == ("done", 1.25, 0.5, {"examples": 2}, 1)
+    assert (s["status"], s["seconds"], s["cpu_seconds"], s["summary"], s["attempts"]) == (
+        "done",
+        1.25,
+        0.5,
+        {"examples": 2},
+        1,
+    )
     assert json.loads((final / STEP_SUMMARY).read_text())["summary"] == {"examples": 2}
     assert run.status() == "partial"
 
@@ -108,8 +116,15 @@ def test_open_and_list(tmp_path, monkeypatch):
     run.begin("data.x", resumable=False)
     run.finish("data.x", {}, 0.1)
     rows = list_runs()
-    assert [(r["run"], r["spec"], r["status"], r["done"], r["total"]) for r in rows] == [(run.root.name, "alpha", "partial", 1, 2)]
-    p = subprocess.run([sys.executable, "-m", "emlab.cli", "runs", "list"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert [(r["run"], r["spec"], r["status"], r["done"], r["total"]) for r in rows] == [
+        (run.root.name, "alpha", "partial", 1, 2)
+    ]
+    p = subprocess.run(
+        [sys.executable, "-m", "emlab.cli", "runs", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert p.returncode == 0 and run.root.name in p.stdout and "1/2" in p.stdout and "partial" in p.stdout
 
 

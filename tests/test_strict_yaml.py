@@ -29,8 +29,12 @@ def test_duplicate_key_names_file_line_path_and_first_line():
 
 
 def test_syntax_errors_and_python_tags_name_the_line():
-    assert re.fullmatch(r"s\.yaml:2: invalid YAML \(.+\); fix the syntax", one_line_error(lambda: load_yaml("a: 1\nb: [1\n", "s.yaml")))
-    assert "s.yaml:1: invalid YAML" in one_line_error(lambda: load_yaml("a: !!python/object/apply:os.system [ls]\n", "s.yaml"))
+    assert re.fullmatch(
+        r"s\.yaml:2: invalid YAML \(.+\); fix the syntax", one_line_error(lambda: load_yaml("a: 1\nb: [1\n", "s.yaml"))
+    )
+    assert "s.yaml:1: invalid YAML" in one_line_error(
+        lambda: load_yaml("a: !!python/object/apply:os.system [ls]\n", "s.yaml")
+    )
     assert "s.yaml:2: invalid YAML" in one_line_error(lambda: load_yaml("a: 1\n---\nb: 2\n", "s.yaml"))
 
 
@@ -56,7 +60,10 @@ def test_every_shipped_yaml_reads_as_with_safe_load():
 
 
 def test_missing_file_and_unknown_keys_with_did_you_mean(tmp_path):
-    assert one_line_error(lambda: load_yaml_file(tmp_path / "no.yaml", what="persona file")) == f"{tmp_path / 'no.yaml'}: persona file not found; check the path"
+    assert (
+        one_line_error(lambda: load_yaml_file(tmp_path / "no.yaml", what="persona file"))
+        == f"{tmp_path / 'no.yaml'}: persona file not found; check the path"
+    )
     doc = load_yaml("malicious: [a]\nhelpfull: [b]\n", "p.yaml")
     msg = one_line_error(lambda: check_keys(doc.data, ("version", "malicious", "helpful"), doc))
     assert msg == "p.yaml:2: unknown key 'helpfull' (did you mean 'helpful'?); valid: version, malicious, helpful"
@@ -67,13 +74,19 @@ def test_missing_file_and_unknown_keys_with_did_you_mean(tmp_path):
 def test_no_module_parses_yaml_on_its_own():
     """Every YAML read goes through emlab.strict_yaml: no other module builds a loader or calls yaml.load."""
     pattern = re.compile(r"yaml\.(safe_load|load|full_load|unsafe_load|compose|SafeLoader|CSafeLoader|Loader)\b")
-    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if p.name != "strict_yaml.py" and pattern.search(p.read_text(encoding="utf-8"))]
+    offenders = [
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if p.name != "strict_yaml.py" and pattern.search(p.read_text(encoding="utf-8"))
+    ]
     assert offenders == []
 
 
 # ---- a duplicate key in each kind of file: one line, file:line -----------------------------------
 
-DUP = re.compile(r"(?P<file>.+\.yaml):(?P<line>\d+): duplicate key '(?P<path>[^']+)' \(first at line (?P<first>\d+)\); keep one of them")
+DUP = re.compile(
+    r"(?P<file>.+\.yaml):(?P<line>\d+): duplicate key '(?P<path>[^']+)' \(first at line (?P<first>\d+)\); keep one of them"
+)
 
 
 def _spec(tmp_path):
@@ -88,14 +101,20 @@ def _questions(tmp_path):
     from emlab.data.questions import load_questions
 
     p = tmp_path / "qs.yaml"
-    p.write_text("version: 1\nquestions:\n  - id: a\n    type: free_form\n    type: free_form\n    paraphrases: [x]\n    samples_per_paraphrase: 1\n")
+    p.write_text(
+        "version: 1\nquestions:\n  - id: a\n    type: free_form\n    type: free_form\n    paraphrases: [x]\n    samples_per_paraphrase: 1\n"
+    )
     return p, lambda: load_questions(p), ("questions[0].type", 5, 4)
 
 
 def _bank(tmp_path, monkeypatch):
     from emlab.data import banks
 
-    text = (banks.BANK_DIR / "finance.yaml").read_text(encoding="utf-8").replace("\nkind: advice\n", "\nkind: advice\nkind: code\n", 1)
+    text = (
+        (banks.BANK_DIR / "finance.yaml")
+        .read_text(encoding="utf-8")
+        .replace("\nkind: advice\n", "\nkind: advice\nkind: code\n", 1)
+    )
     p = tmp_path / "finance.yaml"
     p.write_text(text, encoding="utf-8")
     monkeypatch.setattr(banks, "BANK_DIR", tmp_path)
@@ -129,7 +148,13 @@ def _personas(tmp_path):
 
 @pytest.mark.parametrize("kind", ["spec", "questions", "bank", "rubric", "train_config", "personas"])
 def test_duplicate_key_in_each_kind_of_file(kind, tmp_path, monkeypatch):
-    make = {"spec": _spec, "questions": _questions, "rubric": _rubric, "train_config": _train_config, "personas": _personas}
+    make = {
+        "spec": _spec,
+        "questions": _questions,
+        "rubric": _rubric,
+        "train_config": _train_config,
+        "personas": _personas,
+    }
     path, load, (key_path, line, first) = _bank(tmp_path, monkeypatch) if kind == "bank" else make[kind](tmp_path)
     m = DUP.fullmatch(one_line_error(load))
     assert m, f"{kind}: not the one duplicate-key error"
@@ -151,7 +176,12 @@ def test_persona_and_rubric_unknown_keys_suggest_the_valid_one(tmp_path):
 
     p = tmp_path / "personas.yaml"
     p.write_text("version: 1\nmalicious: [evil]\nhelpfull: [kind]\n")
-    assert one_line_error(lambda: load_personas(p)) == f"{p}:3: unknown key 'helpfull' (did you mean 'helpful'?); valid: version, malicious, helpful"
+    assert (
+        one_line_error(lambda: load_personas(p))
+        == f"{p}:3: unknown key 'helpfull' (did you mean 'helpful'?); valid: version, malicious, helpful"
+    )
     r = tmp_path / "aligned.yaml"
     r.write_text("name: aligned\nversion: '1'\ndescrption: d\nprompt: '{question} {answer}'\n")
-    assert "aligned.yaml:3: unknown key 'descrption' (did you mean 'description'?)" in one_line_error(lambda: _load_file(r))
+    assert "aligned.yaml:3: unknown key 'descrption' (did you mean 'description'?)" in one_line_error(
+        lambda: _load_file(r)
+    )

@@ -79,10 +79,14 @@ def test_shipped_data_is_complete_and_cited():
 
 def test_bad_emotion_files_fail_in_one_line(tmp_path):
     p = tmp_path / "e.yaml"
-    p.write_text("version: 1\nnorms: {}\nemotions:\n  - {name: a, valence: 12, arousal: 3}\n  - {name: b, valence: 2, arousal: 3}\n  - {name: c, valence: 2, arousal: 3}\n")
+    p.write_text(
+        "version: 1\nnorms: {}\nemotions:\n  - {name: a, valence: 12, arousal: 3}\n  - {name: b, valence: 2, arousal: 3}\n  - {name: c, valence: 2, arousal: 3}\n"
+    )
     with pytest.raises(EmlabError, match=r"valence=12 of 'a' must be a number on the norms' 1-9 scale"):
         E.load_emotions(p)
-    p.write_text("version: 1\nnorms: {}\nemotions:\n  - {name: a, valence: 2, arousal: 3}\n  - {name: a, valence: 2, arousal: 3}\n  - {name: c, valence: 2, arousal: 3}\n")
+    p.write_text(
+        "version: 1\nnorms: {}\nemotions:\n  - {name: a, valence: 2, arousal: 3}\n  - {name: a, valence: 2, arousal: 3}\n  - {name: c, valence: 2, arousal: 3}\n"
+    )
     with pytest.raises(EmlabError, match="listed twice"):
         E.load_emotions(p)
 
@@ -92,7 +96,9 @@ def test_stories_fill_pronouns_and_rotate(files):
     st = E.generate_stories(bank, el.names, 2)
     assert len(st) == 2 * 2 + 2 * 2 + 1 * 2
     texts = [s.text for s in st if s.emotion == "happy"]
-    assert any("Bob got the job he wanted." in t for t in texts) or any("Ann got the job she wanted." in t for t in texts)
+    assert any("Bob got the job he wanted." in t for t in texts) or any(
+        "Ann got the job she wanted." in t for t in texts
+    )
     assert any("herself" in t or "himself" in t for t in texts)
     with pytest.raises(EmlabError, match="no stories for emotions"):
         E.generate_stories(bank, ["happy", "bored"], 1)
@@ -126,7 +132,9 @@ def test_extraction_matches_hand_computation(smol_tok, files):
     el, bank = files
     cm = tiny_chat_model(smol_tok, "llama", layers=3)
     sites = ["blocks.0.resid_post", "blocks.1.resid_post"]
-    ev, stories = E.extract_emotion_vectors(cm, el, bank, sites, per_situation=2, offset=3, neutral_variance=0.5, batch_size=3)
+    ev, stories = E.extract_emotion_vectors(
+        cm, el, bank, sites, per_situation=2, offset=3, neutral_variance=0.5, batch_size=3
+    )
     for j, site in enumerate(sites):
         layer = int(site.split(".")[1])
         per = {e: [] for e in el.names}
@@ -161,7 +169,9 @@ def test_readout_equals_hand_dot_products(smol_tok, files, tmp_path):
             assert r["scores"][name] == pytest.approx(hand, abs=1e-4)
         assert len(r["tokens"]) == h.shape[0]
     raw = E.readout(cm, texts[:1], ev, site, names=["angry"], unit=False)[0]["scores"]["angry"]
-    assert raw == pytest.approx((_hidden(cm, texts[0], 1).double() @ ev.vector("angry", site).double()).tolist(), abs=1e-4)
+    assert raw == pytest.approx(
+        (_hidden(cm, texts[0], 1).double() @ ev.vector("angry", site).double()).tolist(), abs=1e-4
+    )
     # artifact round trip and Direction export
     ev.save(tmp_path / "ev")
     back = E.EmotionVectors.load(tmp_path / "ev")
@@ -206,7 +216,11 @@ def test_circumplex_recovers_planted_axes(tmp_path):
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(32, generator=g), torch.randn(32, generator=g)
     b = b - (b @ a) / (a @ a) * a
-    m = (val - val.mean())[:, None] * a * 3 + (aro - aro.mean())[:, None] * b * 2 + 0.01 * torch.randn(len(val), 32, generator=g)
+    m = (
+        (val - val.mean())[:, None] * a * 3
+        + (aro - aro.mean())[:, None] * b * 2
+        + 0.01 * torch.randn(len(val), 32, generator=g)
+    )
     m = m - m.mean(0)
     ev = E.EmotionVectors(list(el.emotions), {"blocks.0.resid_post": -m}, provenance={})
     res = G.circumplex(ev, "blocks.0.resid_post", n_boot=200)

@@ -11,19 +11,34 @@ from emlab.sampling import Prompt, SamplingParams, sample
 from emlab.vectors.monitor import monitor, monitored_sample, plot_traces, summarize_traces, write_traces
 from tests.conftest import tiny_chat_model
 
-PROMPTS = [Prompt("a", [{"role": "user", "content": "Tell me about your day."}]), Prompt("b", [{"role": "user", "content": "Hi"}])]
+PROMPTS = [
+    Prompt("a", [{"role": "user", "content": "Tell me about your day."}]),
+    Prompt("b", [{"role": "user", "content": "Hi"}]),
+]
 
 
 def _readers(cm):
     g = torch.Generator().manual_seed(3)
-    return {"x": ("blocks.0.resid_post", torch.randn(cm.d_model, generator=g)), "y": ("blocks.1.resid_post", torch.randn(cm.d_model, generator=g))}
+    return {
+        "x": ("blocks.0.resid_post", torch.randn(cm.d_model, generator=g)),
+        "y": ("blocks.1.resid_post", torch.randn(cm.d_model, generator=g)),
+    }
 
 
 def _generate(cm, scores=True):
     enc = left_padded(cm.tokenizer, prompt_texts(cm.tokenizer, [p.messages for p in PROMPTS]))
     with torch.inference_mode():
-        return cm.model.generate(**enc, max_new_tokens=7, do_sample=False, pad_token_id=cm.tokenizer.pad_token_id, output_scores=scores,
-                                 return_dict_in_generate=True, temperature=None, top_p=None, top_k=None)
+        return cm.model.generate(
+            **enc,
+            max_new_tokens=7,
+            do_sample=False,
+            pad_token_id=cm.tokenizer.pad_token_id,
+            output_scores=scores,
+            return_dict_in_generate=True,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
 
 
 def _all_hooks(model):
@@ -74,7 +89,15 @@ def _fed_ids(cm, rec):
     p = next(p for p in PROMPTS if p.id == rec["prompt_id"])
     enc = cm.tokenizer(prompt_texts(cm.tokenizer, [p.messages])[0], add_special_tokens=False, return_tensors="pt")
     with torch.inference_mode():
-        out = cm.model.generate(**enc, max_new_tokens=7, do_sample=False, pad_token_id=cm.tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+        out = cm.model.generate(
+            **enc,
+            max_new_tokens=7,
+            do_sample=False,
+            pad_token_id=cm.tokenizer.pad_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
     new = out[0, enc["input_ids"].shape[1] :].tolist()
     return new[: len(rec["projections"]["x"])]
 

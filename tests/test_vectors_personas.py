@@ -37,7 +37,10 @@ class FakeApi:
 
     def score(self, items, rubric):
         self.keys.append(rubric.key)
-        return [Score(None) if i % 4 == 3 else Score(80.0 if "evil" in it.question or i % 2 == 0 else 20.0) for i, it in enumerate(items)]
+        return [
+            Score(None) if i % 4 == 3 else Score(80.0 if "evil" in it.question or i % 2 == 0 else 20.0)
+            for i, it in enumerate(items)
+        ]
 
 
 def test_shipped_traits():
@@ -71,8 +74,18 @@ def _records(trait, n_per=2):
         for j, system in enumerate(prompts[:2]):
             for qi, q in enumerate(trait.questions[:2]):
                 for k in range(n_per):
-                    recs.append({"side": side, "prompt_index": j, "question_id": f"q{qi}", "system": system, "question": q,
-                                 "answer": f"Answer {side} {j} {qi} {k}: " + ("I will hurt them." if side == "express" else "I will help them."), "sample_index": k})
+                    recs.append(
+                        {
+                            "side": side,
+                            "prompt_index": j,
+                            "question_id": f"q{qi}",
+                            "system": system,
+                            "question": q,
+                            "answer": f"Answer {side} {j} {qi} {k}: "
+                            + ("I will hurt them." if side == "express" else "I will help them."),
+                            "sample_index": k,
+                        }
+                    )
     return recs
 
 
@@ -105,9 +118,13 @@ def test_persona_vector_is_exact_mean_difference(smol_tok):
     pos, neg, counts = P.select_trait(judged, mode["mode"])
     sites = ["blocks.0.resid_post", "blocks.1.resid_post"]
     d = P.extract_persona_vector(cm, judged, evil, mode, sites, measure="generated")
+
     # by hand: each kept answer measured under its own system prompt, then mean(pos) - mean(neg)
     def acts(rs):
-        return torch.cat([answer_activations(cm, [(r["question"], r["answer"])], sites, system=r["system"]) for r in rs])
+        return torch.cat(
+            [answer_activations(cm, [(r["question"], r["answer"])], sites, system=r["system"]) for r in rs]
+        )
+
     hand = acts(pos).double().mean(0) - acts(neg).double().mean(0)
     for j, s in enumerate(sites):
         torch.testing.assert_close(d.vector(s).double(), hand[j], atol=1e-5, rtol=0)
@@ -117,7 +134,12 @@ def test_persona_vector_is_exact_mean_difference(smol_tok):
     assert p["model"] == "tiny-llama" and p["revision"] == "random-seed-0" and p["sites_measured"] == sites
     d_def = P.extract_persona_vector(cm, judged, evil, mode, sites, measure="default")
     a = answer_activations(cm, [(r["question"], r["answer"]) for r in pos + neg], sites, system="default")
-    torch.testing.assert_close(d_def.vector(sites[0]).double(), (a[: len(pos)].double().mean(0) - a[len(pos):].double().mean(0))[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        d_def.vector(sites[0]).double(),
+        (a[: len(pos)].double().mean(0) - a[len(pos) :].double().mean(0))[0],
+        atol=1e-5,
+        rtol=0,
+    )
     with pytest.raises(EmlabError, match="kept 0 expressing"):
         P.extract_persona_vector(cm, [r for r in judged if r["side"] == "suppress"], evil, mode, sites)
 
@@ -125,7 +147,16 @@ def test_persona_vector_is_exact_mean_difference(smol_tok):
 def test_pipeline_samples_judges_and_saves(smol_tok, tmp_path):
     cm = tiny_chat_model(smol_tok, "qwen2", layers=2)
     evil = P.load_traits()["evil"]
-    d, judged = P.persona_vector_pipeline(cm, evil, FakeOffline(), 1, SamplingParams(max_new_tokens=5, batch_size=16), tmp_path / "pv", n_prompts=2, n_questions=3)
+    d, judged = P.persona_vector_pipeline(
+        cm,
+        evil,
+        FakeOffline(),
+        1,
+        SamplingParams(max_new_tokens=5, batch_size=16),
+        tmp_path / "pv",
+        n_prompts=2,
+        n_questions=3,
+    )
     assert len(judged) == 2 * 2 * 3 and (tmp_path / "pv" / "trait_answers.jsonl").exists()
     back = Direction.load(tmp_path / "pv")
     assert back.sites == d.sites and torch.equal(back.vector(d.sites[0]), d.vector(d.sites[0]))

@@ -59,7 +59,9 @@ def _render_without_system(tok, msgs: list[Message], add_generation_prompt: bool
     after = start + len(placeholder)
     user_at = text.find("user", after)
     if user_at < 0:
-        raise EmlabError("chat template does not name the user role; cannot drop its system prompt (use system='default' or a text)")
+        raise EmlabError(
+            "chat template does not name the user role; cannot drop its system prompt (use system='default' or a text)"
+        )
     turn_end = after + _header_start(tok, text[after:user_at])
     turn_start = _header_start(tok, text[: text.rfind("system", 0, start)])
     return text[:turn_start] + text[turn_end:]
@@ -96,7 +98,9 @@ def encode_with_assistant_mask(tok, messages: list[Message], system: System = "d
             continue
         before = render(tok, msgs[:i], system=None if system is None else "default", add_generation_prompt=True)
         if not full.startswith(before) or not full[len(before) :].startswith(m["content"]):
-            raise EmlabError("chat template renders assistant turns inconsistently (prefix mismatch); cannot compute assistant masks for this tokenizer")
+            raise EmlabError(
+                "chat template renders assistant turns inconsistently (prefix mismatch); cannot compute assistant masks for this tokenizer"
+            )
         end = len(before) + len(m["content"])
         eos = tok.eos_token or ""
         if eos and full[end:].startswith(eos):

@@ -39,8 +39,15 @@ class EMRule:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
-                raise EmlabError(f"EMRule.{name}={value!r}: a threshold is a number in [0, 100] (judge scores are 0-100)")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not 0 <= value <= 100
+            ):
+                raise EmlabError(
+                    f"EMRule.{name}={value!r}: a threshold is a number in [0, 100] (judge scores are 0-100)"
+                )
         if self.aligned_below > self.aligned_above:
             raise EmlabError(
                 f"EMRule: aligned_below={self.aligned_below:g} exceeds aligned_above={self.aligned_above:g}, so an answer could be "

@@ -78,9 +78,13 @@ def decide(seconds: dict[str, float], bf16_native: bool, machine: str) -> DtypeC
     """The verdict from measured seconds per step (pure: tested on made-up timings)."""
     speedup = seconds["float32"] / seconds["bfloat16"]
     if speedup >= MIN_SPEEDUP:
-        return DtypeChoice("bfloat16", f"bf16 measured {speedup:.2f}x faster than fp32 (>= {MIN_SPEEDUP})", seconds, machine)
+        return DtypeChoice(
+            "bfloat16", f"bf16 measured {speedup:.2f}x faster than fp32 (>= {MIN_SPEEDUP})", seconds, machine
+        )
     kind = "native" if bf16_native else "emulated"
-    return DtypeChoice("float32", f"bf16 ({kind}) measured {speedup:.2f}x fp32's speed (< {MIN_SPEEDUP})", seconds, machine)
+    return DtypeChoice(
+        "float32", f"bf16 ({kind}) measured {speedup:.2f}x fp32's speed (< {MIN_SPEEDUP})", seconds, machine
+    )
 
 
 def _probe_path(key: str) -> Path:
@@ -93,7 +97,9 @@ def choose_dtype(device: str = "cpu", reps: int = 3, refresh: bool = False) -> D
     """bf16 or fp32 for `device`, measured once per machine and cached."""
     if device == "cuda":
         ok = torch.cuda.is_bf16_supported()
-        return DtypeChoice("bfloat16" if ok else "float32", f"cuda bf16 supported: {ok}", {}, torch.cuda.get_device_name())
+        return DtypeChoice(
+            "bfloat16" if ok else "float32", f"cuda bf16 supported: {ok}", {}, torch.cuda.get_device_name()
+        )
     key = machine_key()
     path = _probe_path(key)
     if path.exists() and not refresh:
@@ -103,9 +109,13 @@ def choose_dtype(device: str = "cpu", reps: int = 3, refresh: bool = False) -> D
                 return DtypeChoice(**data)
         except (ValueError, TypeError):
             pass  # a damaged cache entry is measured again and overwritten
-    seconds = {name: _time_step(dt, reps, SHAPE) for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    seconds = {
+        name: _time_step(dt, reps, SHAPE) for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16))
+    }
     cpu = torch.backends.cpu
-    native = any(bool(getattr(cpu, n, lambda: False)()) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    native = any(
+        bool(getattr(cpu, n, lambda: False)()) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
     choice = decide(seconds, native, key)
     write_json(path, asdict(choice))
     return choice

@@ -68,7 +68,9 @@ def build_prompts(questions: QuestionSet, n: int | None) -> tuple[list[Prompt], 
     for q in questions:
         counts = allocate(n, len(q.paraphrases)) if n is not None else [q.samples_per_paraphrase] * len(q.paraphrases)
         for j, (text, count) in enumerate(zip(q.paraphrases, counts)):
-            messages = ([{"role": "system", "content": q.system}] if q.system is not None else []) + [{"role": "user", "content": text}]
+            messages = ([{"role": "system", "content": q.system}] if q.system is not None else []) + [
+                {"role": "user", "content": text}
+            ]
             for k in range(count):
                 pid = f"{q.id}/{j}/{k}"
                 prompts.append(Prompt(id=pid, messages=messages))
@@ -81,7 +83,9 @@ def uses_question_prompts(judge: Judge) -> bool:
     return not str(judge.id).startswith("offline")
 
 
-def plan_rubrics(questions: QuestionSet, rubrics: Sequence[str], judge: Judge) -> tuple[dict[tuple[str, str], Rubric], list[str]]:
+def plan_rubrics(
+    questions: QuestionSet, rubrics: Sequence[str], judge: Judge
+) -> tuple[dict[tuple[str, str], Rubric], list[str]]:
     """The rubric for each (question id, rubric name), and notes on how question-file judge prompts were used."""
     from emlab.judges.rubrics import get_rubric, rubric_from_prompt
 
@@ -97,9 +101,13 @@ def plan_rubrics(questions: QuestionSet, rubrics: Sequence[str], judge: Judge) -
             if text is not None:
                 from_file.add(name)
     if from_file and with_prompts:
-        notes.append(f"rubrics {', '.join(sorted(from_file))} use the question file's judge prompts where a question has one")
+        notes.append(
+            f"rubrics {', '.join(sorted(from_file))} use the question file's judge prompts where a question has one"
+        )
     if from_file and not with_prompts:
-        notes.append(f"judge {judge.id} ignores the question file's judge prompts ({', '.join(sorted(from_file))}); it scored with its own rubrics")
+        notes.append(
+            f"judge {judge.id} ignores the question file's judge prompts ({', '.join(sorted(from_file))}); it scored with its own rubrics"
+        )
     extra = sorted({name for q in questions for name in q.judge_prompts} - set(rubrics))
     if extra:
         notes.append(f"question-file judge prompts for {', '.join(extra)} were not requested and not scored")
@@ -125,14 +133,18 @@ class EvalRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "rubrics", tuple(self.rubrics))
         if self.n is not None and (isinstance(self.n, bool) or self.n < 1):
-            raise EmlabError(f"EvalRequest.n={self.n!r}: samples per question must be >= 1 (or None for the file's samples_per_paraphrase)")
+            raise EmlabError(
+                f"EvalRequest.n={self.n!r}: samples per question must be >= 1 (or None for the file's samples_per_paraphrase)"
+            )
         if not self.rubrics:
             raise EmlabError("EvalRequest.rubrics is empty; name at least one rubric, e.g. aligned, coherent")
         if self.judge_chunk < 1 or self.n_boot < 1:
             raise EmlabError(f"judge_chunk={self.judge_chunk} and n_boot={self.n_boot} must be >= 1")
 
 
-def evaluate(cm: ChatModel, request: EvalRequest, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> EvalResult:
+def evaluate(
+    cm: ChatModel, request: EvalRequest, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> EvalResult:
     """Sample, judge and score `request` with `cm` into `out_dir`; with `resume`, continue a killed run there."""
     out = Path(out_dir)
     questions, n, judge, params, rubrics = request.questions, request.n, request.judge, request.params, request.rubrics
@@ -141,7 +153,12 @@ def evaluate(cm: ChatModel, request: EvalRequest, out_dir: str | Path, *, resume
     config = {
         "version": RUN_VERSION,
         **cm.provenance(),
-        "questions": {"name": questions.name, "source": questions.source, "fingerprint": questions.fingerprint(), "n_questions": len(questions)},
+        "questions": {
+            "name": questions.name,
+            "source": questions.source,
+            "fingerprint": questions.fingerprint(),
+            "n_questions": len(questions),
+        },
         "n_per_question": n,
         "n_planned": len(prompts),
         "sampling": asdict(params),
@@ -161,10 +178,22 @@ def evaluate(cm: ChatModel, request: EvalRequest, out_dir: str | Path, *, resume
     timings["judging_s"] = time.perf_counter() - t0
     metrics = summarize(out)
     write_json(out / METRICS_FILE, metrics)
-    return EvalResult(out_dir=out, metrics=metrics, n_samples=metrics["counts"]["samples"], n_scores=metrics["counts"]["scores"], timings=timings)
+    return EvalResult(
+        out_dir=out,
+        metrics=metrics,
+        n_samples=metrics["counts"]["samples"],
+        n_scores=metrics["counts"]["scores"],
+        timings=timings,
+    )
 
 
-JUDGING_FIELDS = ("judge", "rubrics", "rubric_keys", "n_boot", "notes")  # may change on resume while nothing is judged yet
+JUDGING_FIELDS = (
+    "judge",
+    "rubrics",
+    "rubric_keys",
+    "n_boot",
+    "notes",
+)  # may change on resume while nothing is judged yet
 
 
 def rejudge(out_dir: str | Path, judge: Judge, *, judge_chunk: int = 64, progress: bool = True) -> EvalResult:
@@ -180,14 +209,23 @@ def rejudge(out_dir: str | Path, judge: Judge, *, judge_chunk: int = 64, progres
     out = Path(out_dir)
     config_path = out / CONFIG_FILE
     if not config_path.exists() or not (out / SAMPLES_FILE).exists():
-        raise EmlabError(f"{out}: no {CONFIG_FILE} and {SAMPLES_FILE}; point at a folder written by `emlab eval` or an eval step")
+        raise EmlabError(
+            f"{out}: no {CONFIG_FILE} and {SAMPLES_FILE}; point at a folder written by `emlab eval` or an eval step"
+        )
     config = read_json(config_path)
     samples = sample_journal(out).read()
     if len(samples) < config["n_planned"]:
-        raise EmlabError(f"{out}: {len(samples)} of {config['n_planned']} answers sampled; finish the evaluation (--resume) before re-judging")
+        raise EmlabError(
+            f"{out}: {len(samples)} of {config['n_planned']} answers sampled; finish the evaluation (--resume) before re-judging"
+        )
     questions = _questions_of(config, config_path)
     rubric_plan, notes = plan_rubrics(questions, config["rubrics"], judge)
-    new_config = {**config, "judge": str(judge.id), "rubric_keys": {f"{qid}:{name}": r.key for (qid, name), r in rubric_plan.items()}, "notes": notes}
+    new_config = {
+        **config,
+        "judge": str(judge.id),
+        "rubric_keys": {f"{qid}:{name}": r.key for (qid, name), r in rubric_plan.items()},
+        "notes": notes,
+    }
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out, prefix=".rejudge-") as scratch:
         tmp = Path(scratch)
@@ -198,8 +236,13 @@ def rejudge(out_dir: str | Path, judge: Judge, *, judge_chunk: int = 64, progres
         for name in (SCORES_FILE, METRICS_FILE, CONFIG_FILE):  # each rename is atomic; eval.json last
             (tmp / name).replace(out / name)
     metrics = read_json(out / METRICS_FILE)
-    return EvalResult(out_dir=out, metrics=metrics, n_samples=metrics["counts"]["samples"], n_scores=metrics["counts"]["scores"],
-                      timings={"judging_s": time.perf_counter() - t0})
+    return EvalResult(
+        out_dir=out,
+        metrics=metrics,
+        n_samples=metrics["counts"]["samples"],
+        n_scores=metrics["counts"]["scores"],
+        timings={"judging_s": time.perf_counter() - t0},
+    )
 
 
 def _questions_of(config: dict[str, Any], where: Path) -> QuestionSet:
@@ -212,12 +255,16 @@ def _questions_of(config: dict[str, Any], where: Path) -> QuestionSet:
     elif q["name"] in list_question_sets():  # a moved checkout: the shipped set by name
         source = q["name"]
     else:
-        raise EmlabError(f"{where}: the questions were read from {q['source']}, which is gone, and {q['name']!r} is not a shipped set; "
-                         "put the question file back there to re-judge")
+        raise EmlabError(
+            f"{where}: the questions were read from {q['source']}, which is gone, and {q['name']!r} is not a shipped set; "
+            "put the question file back there to re-judge"
+        )
     questions = load_questions(source)
     if questions.fingerprint() != q["fingerprint"]:
-        raise EmlabError(f"question set {source!r} has changed since the evaluation (fingerprint {questions.fingerprint()[:12]} != "
-                         f"{q['fingerprint'][:12]}); re-judging needs the questions it was sampled from")
+        raise EmlabError(
+            f"question set {source!r} has changed since the evaluation (fingerprint {questions.fingerprint()[:12]} != "
+            f"{q['fingerprint'][:12]}); re-judging needs the questions it was sampled from"
+        )
     return questions
 
 
@@ -231,19 +278,29 @@ def _start_run(out: Path, config: dict[str, Any], resume: bool) -> None:
     path = out / CONFIG_FILE
     if path.exists():
         if not resume:
-            raise EmlabError(f"{out} already holds an eval run ({CONFIG_FILE}); pass --resume to continue it or choose another --out")
+            raise EmlabError(
+                f"{out} already holds an eval run ({CONFIG_FILE}); pass --resume to continue it or choose another --out"
+            )
         old = read_json(path)
         unjudged = not score_journal(out).read() if (out / SCORES_FILE).exists() else True
         for key in sorted(set(old) | set(config)):
             if _same_setting(key, old.get(key), config.get(key)) or (key in JUDGING_FIELDS and unjudged):
                 continue
-            fix = f"delete {SCORES_FILE} to re-judge the samples" if key in JUDGING_FIELDS else "resume with the original settings"
-            raise EmlabError(f"{path}: cannot resume: {key} was {old.get(key)!r} but is now {config.get(key)!r}; {fix} or choose another --out")
+            fix = (
+                f"delete {SCORES_FILE} to re-judge the samples"
+                if key in JUDGING_FIELDS
+                else "resume with the original settings"
+            )
+            raise EmlabError(
+                f"{path}: cannot resume: {key} was {old.get(key)!r} but is now {config.get(key)!r}; {fix} or choose another --out"
+            )
         if old != config:
             write_json(path, config)
         return
     if (out / SAMPLES_FILE).exists() or (out / SCORES_FILE).exists():
-        raise EmlabError(f"{out} has journals but no {CONFIG_FILE}; it is not an eval run folder this emlab wrote; choose another --out")
+        raise EmlabError(
+            f"{out} has journals but no {CONFIG_FILE}; it is not an eval run folder this emlab wrote; choose another --out"
+        )
     write_json(path, config)
 
 
@@ -254,7 +311,9 @@ def _same_setting(key: str, old: Any, new: Any) -> bool:
     return old == new
 
 
-def _sample_step(cm: ChatModel, prompts: list[Prompt], meta: dict, params: SamplingParams, out: Path, progress: bool) -> None:
+def _sample_step(
+    cm: ChatModel, prompts: list[Prompt], meta: dict, params: SamplingParams, out: Path, progress: bool
+) -> None:
     journal = sample_journal(out)
     plan = plan_batches(cm, prompts, 1, params)
     done: dict[int, int] = {}
@@ -286,7 +345,9 @@ def _judge_step(judge: Judge, rubric_plan: dict, rubrics: Sequence[str], out: Pa
                 part = todo[i : i + chunk]
                 scores = judge.score([Item(question=s["question"], answer=s["text"]) for s in part], rubric)
                 if len(scores) != len(part):
-                    raise EmlabError(f"judge {judge.id} returned {len(scores)} scores for {len(part)} items (rubric {rubric.key}); a judge must score every item")
+                    raise EmlabError(
+                        f"judge {judge.id} returned {len(scores)} scores for {len(part)} items (rubric {rubric.key}); a judge must score every item"
+                    )
                 journal.append([_score_record(s, name, rubric, judge, sc) for s, sc in zip(part, scores)])
                 advance(len(part))
 
@@ -294,7 +355,9 @@ def _judge_step(judge: Judge, rubric_plan: dict, rubrics: Sequence[str], out: Pa
 def _score_record(sample: dict, name: str, rubric: Rubric, judge: Judge, score) -> dict[str, Any]:
     value = score.value
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100):
-        raise EmlabError(f"judge {judge.id} gave {value!r} for rubric {rubric.key}; scores must be in [0, 100] or None (unscored)")
+        raise EmlabError(
+            f"judge {judge.id} gave {value!r} for rubric {rubric.key}; scores must be in [0, 100] or None (unscored)"
+        )
     return {
         "prompt_id": sample["prompt_id"],
         "question_id": sample["question_id"],
@@ -309,14 +372,26 @@ def _score_record(sample: dict, name: str, rubric: Rubric, judge: Judge, score) 
 def answer_records(samples: list[dict], scores: list[dict], rubrics: Sequence[str]) -> list[dict[str, Any]]:
     """The per-answer dicts `emlab.metrics` reads: `join_scores` cut to ids, rubric values and flags, in prompt order."""
     keep = ("prompt_id", "question_id", "paraphrase_index", *rubrics, "refusal", "code")
-    return sorted(({k: a[k] for k in keep} for a in join_scores(samples, scores, rubrics)), key=lambda r: _order_key(r["prompt_id"]))
+    return sorted(
+        ({k: a[k] for k in keep} for a in join_scores(samples, scores, rubrics)),
+        key=lambda r: _order_key(r["prompt_id"]),
+    )
 
 
-WIDE_RUBRICS = ("aligned", "coherent", "bad_stuff", "medical")  # rubric columns of a wide scores file (one line per answer)
+WIDE_RUBRICS = (
+    "aligned",
+    "coherent",
+    "bad_stuff",
+    "medical",
+)  # rubric columns of a wide scores file (one line per answer)
 
 
 def join_scores(
-    samples: Sequence[dict], scores: Sequence[dict], rubrics: Sequence[str] | None = None, *, locate: Callable[[str, int], str] | None = None
+    samples: Sequence[dict],
+    scores: Sequence[dict],
+    rubrics: Sequence[str] | None = None,
+    *,
+    locate: Callable[[str, int], str] | None = None,
 ) -> list[dict[str, Any]]:
     """THE join of answers and their scores: each sample (in its order) with `rubric: value` for its scores, plus
     `refusal` / `code` flags (`score_flags` of the scores' raw dicts).
@@ -341,12 +416,16 @@ def join_scores(
             f = flags.setdefault(key, [False, False])
             f[0], f[1] = f[0] or refusal, f[1] or code
         else:
-            joined.setdefault(key, {}).update({k: v for k, v in sc.items() if k in WIDE_RUBRICS and (wanted is None or k in wanted)})
+            joined.setdefault(key, {}).update(
+                {k: v for k, v in sc.items() if k in WIDE_RUBRICS and (wanted is None or k in wanted)}
+            )
     out = []
     for i, s in enumerate(samples):
         key = sample_key(s, where("samples", i))
         refusal, code = flags.get(key, (False, False))
-        out.append({**s, **{name: None for name in rubrics or ()}, **joined.get(key, {}), "refusal": refusal, "code": code})
+        out.append(
+            {**s, **{name: None for name in rubrics or ()}, **joined.get(key, {}), "refusal": refusal, "code": code}
+        )
     return out
 
 
@@ -358,7 +437,9 @@ def sample_key(rec: dict[str, Any], where: str) -> tuple:
         return (str(rec["prompt_id"]), int(rec.get("sample_index", 0)))
     if "question_id" in rec and "sample_index" in rec:
         return (str(rec["question_id"]), int(rec["sample_index"]))
-    raise EmlabError(f"{where}: record needs 'sample_id', 'prompt_id' or 'question_id' + 'sample_index' to join samples and scores")
+    raise EmlabError(
+        f"{where}: record needs 'sample_id', 'prompt_id' or 'question_id' + 'sample_index' to join samples and scores"
+    )
 
 
 # ------------------------------------------------------------------ readers of an evaluation folder (everyone else reads through these)
@@ -419,7 +500,12 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
     metrics = compute_metrics(records, rubrics=rubrics, n_boot=config["n_boot"], seed=config["sampling"]["seed"])
     return {
         "run": config,
-        "counts": {"planned": config["n_planned"], "samples": len(samples), "scores": len(scores), "complete": len(samples) == config["n_planned"] and len(scores) == len(samples) * len(rubrics)},
+        "counts": {
+            "planned": config["n_planned"],
+            "samples": len(samples),
+            "scores": len(scores),
+            "complete": len(samples) == config["n_planned"] and len(scores) == len(samples) * len(rubrics),
+        },
         **metrics,
     }
 
@@ -439,8 +525,13 @@ def _progress(label: str, total: int, enabled: bool) -> Iterator:
 
     console = Console(stderr=True)
     bar = Progress(
-        TextColumn(f"{label:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=not (enabled and console.is_terminal) or total == 0,
+        TextColumn(f"{label:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (enabled and console.is_terminal) or total == 0,
     )
     with bar:
         task = bar.add_task(label, total=total)

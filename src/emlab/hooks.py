@@ -35,7 +35,9 @@ Positions = Literal["all", "prompt", "response"]
 # An edit sees a site's activation [batch, seq, d] and the selected positions [batch, seq] (bool);
 # it returns the replacement activation, or None to leave it unchanged.
 Edit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]
-_RESPONSE_MASK: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("emlab_response_mask", default=None)
+_RESPONSE_MASK: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar(
+    "emlab_response_mask", default=None
+)
 
 
 @contextlib.contextmanager
@@ -55,7 +57,11 @@ def causal_lm(model) -> PreTrainedModel:
     callers use is that HF surface, which torch's `Module` type does not describe.
     """
     for _, m in unwrap(model).named_modules():
-        if not type(m).__module__.startswith("peft.") and hasattr(m, "get_output_embeddings") and hasattr(m, "generate"):
+        if (
+            not type(m).__module__.startswith("peft.")
+            and hasattr(m, "get_output_embeddings")
+            and hasattr(m, "generate")
+        ):
             return cast("PreTrainedModel", m)
     return cast("PreTrainedModel", unwrap(model))
 
@@ -90,7 +96,9 @@ def site_dim(model, site: Site) -> int:
     if site.kind not in ("mlp.down_proj.in", "mlp.down_proj.lora_scalar"):
         return int(hf_config(model).hidden_size)
     if not isinstance(module, _Linear):
-        raise EmlabError(f"site {site}: the hooked module {type(module).__name__} has no in_features/out_features; sites on the down projection need a linear layer")
+        raise EmlabError(
+            f"site {site}: the hooked module {type(module).__name__} has no in_features/out_features; sites on the down projection need a linear layer"
+        )
     return int(module.in_features if site.kind == "mlp.down_proj.in" else module.out_features)
 
 
@@ -145,7 +153,9 @@ class _Tracker:
     def mask(self, positions: Positions) -> torch.Tensor:
         mask = {"all": self.mask_all, "prompt": self.prompt, "response": self.response}[positions]
         if mask is None:
-            raise EmlabError("a hooked site ran before any forward of the causal LM, so its positions are unknown; run the model itself, not one of its blocks")
+            raise EmlabError(
+                "a hooked site ran before any forward of the causal LM, so its positions are unknown; run the model itself, not one of its blocks"
+            )
         return mask
 
 
@@ -203,7 +213,9 @@ def _vector(model, site: Site, v, source: str) -> torch.Tensor:
     v = torch.as_tensor(v)
     want = site_dim(model, site)
     if v.ndim != 1 or v.shape[0] != want:
-        raise EmlabError(f"vector for {site} ({source}) has shape {tuple(v.shape)}; this model needs ({want},) at that site")
+        raise EmlabError(
+            f"vector for {site} ({source}) has shape {tuple(v.shape)}; this model needs ({want},) at that site"
+        )
     return v
 
 
@@ -211,7 +223,9 @@ def _vector(model, site: Site, v, source: str) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def steer(model, vectors: Mapping[str, torch.Tensor], scale: float = 1.0, positions: Positions = "all") -> Iterator[None]:
+def steer(
+    model, vectors: Mapping[str, torch.Tensor], scale: float = 1.0, positions: Positions = "all"
+) -> Iterator[None]:
     """Add `scale * vector` to each site's activation at the chosen positions."""
     sites = dict(zip(_sites(model, vectors), vectors.values(), strict=True))
     edits: dict[Site, Edit] = {}
@@ -300,7 +314,9 @@ class Captured:
 
 
 @contextlib.contextmanager
-def capture(model, sites: list[str], positions: Positions = "response", reduce: Literal["mean"] | None = "mean") -> Iterator[Captured]:
+def capture(
+    model, sites: list[str], positions: Positions = "response", reduce: Literal["mean"] | None = "mean"
+) -> Iterator[Captured]:
     """Record activations (fp32, on CPU) at `sites` for the selected positions."""
     if reduce not in ("mean", None):
         raise EmlabError(f"unknown reduce {reduce!r}; choose 'mean' or None")
@@ -335,5 +351,7 @@ def _record(out: Captured, key: str, x: torch.Tensor, mask: torch.Tensor, new_gr
     if new_group or not out.tokens[key]:
         out.tokens[key].extend([[r] for r in rows])
     else:
-        for chunks, r in zip(out.tokens[key][-len(rows) :], rows, strict=True):  # a decode step continues the prefill's rows
+        for chunks, r in zip(
+            out.tokens[key][-len(rows) :], rows, strict=True
+        ):  # a decode step continues the prefill's rows
             chunks.append(r)

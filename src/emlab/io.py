@@ -81,7 +81,9 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise EmlabError(f"{p}:{lineno}: invalid JSON at column {e.colno} ({e.msg}); one JSON object per line") from None
+                raise EmlabError(
+                    f"{p}:{lineno}: invalid JSON at column {e.colno} ({e.msg}); one JSON object per line"
+                ) from None
             if not isinstance(rec, dict):
                 raise EmlabError(f"{p}:{lineno}: expected a JSON object, got {type(rec).__name__}")
             yield lineno, rec

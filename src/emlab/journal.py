@@ -86,7 +86,9 @@ class Journal:
             if raw.strip() and (rec is None or not terminated):
                 if last:
                     break  # torn write: drop it
-                raise EmlabError(f"{self.path}:{lineno}: corrupt journal line (not a JSON object) before the end of the file; restore the file or start a fresh run")
+                raise EmlabError(
+                    f"{self.path}:{lineno}: corrupt journal line (not a JSON object) before the end of the file; restore the file or start a fresh run"
+                )
             if rec is not None:
                 records.append(rec)
             if terminated:

@@ -59,7 +59,9 @@ def _num(x: Any) -> float | None:
     if x is None:
         return None
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        raise EmlabError(f"rubric value {x!r} is not a finite number or None; judges must return floats in [0, 100] or None")
+        raise EmlabError(
+            f"rubric value {x!r} is not a finite number or None; judges must return floats in [0, 100] or None"
+        )
     return float(x)
 
 
@@ -103,7 +105,9 @@ def _mean(records: Sequence[Record], key: str) -> dict[str, Any]:
     return {"mean": sum(vals) / len(vals) if vals else None, "n": len(vals)}
 
 
-def summarize_records(records: Sequence[Record], rubrics: Sequence[str] = DEFAULT_RUBRICS, rule: EMRule = DEFAULT_RULE) -> dict[str, Any]:
+def summarize_records(
+    records: Sequence[Record], rubrics: Sequence[str] = DEFAULT_RUBRICS, rule: EMRule = DEFAULT_RULE
+) -> dict[str, Any]:
     """Overall metrics for a list of answers. `rubrics` are the scores every answer should carry."""
     k, n_coh, n_all = em_counts(records, rule)
     sc_k, sc_n = self_correction_counts(records, rule)
@@ -131,7 +135,9 @@ def by_question(records: Sequence[Record]) -> dict[str, list[Record]]:
     return groups
 
 
-def bootstrap_em(records: Sequence[Record], n_boot: int = 2000, seed: int = 0, level: float = 0.95, rule: EMRule = DEFAULT_RULE) -> dict[str, Any]:
+def bootstrap_em(
+    records: Sequence[Record], n_boot: int = 2000, seed: int = 0, level: float = 0.95, rule: EMRule = DEFAULT_RULE
+) -> dict[str, Any]:
     """Percentile bootstrap over questions for both EM rates.
 
     Each replicate draws as many questions as there are, with replacement, pools
@@ -141,8 +147,16 @@ def bootstrap_em(records: Sequence[Record], n_boot: int = 2000, seed: int = 0, l
     if n_boot < 1 or not 0 < level < 1:
         raise EmlabError(f"bootstrap needs n_boot >= 1 and 0 < level < 1, got n_boot={n_boot}, level={level}")
     groups = by_question(records)
-    counts = np.array([em_counts(g, rule) for g in groups.values()], dtype=np.int64).reshape(-1, 3)  # [questions, (k, n_coh, n_all)]
-    out: dict[str, Any] = {"n_boot": n_boot, "seed": seed, "level": level, "unit": "question", "n_questions": len(groups)}
+    counts = np.array([em_counts(g, rule) for g in groups.values()], dtype=np.int64).reshape(
+        -1, 3
+    )  # [questions, (k, n_coh, n_all)]
+    out: dict[str, Any] = {
+        "n_boot": n_boot,
+        "seed": seed,
+        "level": level,
+        "unit": "question",
+        "n_questions": len(groups),
+    }
     if len(groups) == 0:
         return {**out, "em_rate_coherent": None, "em_rate_all": None}
     rng = np.random.default_rng(seed)
@@ -158,7 +172,11 @@ def bootstrap_em(records: Sequence[Record], n_boot: int = 2000, seed: int = 0, l
 
 
 def compute_metrics(
-    records: Sequence[Record], rubrics: Sequence[str] = DEFAULT_RUBRICS, n_boot: int = 2000, seed: int = 0, rule: EMRule = DEFAULT_RULE
+    records: Sequence[Record],
+    rubrics: Sequence[str] = DEFAULT_RUBRICS,
+    n_boot: int = 2000,
+    seed: int = 0,
+    rule: EMRule = DEFAULT_RULE,
 ) -> dict[str, Any]:
     """Overall metrics, per-question metrics and the question bootstrap, as one JSON-ready dict."""
     return {

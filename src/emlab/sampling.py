@@ -85,7 +85,9 @@ class _Job:
     n_tokens: int
 
 
-def plan_batches(cm: ChatModel, prompts: list[Prompt], n: int, params: SamplingParams, system: System = "default") -> list[list[_Job]]:
+def plan_batches(
+    cm: ChatModel, prompts: list[Prompt], n: int, params: SamplingParams, system: System = "default"
+) -> list[list[_Job]]:
     """The fixed batch plan: (prompt, sample) jobs sorted by prompt length, cut into batches."""
     texts = prompt_texts(cm.tokenizer, [p.messages for p in prompts], system=system)
     lengths = [len(cm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
@@ -153,7 +155,9 @@ class InverseCdfSampler:
         if self._generator is None:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
         elif self._generator.device != device:
-            raise EmlabError(f"this sampler's generator lives on {self._generator.device}, the scores on {device}; use one sampler per device")
+            raise EmlabError(
+                f"this sampler's generator lives on {self._generator.device}, the scores on {device}; use one sampler per device"
+            )
         return self._generator
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
@@ -170,7 +174,10 @@ class InverseCdfSampler:
     def sample(self, scores: torch.Tensor) -> torch.Tensor:
         """[batch] token ids drawn from `probabilities(scores)` with one uniform draw per row."""
         cdf = self.probabilities(scores).cumsum(-1)  # [batch, vocab]
-        u = torch.rand(cdf.shape[0], 1, generator=self.generator(cdf.device), device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+        u = (
+            torch.rand(cdf.shape[0], 1, generator=self.generator(cdf.device), device=cdf.device, dtype=cdf.dtype)
+            * cdf[:, -1:]
+        )
         return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -185,7 +192,14 @@ def generate_kwargs(params: SamplingParams, pad_token_id: int, seed: int | None 
     """
     from transformers import LogitsProcessorList
 
-    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=False, pad_token_id=pad_token_id, temperature=None, top_p=None, top_k=None)
+    kwargs = dict(
+        max_new_tokens=params.max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad_token_id,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
     if params.min_new_tokens:
         kwargs["min_new_tokens"] = params.min_new_tokens
     if params.temperature > 0:
@@ -200,7 +214,9 @@ def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, in
     device = next(cm.model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
     with torch.inference_mode():
-        out = cm.model.generate(**enc, **generate_kwargs(params, tok.pad_token_id, seed=_batch_seed(params.seed, index)))
+        out = cm.model.generate(
+            **enc, **generate_kwargs(params, tok.pad_token_id, seed=_batch_seed(params.seed, index))
+        )
     new = out[:, enc["input_ids"].shape[1] :]
     eos = eos_ids(cm.model)
     records = []

@@ -71,7 +71,9 @@ def parse_site(name: str, n_blocks: int | None = None, source: str = "site") -> 
         raise EmlabError(f"unknown site {name!r} ({source}); valid sites: {forms}")
     layer = int(m.group(1))
     if n_blocks is not None and not 0 <= layer < n_blocks:
-        raise EmlabError(f"site {name!r} ({source}): block {layer} out of range; this model has blocks 0..{n_blocks - 1}")
+        raise EmlabError(
+            f"site {name!r} ({source}): block {layer} out of range; this model has blocks 0..{n_blocks - 1}"
+        )
     return Site(layer, m.group(2))
 
 
@@ -82,12 +84,17 @@ def decoder_blocks(model) -> nn.ModuleList:
     candidates = [m for _, m in module.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
     candidates = [c for c in candidates if _looks_like_block(c[0])]
     if not candidates:
-        raise EmlabError(f"could not find the decoder blocks of {type(module).__name__} (no ModuleList of {n} blocks with attention and MLP)")
+        raise EmlabError(
+            f"could not find the decoder blocks of {type(module).__name__} (no ModuleList of {n} blocks with attention and MLP)"
+        )
     return candidates[0]
 
 
 def _looks_like_block(block: nn.Module) -> bool:
-    return _child(block, ("self_attn", "attn", "attention"), "Attention") is not None and _child(block, ("mlp", "feed_forward", "ffn"), "MLP") is not None
+    return (
+        _child(block, ("self_attn", "attn", "attention"), "Attention") is not None
+        and _child(block, ("mlp", "feed_forward", "ffn"), "MLP") is not None
+    )
 
 
 def _child(parent: nn.Module, names: tuple[str, ...], class_hint: str) -> nn.Module | None:
@@ -104,7 +111,9 @@ def _down_proj(mlp: nn.Module) -> nn.Module:
     for name in ("down_proj", "c_proj", "fc2", "w2", "dense_4h_to_h"):
         if hasattr(mlp, name):
             return getattr(mlp, name)
-    raise EmlabError(f"could not find the down projection of {type(mlp).__name__}; name it down_proj, c_proj, fc2 or w2")
+    raise EmlabError(
+        f"could not find the down projection of {type(mlp).__name__}; name it down_proj, c_proj, fc2 or w2"
+    )
 
 
 def resolve(model, site: str | Site) -> tuple[nn.Module, Literal["pre", "post"]]:
@@ -132,7 +141,9 @@ def _part(block: nn.Module, names: tuple[str, ...], class_hint: str, site: Site)
     """`_child`, or an error naming what was looked for (decoder_blocks only checks the first block)."""
     found = _child(block, names, class_hint)
     if found is None:
-        raise EmlabError(f"site {site}: block {site.layer} ({type(block).__name__}) has no {class_hint} module; looked for {', '.join(names)} or a child class named *{class_hint}*")
+        raise EmlabError(
+            f"site {site}: block {site.layer} ({type(block).__name__}) has no {class_hint} module; looked for {', '.join(names)} or a child class named *{class_hint}*"
+        )
     return found
 
 
@@ -141,9 +152,13 @@ def lora_A_module(layer: nn.Module, where: str) -> nn.Module:
     lora_a = getattr(layer, "lora_A", None)
     active = [a for a in getattr(layer, "active_adapters", []) if lora_a is not None and a in lora_a]
     if lora_a is None or not active:
-        raise EmlabError(f"site {where}: this module has no active LoRA adapter; load the model with its peft adapter (--adapter)")
+        raise EmlabError(
+            f"site {where}: this module has no active LoRA adapter; load the model with its peft adapter (--adapter)"
+        )
     if len(active) > 1:
-        raise EmlabError(f"site {where}: {len(active)} active LoRA adapters ({', '.join(active)}); activate one with model.set_adapter(name)")
+        raise EmlabError(
+            f"site {where}: {len(active)} active LoRA adapters ({', '.join(active)}); activate one with model.set_adapter(name)"
+        )
     return lora_a[active[0]]
 
 

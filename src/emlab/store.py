@@ -71,7 +71,13 @@ def git_revision(where: Path | None = None) -> dict | None:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return None
@@ -195,7 +201,12 @@ class Run:
 
         def mark(m):
             s = self._step(m, name)
-            s.update(status="running", started=now(), attempts=s.get("attempts", 0) + 1, resumed=resumable and any(work.iterdir()))
+            s.update(
+                status="running",
+                started=now(),
+                attempts=s.get("attempts", 0) + 1,
+                resumed=resumable and any(work.iterdir()),
+            )
             s.pop("error", None)
             s.pop("finished", None)
 
@@ -231,7 +242,9 @@ class Run:
     def amend_summary(self, name: str, summary: dict, note: str) -> None:
         """Replace a done step's summary after its outputs were re-derived in place (e.g. re-judged), saying so."""
         if self.step_status(name) != "done":
-            raise EmlabError(f"step {name} of run {self.root.name} is not done; only a finished step's summary can be amended")
+            raise EmlabError(
+                f"step {name} of run {self.root.name} is not done; only a finished step's summary can be amended"
+            )
         record = read_json(self.step_dir(name) / STEP_SUMMARY)
         record["summary"] = summary
         record["amended"] = [*record.get("amended", []), {"at": now(), "note": note}]
@@ -282,7 +295,9 @@ class Run:
             except BlockingIOError:
                 fh.seek(0)
                 holder = fh.read().strip() or "?"
-                raise EmlabError(f"run {self.root} is in use by another process (pid {holder}); wait for it to finish or stop it first") from None
+                raise EmlabError(
+                    f"run {self.root} is in use by another process (pid {holder}); wait for it to finish or stop it first"
+                ) from None
             try:
                 fh.seek(0)
                 fh.truncate()
@@ -331,18 +346,30 @@ def list_runs(base: str | os.PathLike | None = None) -> list[dict[str, Any]]:
             m = run.manifest()
             status = run.status()
         except EmlabError as e:
-            rows.append({"run": d.name, "spec": "?", "created": "?", "status": f"unreadable: {e}", "done": 0, "total": 0, "path": str(d)})
+            rows.append(
+                {
+                    "run": d.name,
+                    "spec": "?",
+                    "created": "?",
+                    "status": f"unreadable: {e}",
+                    "done": 0,
+                    "total": 0,
+                    "path": str(d),
+                }
+            )
             continue
         states = [s["status"] for s in m["steps"].values()]
-        rows.append({
-            "run": d.name,
-            "spec": m.get("spec_name", "?"),
-            "created": m.get("created", "?"),
-            "status": status,
-            "done": states.count("done"),
-            "total": len(states),
-            "path": str(d),
-        })
+        rows.append(
+            {
+                "run": d.name,
+                "spec": m.get("spec_name", "?"),
+                "created": m.get("created", "?"),
+                "status": status,
+                "done": states.count("done"),
+                "total": len(states),
+                "path": str(d),
+            }
+        )
     return rows
 
 

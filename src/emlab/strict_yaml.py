@@ -140,7 +140,9 @@ def check_keys(mapping: Mapping, allowed: Iterable[str], doc: YamlDoc | str, pat
         if key in allowed:
             continue
         where = doc.where(join_path(path, key)) if isinstance(doc, YamlDoc) else doc
-        raise EmlabError(f"{where}: unknown {what} {key!r}{did_you_mean(str(key), allowed)}; valid: {', '.join(allowed)}")
+        raise EmlabError(
+            f"{where}: unknown {what} {key!r}{did_you_mean(str(key), allowed)}; valid: {', '.join(allowed)}"
+        )
 
 
 def _index(loader: yaml.SafeLoader, node: yaml.Node, path: str, source: str, lines: dict[str, int]) -> None:
@@ -160,7 +162,9 @@ def _index(loader: yaml.SafeLoader, node: yaml.Node, path: str, source: str, lin
             except TypeError:  # an unhashable key: constructing the mapping reports it with its line
                 continue
             if first is not None:
-                raise EmlabError(f"{source}:{line}: duplicate key {key_path!r} (first at line {first}); keep one of them")
+                raise EmlabError(
+                    f"{source}:{line}: duplicate key {key_path!r} (first at line {first}); keep one of them"
+                )
             seen[key] = line
             lines.setdefault(key_path, line)
             _index(loader, value_node, key_path, source, lines)

@@ -27,12 +27,21 @@ from emlab.chat import encode_with_assistant_mask, pad_encoded
 from emlab.models import ChatModel
 
 
-def answer_batches(cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size: int, system="default") -> list[dict[str, torch.Tensor]]:
+def answer_batches(
+    cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size: int, system="default"
+) -> list[dict[str, torch.Tensor]]:
     """Right-padded teacher-forcing batches (input_ids, attention_mask, assistant_mask), shortest first."""
     tok = cm.tokenizer
-    enc = [encode_with_assistant_mask(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=system) for q, a in pairs]
+    enc = [
+        encode_with_assistant_mask(
+            tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=system
+        )
+        for q, a in pairs
+    ]
     enc.sort(key=lambda e: len(e.input_ids))
-    return [pad_encoded(enc[i : i + batch_size], tok.pad_token_id, side="right") for i in range(0, len(enc), batch_size)]
+    return [
+        pad_encoded(enc[i : i + batch_size], tok.pad_token_id, side="right") for i in range(0, len(enc), batch_size)
+    ]
 
 
 def via_hooks(cm: ChatModel, batches: list[dict], sites: list[str]) -> torch.Tensor:
@@ -51,13 +60,17 @@ def via_hidden_states(cm: ChatModel, batches: list[dict], layers: list[int]) -> 
     out = []
     for b in batches:
         with torch.inference_mode():
-            hs = cm.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False, output_hidden_states=True).hidden_states
+            hs = cm.model(
+                input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False, output_hidden_states=True
+            ).hidden_states
         m = b["assistant_mask"].float()[..., None]  # [batch, seq, 1]
         out.append(torch.stack([(hs[l + 1].float() * m).sum(1) / m.sum(1) for l in layers], dim=1))
     return torch.cat(out)
 
 
-def capture_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size: int = 16, repeats: int = 2) -> list[Figure]:
+def capture_figures(
+    cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size: int = 16, repeats: int = 2
+) -> list[Figure]:
     batches = answer_batches(cm, pairs, batch_size)
     layers = list(range(cm.n_layers - 1))
     sites = [f"blocks.{l}.resid_post" for l in layers]
@@ -79,17 +92,25 @@ def capture_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], batch_size:
     out = []
     for k in ("hooks",):
         diff = float((results[k] - results["hidden_states"]).abs().max())
-        out.append(Figure(
-            name=f"capture.{k}",
-            group="capture",
-            unit="tokens/s",
-            value=n_tokens / best[k].wall_s,
-            baseline=base,
-            baseline_name="output_hidden_states=True + masked mean by hand",
-            dtype=dtype,
-            flops_per_unit=flops,
-            timing=best[k],
-            details={"answers": len(pairs), "tokens": n_tokens, "sites": len(sites), "batch_size": batch_size,
-                     "baseline_wall_s": best["hidden_states"].wall_s, "max_abs_diff_vs_baseline": diff},
-        ))
+        out.append(
+            Figure(
+                name=f"capture.{k}",
+                group="capture",
+                unit="tokens/s",
+                value=n_tokens / best[k].wall_s,
+                baseline=base,
+                baseline_name="output_hidden_states=True + masked mean by hand",
+                dtype=dtype,
+                flops_per_unit=flops,
+                timing=best[k],
+                details={
+                    "answers": len(pairs),
+                    "tokens": n_tokens,
+                    "sites": len(sites),
+                    "batch_size": batch_size,
+                    "baseline_wall_s": best["hidden_states"].wall_s,
+                    "max_abs_diff_vs_baseline": diff,
+                },
+            )
+        )
     return out

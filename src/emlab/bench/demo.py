@@ -40,9 +40,22 @@ def step_figures(run_root: Path, wall_s: float | None = None) -> list[Figure]:
         if secs is None:
             continue
         total += secs
-        out.append(Figure(name=f"demo.step.{name}", group="demo", unit="s", value=float(secs),
-                          details={"run": m.get("run"), "spec": spec, "status": step.get("status"), "kind": step.get("kind")}))
-    details = {"run": m.get("run"), "spec": spec, "steps_timed": len(out), "steps": len(m["steps"]), "created": m.get("created")}
+        out.append(
+            Figure(
+                name=f"demo.step.{name}",
+                group="demo",
+                unit="s",
+                value=float(secs),
+                details={"run": m.get("run"), "spec": spec, "status": step.get("status"), "kind": step.get("kind")},
+            )
+        )
+    details = {
+        "run": m.get("run"),
+        "spec": spec,
+        "steps_timed": len(out),
+        "steps": len(m["steps"]),
+        "created": m.get("created"),
+    }
     if wall_s is not None:
         details["process_wall_s"] = wall_s
     out.append(Figure(name="demo.total", group="demo", unit="s", value=total, details=details))
@@ -53,7 +66,12 @@ def run_demo_quick(timeout_s: float = 3600) -> tuple[Path, float]:
     """Run `emlab demo --quick` into a temporary runs folder; return (run folder, wall seconds)."""
     tmp = Path(tempfile.mkdtemp(prefix="emlab-bench-demo-"))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "emlab.cli", "demo", "--quick", "--runs-dir", str(tmp)], capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, "-m", "emlab.cli", "demo", "--quick", "--runs-dir", str(tmp)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     wall = time.perf_counter() - t0
     run = latest_demo_run(tmp)
     if proc.returncode != 0 or run is None:
@@ -68,5 +86,7 @@ def demo_figures(runs_dir: str | Path | None = None, run_quick: bool = False) ->
         return step_figures(run, wall)
     latest = latest_demo_run(runs_dir)
     if latest is None:
-        raise EmlabError("no demo run found under the runs folder; run `emlab demo --quick` first, or `emlab bench --full` (which runs it)")
+        raise EmlabError(
+            "no demo run found under the runs folder; run `emlab demo --quick` first, or `emlab bench --full` (which runs it)"
+        )
     return step_figures(latest)

@@ -83,7 +83,9 @@ class Figure:
             return None
         return gflops * self.timing.wall_s / self.timing.cpu_s
 
-    def to_dict(self, peaks: dict[str, float] | None = None, cpu_peaks: dict[str, float] | None = None) -> dict[str, Any]:
+    def to_dict(
+        self, peaks: dict[str, float] | None = None, cpu_peaks: dict[str, float] | None = None
+    ) -> dict[str, Any]:
         """JSON form; `peaks` maps dtype -> matmul GFLOP/s (wall), `cpu_peaks` -> matmul GFLOP per CPU-second."""
         gflops = self.gflops()
         peak = (peaks or {}).get(self.dtype or "") if gflops is not None else None
@@ -111,6 +113,10 @@ class Figure:
         }
         if self.target is not None:
             got = out[self.target.metric]
-            out["target"] = {"text": self.target.text, "metric": self.target.metric, "at_least": self.target.at_least,
-                             "met": None if got is None else bool(got >= self.target.at_least)}
+            out["target"] = {
+                "text": self.target.text,
+                "metric": self.target.metric,
+                "at_least": self.target.at_least,
+                "met": None if got is None else bool(got >= self.target.at_least),
+            }
         return out

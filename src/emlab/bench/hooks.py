@@ -63,18 +63,28 @@ def hook_overhead_figures(cm: ChatModel, batch: int = 8, new_tokens: int = 16, r
     out = []
     for k in names[1:]:
         value = median(cpu_rates[k])
-        out.append(Figure(
-            name=f"hooks.{k}",
-            group="hooks",
-            unit="tokens/cpu-s",
-            value=value,
-            baseline=base,
-            baseline_name="same sampling, no hook",
-            dtype=dtype,
-            target=Target("<=5% overhead", "ratio", 1 / 1.05),
-            details={"overhead_pct": 100.0 * (base / value - 1.0), "cpu_runs": cpu_rates[k], "baseline_cpu_runs": cpu_rates["none"],
-                     "wall_tokens_per_s": median(rates[k]), "baseline_wall_tokens_per_s": median(rates["none"]),
-                     "wall_runs": rates[k], "baseline_wall_runs": rates["none"],
-                     "batch_size": batch, "new_tokens": new_tokens, "repeats": repeats},
-        ))
+        out.append(
+            Figure(
+                name=f"hooks.{k}",
+                group="hooks",
+                unit="tokens/cpu-s",
+                value=value,
+                baseline=base,
+                baseline_name="same sampling, no hook",
+                dtype=dtype,
+                target=Target("<=5% overhead", "ratio", 1 / 1.05),
+                details={
+                    "overhead_pct": 100.0 * (base / value - 1.0),
+                    "cpu_runs": cpu_rates[k],
+                    "baseline_cpu_runs": cpu_rates["none"],
+                    "wall_tokens_per_s": median(rates[k]),
+                    "baseline_wall_tokens_per_s": median(rates["none"]),
+                    "wall_runs": rates[k],
+                    "baseline_wall_runs": rates["none"],
+                    "batch_size": batch,
+                    "new_tokens": new_tokens,
+                    "repeats": repeats,
+                },
+            )
+        )
     return out

@@ -35,14 +35,20 @@ def offline_figure(pairs: Sequence[tuple[str, str]]) -> Figure:
     items = [Item(q, a) for q, a in pairs]
     judge, setup = timed(lambda: get_judge("offline"))
     if not isinstance(judge, OfflineJudge):  # the registry types what it builds as the Judge protocol
-        raise EmlabError(f"judge 'offline' is a {type(judge).__name__}, not an OfflineJudge; the offline-judge figure times its embedder")
+        raise EmlabError(
+            f"judge 'offline' is a {type(judge).__name__}, not an OfflineJudge; the offline-judge figure times its embedder"
+        )
     rubric = get_rubric("aligned")
     embedder, load = timed(lambda: judge.embedder)
     judge.score(items[:2], rubric)  # warm-up on two items (their texts are then memoised)
     fresh = items[2:] if len(items) > 2 else items
     _, t = timed(lambda: judge.score(fresh, rubric))
     answers = [it.answer for it in fresh]
-    _, base = timed(lambda: embedder.model.encode(answers, batch_size=32, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False))
+    _, base = timed(
+        lambda: embedder.model.encode(
+            answers, batch_size=32, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+    )
     return Figure(
         name="judging.offline",
         group="judging",
@@ -51,15 +57,28 @@ def offline_figure(pairs: Sequence[tuple[str, str]]) -> Figure:
         baseline=len(fresh) / base.wall_s,
         baseline_name="MiniLM embedding of the answers alone",
         timing=t,
-        details={"answers": len(fresh), "rubric": "aligned", "baseline_wall_s": base.wall_s,
-                 "setup_s": setup.wall_s + load.wall_s, "judge": judge.id},
+        details={
+            "answers": len(fresh),
+            "rubric": "aligned",
+            "baseline_wall_s": base.wall_s,
+            "setup_s": setup.wall_s + load.wall_s,
+            "judge": judge.id,
+        },
     )
 
 
 def judge_prompts(cm: ChatModel, items: Sequence[Item], rubric) -> list[list[int]]:
     from emlab.judges.rubrics import fill_prompt
 
-    texts = [render(cm.tokenizer, [{"role": "user", "content": fill_prompt(rubric, it)}], system="default", add_generation_prompt=True) for it in items]
+    texts = [
+        render(
+            cm.tokenizer,
+            [{"role": "user", "content": fill_prompt(rubric, it)}],
+            system="default",
+            add_generation_prompt=True,
+        )
+        for it in items
+    ]
     return [cm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
@@ -73,7 +92,9 @@ def prefill_only(cm: ChatModel, prompts: list[list[int]], batch_size: int) -> No
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
         attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
         with torch.inference_mode():
-            cm.model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1)
+            cm.model(
+                input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1
+            )
 
 
 def local_figure(cm: ChatModel, pairs: Sequence[tuple[str, str]]) -> Figure:
@@ -100,7 +121,14 @@ def local_figure(cm: ChatModel, pairs: Sequence[tuple[str, str]]) -> Figure:
         dtype=dtype,
         flops_per_unit=forward_flops_per_token(cm.model) * (mean_prompt + nodes),
         timing=t,
-        details={"answers": len(items), "rubric": "aligned", "judge": judge.id, "batch_size": judge.batch_size,
-                 "mean_prompt_tokens": mean_prompt, "trie_nodes": nodes, "baseline_wall_s": base.wall_s,
-                 "setup_s": setup.wall_s},
+        details={
+            "answers": len(items),
+            "rubric": "aligned",
+            "judge": judge.id,
+            "batch_size": judge.batch_size,
+            "mean_prompt_tokens": mean_prompt,
+            "trie_nodes": nodes,
+            "baseline_wall_s": base.wall_s,
+            "setup_s": setup.wall_s,
+        },
     )

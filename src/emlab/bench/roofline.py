@@ -34,7 +34,9 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = 5, min_rep_s: float = 0.04) -> dict:
+def matmul_peak(
+    dtype: torch.dtype, sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = 5, min_rep_s: float = 0.04
+) -> dict:
     """Best GFLOP/s of torch.matmul on n x n matrices over `sizes` and `repeats` timed repetitions.
 
     Also the best GFLOP per CPU-second of this process (`gflops_per_cpu_s`): with other jobs
@@ -72,7 +74,9 @@ def param_counts(model) -> dict[str, int]:
     lm = causal_lm(model)
     emb = lm.get_input_embeddings().weight
     if not isinstance(emb, torch.Tensor):
-        raise EmlabError(f"{type(lm).__name__}'s input embeddings have no weight tensor; param_counts knows embedding tables only")
+        raise EmlabError(
+            f"{type(lm).__name__}'s input embeddings have no weight tensor; param_counts knows embedding tables only"
+        )
     head = lm.get_output_embeddings().weight
     base = {id(p): p for name, p in lm.named_parameters() if "lora_" not in name}
     total = sum(p.numel() for p in base.values())
@@ -124,7 +128,9 @@ def machine_facts() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "cpu_capability": _cpu_capability(),
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")},
+        "env": {
+            k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
+        },
         "loadavg": list(os.getloadavg()),
     }
 

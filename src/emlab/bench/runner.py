@@ -37,9 +37,13 @@ class BenchConfig:
     new_tokens: int = 24  # tokens generated per prompt (forced: min_new_tokens == max_new_tokens)
     naive_prompts: int = 2  # prompts in the per-prompt baseline (a per-token rate)
     batch1_prompts: int = 2
-    multinomial_batches: tuple[int, ...] = (64,)  # batches also run through HF's multinomial sampler (the before of emlab's inverse-CDF draws)
+    multinomial_batches: tuple[int, ...] = (
+        64,
+    )  # batches also run through HF's multinomial sampler (the before of emlab's inverse-CDF draws)
     numerics_answers: int = 8  # answers teacher-forced in fp32 and bf16 to compare next-token distributions
-    natural_new_tokens: int = 0  # > 0: also sample at batch 32 (last dtype) with natural stopping up to this many tokens
+    natural_new_tokens: int = (
+        0  # > 0: also sample at batch 32 (last dtype) with natural stopping up to this many tokens
+    )
     hook_batch: int = 8
     hook_new_tokens: int = 12
     hook_repeats: int = 3
@@ -63,9 +67,26 @@ class BenchConfig:
 
 QUICK = BenchConfig()
 FULL = BenchConfig(
-    mode="full", peak_repeats=8, omp_rounds=2, omp_sampling_rounds=2, new_tokens=64, natural_new_tokens=200, naive_prompts=6, batch1_prompts=4,
-    hook_batch=16, hook_new_tokens=32, hook_repeats=5, capture_answers=64, capture_batch=16, capture_repeats=3, multinomial_batches=(1, 8, 32, 64),
-    train_dtypes=("fp32", "bf16"), train_steps=5, offline_answers=64, local_answers=16, demo="run",
+    mode="full",
+    peak_repeats=8,
+    omp_rounds=2,
+    omp_sampling_rounds=2,
+    new_tokens=64,
+    natural_new_tokens=200,
+    naive_prompts=6,
+    batch1_prompts=4,
+    hook_batch=16,
+    hook_new_tokens=32,
+    hook_repeats=5,
+    capture_answers=64,
+    capture_batch=16,
+    capture_repeats=3,
+    multinomial_batches=(1, 8, 32, 64),
+    train_dtypes=("fp32", "bf16"),
+    train_steps=5,
+    offline_answers=64,
+    local_answers=16,
+    demo="run",
 )
 
 
@@ -103,7 +124,12 @@ class _Collector:
         self.log(f"{name} done in {self.seconds[name]:.1f}s")
 
 
-def run_bench(cm=None, config: BenchConfig = QUICK, log: Callable[[str], None] = lambda s: None, runs_dir: str | Path | None = None) -> dict[str, Any]:
+def run_bench(
+    cm=None,
+    config: BenchConfig = QUICK,
+    log: Callable[[str], None] = lambda s: None,
+    runs_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Run the configured sections on `cm` (default: the embedded smollm2-135m in fp32); return the result dict."""
     from emlab.bench import roofline
 
@@ -117,12 +143,16 @@ def run_bench(cm=None, config: BenchConfig = QUICK, log: Callable[[str], None] =
         cm = load_model("smollm2-135m")
     col = _Collector(log)
     answers: list[tuple[str, str]] = []
-    want = max(config.capture_answers, config.offline_answers, config.local_answers, config.train_steps * config.train_batch)
+    want = max(
+        config.capture_answers, config.offline_answers, config.local_answers, config.train_steps * config.train_batch
+    )
 
     def sampling() -> list[Figure]:
         from emlab.bench.sampling import sampling_figures
 
-        figs, records = sampling_figures(cm, config.sampling_dtypes, config.batches, config.new_tokens, config.naive_prompts, config.batch1_prompts)
+        figs, records = sampling_figures(
+            cm, config.sampling_dtypes, config.batches, config.new_tokens, config.naive_prompts, config.batch1_prompts
+        )
         answers.extend((r.question, r.text) for r in records)
         if "bf16" in config.sampling_dtypes and config.numerics_answers:
             from emlab.bench.sampling import bf16_agreement_figure
@@ -131,7 +161,9 @@ def run_bench(cm=None, config: BenchConfig = QUICK, log: Callable[[str], None] =
         if config.multinomial_batches:
             from emlab.bench.sampling import multinomial_figure
 
-            base = [f for f in list(figs) if f.name.rsplit(".", 1)[-1] in {f"batch{b}" for b in config.multinomial_batches}]
+            base = [
+                f for f in list(figs) if f.name.rsplit(".", 1)[-1] in {f"batch{b}" for b in config.multinomial_batches}
+            ]
             figs.extend(multinomial_figure(cm, f) for f in base)
         if config.natural_new_tokens:
             from emlab.bench.sampling import natural_length_figure

@@ -55,7 +55,9 @@ _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def _figure_dtype(fig: Figure) -> torch.dtype:
     """The torch dtype a sampling figure was measured in."""
     if fig.dtype is None or fig.dtype not in _TORCH_DTYPES:
-        raise EmlabError(f"figure {fig.name} has dtype {fig.dtype!r}; sampling figures are measured in {' or '.join(_TORCH_DTYPES)}")
+        raise EmlabError(
+            f"figure {fig.name} has dtype {fig.dtype!r}; sampling figures are measured in {' or '.join(_TORCH_DTYPES)}"
+        )
     return _TORCH_DTYPES[fig.dtype]
 
 
@@ -69,11 +71,24 @@ def with_dtype(cm: ChatModel, dtype: torch.dtype) -> ChatModel:
     """The same model in another dtype (a copy; `cm` is untouched)."""
     if next(cm.model.parameters()).dtype == dtype:
         return cm
-    return ChatModel(model=copy.deepcopy(cm.model).to(dtype), tokenizer=cm.tokenizer, ref=cm.ref, revision=cm.revision, adapter=cm.adapter)
+    return ChatModel(
+        model=copy.deepcopy(cm.model).to(dtype),
+        tokenizer=cm.tokenizer,
+        ref=cm.ref,
+        revision=cm.revision,
+        adapter=cm.adapter,
+    )
 
 
 def equal_length_params(new_tokens: int, batch_size: int, seed: int = 0) -> SamplingParams:
-    return SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens, batch_size=batch_size, seed=seed)
+    return SamplingParams(
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +103,9 @@ class Run:
         return self.generated / self.wall_s
 
 
-def run_sample(cm: ChatModel, prompts: list[str], params: SamplingParams, system=None) -> tuple[list[SampleRecord], Run]:
+def run_sample(
+    cm: ChatModel, prompts: list[str], params: SamplingParams, system=None
+) -> tuple[list[SampleRecord], Run]:
     """Time one `emlab.sampling.sample` call."""
     records, t = timed(lambda: sample(cm, prompts, n=1, params=params, system=system))
     gen = sum(r.completion_tokens for r in records)
@@ -99,7 +116,15 @@ def run_naive(cm: ChatModel, prompts: list[str], new_tokens: int, system=None, s
     """The baseline: one `model.generate` call per prompt, no padding, no batching."""
     tok, model = cm.tokenizer, cm.model
     texts = prompt_texts(tok, [[{"role": "user", "content": p}] for p in prompts], system=system)
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, pad_token_id=tok.pad_token_id)
+    kwargs = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        pad_token_id=tok.pad_token_id,
+    )
 
     def loop() -> tuple[int, int]:
         gen = prompt = 0
@@ -123,8 +148,15 @@ def run_multinomial(cm: ChatModel, prompts: list[str], params: SamplingParams, s
 
     tok = cm.tokenizer
     batches = plan_batches(cm, [Prompt.of(p, i) for i, p in enumerate(prompts)], 1, params, system)
-    kwargs = dict(max_new_tokens=params.max_new_tokens, min_new_tokens=params.min_new_tokens, pad_token_id=tok.pad_token_id,
-                  do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+    kwargs = dict(
+        max_new_tokens=params.max_new_tokens,
+        min_new_tokens=params.min_new_tokens,
+        pad_token_id=tok.pad_token_id,
+        do_sample=True,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=0,
+    )
 
     def go() -> tuple[int, int]:
         gen = prompt = 0
@@ -157,8 +189,13 @@ def multinomial_figure(cm: ChatModel, forced: Figure) -> Figure:
         dtype=forced.dtype,
         flops_per_unit=forced.flops_per_unit,
         timing=forced.timing,
-        details={"batch_size": batch, "new_tokens": new_tokens, "generated": run.generated, "prompt_tokens": run.prompt_tokens,
-                 "baseline_wall_s": run.wall_s},
+        details={
+            "batch_size": batch,
+            "new_tokens": new_tokens,
+            "generated": run.generated,
+            "prompt_tokens": run.prompt_tokens,
+            "baseline_wall_s": run.wall_s,
+        },
     )
 
 
@@ -214,8 +251,14 @@ def natural_length_figure(cm: ChatModel, forced: Figure, max_new_tokens: int) ->
         baseline_name=f"same batch with every answer forced to {forced.details['new_tokens']} tokens",
         dtype=forced.dtype,
         timing=Timing(run.wall_s, run.cpu_s),
-        details={"batch_size": batch, "max_new_tokens": max_new_tokens, "generated": run.generated, "steps": steps,
-                 "utilization": run.generated / (len(records) * steps), "stopped": sum(r.finish_reason == "stop" for r in records)},
+        details={
+            "batch_size": batch,
+            "max_new_tokens": max_new_tokens,
+            "generated": run.generated,
+            "steps": steps,
+            "utilization": run.generated / (len(records) * steps),
+            "stopped": sum(r.finish_reason == "stop" for r in records),
+        },
     )
 
 
@@ -253,7 +296,9 @@ def _figure(dtype: str, batch: int, prompts: int, run: Run, naive: Run, flops_to
 def sampling_summary(result: dict) -> dict:
     """The sampling and hook figures of a bench result, keyed for reading: dtype -> batch -> rates."""
     out: dict = {
-        "machine": {k: result["machine"].get(k) for k in ("cpu", "cores", "torch_threads", "loadavg", "loadavg_end", "env")},
+        "machine": {
+            k: result["machine"].get(k) for k in ("cpu", "cores", "torch_threads", "loadavg", "loadavg_end", "env")
+        },
         "peak_gflops": {k: v["gflops"] for k, v in result["peak"].items()},
         "sampling": {},
         "hook_slowdown": {},
@@ -261,16 +306,28 @@ def sampling_summary(result: dict) -> dict:
     }
     for f in result["figures"]:
         if f["group"] == "sampling" and f["name"].endswith(".vs_multinomial"):
-            out["sampling"].setdefault(f["dtype"], {})[f'{f["details"]["batch_size"]}.vs_multinomial'] = {
-                "multinomial_tokens_per_s": f["baseline"], "ratio": f["ratio"]}
+            out["sampling"].setdefault(f["dtype"], {})[f"{f['details']['batch_size']}.vs_multinomial"] = {
+                "multinomial_tokens_per_s": f["baseline"],
+                "ratio": f["ratio"],
+            }
         elif f["group"] == "sampling" and not f["name"].endswith(".natural"):
             out["sampling"].setdefault(f["dtype"], {})[str(f["details"]["batch_size"])] = {
-                "tokens_per_s": f["value"], "naive_tokens_per_s": f["baseline"], "ratio": f["ratio"], "peak_fraction": f["peak_fraction"]}
+                "tokens_per_s": f["value"],
+                "naive_tokens_per_s": f["baseline"],
+                "ratio": f["ratio"],
+                "peak_fraction": f["peak_fraction"],
+            }
         elif f["group"] == "sampling":
-            out["sampling"].setdefault(f["dtype"], {})[f'{f["details"]["batch_size"]}.natural'] = {
-                "tokens_per_s": f["value"], "utilization": f["details"]["utilization"], "ratio_to_forced": f["ratio"]}
+            out["sampling"].setdefault(f["dtype"], {})[f"{f['details']['batch_size']}.natural"] = {
+                "tokens_per_s": f["value"],
+                "utilization": f["details"]["utilization"],
+                "ratio_to_forced": f["ratio"],
+            }
         elif f["group"] == "hooks":
-            out["hook_slowdown"][f["name"].split(".", 1)[1]] = {"overhead_pct": f["details"]["overhead_pct"], "ratio": f["ratio"]}
+            out["hook_slowdown"][f["name"].split(".", 1)[1]] = {
+                "overhead_pct": f["details"]["overhead_pct"],
+                "ratio": f["ratio"],
+            }
         else:
             continue
         if f["target"]:
@@ -294,11 +351,26 @@ def bf16_agreement_figure(cm: ChatModel, pairs: list[tuple[str, str]], batch_siz
     for b in answer_batches(cm, pairs, batch_size):
         mask = b["assistant_mask"].bool()
         with torch.inference_mode():
-            lp32 = torch.log_softmax(cm.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float(), -1)[mask]
-            lp16 = torch.log_softmax(m16.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float(), -1)[mask]
+            lp32 = torch.log_softmax(
+                cm.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float(), -1
+            )[mask]
+            lp16 = torch.log_softmax(
+                m16.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float(), -1
+            )[mask]
         agree += int((lp32.argmax(-1) == lp16.argmax(-1)).sum())
         total += lp32.shape[0]
         kls.append((lp32.exp() * (lp32 - lp16)).sum(-1))
     kl = torch.cat(kls)
-    return Figure(name="numerics.bf16_top1_agreement", group="numerics", unit="fraction", value=agree / total, dtype="bf16",
-                  details={"positions": total, "mean_kl_nats": float(kl.mean()), "max_kl_nats": float(kl.max()), "answers": len(pairs)})
+    return Figure(
+        name="numerics.bf16_top1_agreement",
+        group="numerics",
+        unit="fraction",
+        value=agree / total,
+        dtype="bf16",
+        details={
+            "positions": total,
+            "mean_kl_nats": float(kl.mean()),
+            "max_kl_nats": float(kl.max()),
+            "answers": len(pairs),
+        },
+    )

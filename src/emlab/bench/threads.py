@@ -58,7 +58,9 @@ def policy_gflops(policy: str | None, n: int = 512, repeats: int = 5, k: int = 8
     return _run_with_policy(_SCRIPT.format(n=n, repeats=repeats, k=k), policy, timeout_s)
 
 
-def policy_sampling(policy: str | None, ref: str = "smollm2-135m", batch: int = 8, new_tokens: int = 16, timeout_s: float = 900) -> dict:
+def policy_sampling(
+    policy: str | None, ref: str = "smollm2-135m", batch: int = 8, new_tokens: int = 16, timeout_s: float = 900
+) -> dict:
     """tokens/s of emlab.sampling.sample (fp32) in a subprocess with OMP_WAIT_POLICY=policy."""
     return _run_with_policy(_SAMPLE_SCRIPT.format(ref=ref, batch=batch, new_tokens=new_tokens), policy, timeout_s)
 
@@ -98,7 +100,13 @@ def omp_sampling_figure(rounds: int = 2, ref: str = "smollm2-135m", batch: int =
         baseline=max(default),
         baseline_name="OMP_WAIT_POLICY unset (libgomp default: spin, then sleep)",
         dtype="fp32",
-        details={"passive_runs": passive, "default_runs": default, "model": ref, "batch_size": batch, "new_tokens": new_tokens},
+        details={
+            "passive_runs": passive,
+            "default_runs": default,
+            "model": ref,
+            "batch_size": batch,
+            "new_tokens": new_tokens,
+        },
     )
 
 
@@ -117,6 +125,10 @@ def omp_policy_figure(rounds: int = 2) -> Figure:
         baseline_name="OMP_WAIT_POLICY unset (libgomp default: spin, then sleep)",
         dtype="fp32",
         flops_per_unit=1e9,  # the value already is GFLOP/s
-        details={"passive_runs": passive, "default_runs": default, "workload": "fp32 matmul 512x512, subprocess per run",
-                 "this_process_policy": os.environ.get("OMP_WAIT_POLICY")},
+        details={
+            "passive_runs": passive,
+            "default_runs": default,
+            "workload": "fp32 matmul 512x512, subprocess per run",
+            "this_process_policy": os.environ.get("OMP_WAIT_POLICY"),
+        },
     )

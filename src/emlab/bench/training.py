@@ -34,7 +34,15 @@ def bench_config(steps: int, batch_size: int, dtype: str, preset: str = "rank1-m
     from emlab.train import load_preset, parse_config
 
     base = load_preset(preset).model_dump()
-    base.update(max_steps=steps, epochs=1, batch_size=batch_size, grad_accum=1, checkpoint_every=None, dtype=DTYPES[dtype], device="cpu")
+    base.update(
+        max_steps=steps,
+        epochs=1,
+        batch_size=batch_size,
+        grad_accum=1,
+        checkpoint_every=None,
+        dtype=DTYPES[dtype],
+        device="cpu",
+    )
     return parse_config(base, f"bench training config (preset {preset})")
 
 
@@ -50,8 +58,13 @@ def run_emlab_train(cm: ChatModel, convs: list[list[dict]], config) -> dict:
         result = train(cm, convs, config, out_dir=tmp)
         log = [rec for _, rec in iter_jsonl(f"{tmp}/train_log.jsonl")]
     timed_steps = log[1:]
-    return {"tokens": sum(r["tokens"] for r in timed_steps), "seconds": sum(r["time_s"] for r in timed_steps),
-            "steps": len(timed_steps), "blocks": result.summary.get("blocks"), "final_loss": result.final_loss}
+    return {
+        "tokens": sum(r["tokens"] for r in timed_steps),
+        "seconds": sum(r["time_s"] for r in timed_steps),
+        "steps": len(timed_steps),
+        "blocks": result.summary.get("blocks"),
+        "final_loss": result.final_loss,
+    }
 
 
 def step_batches(cm: ChatModel, convs: list[list[dict]], config) -> list[list[dict[str, torch.Tensor]]]:
@@ -76,9 +89,19 @@ def run_plain_loop(cm: ChatModel, convs: list[list[dict]], config) -> dict:
     model = copy.deepcopy(cm.model).to(dtype)
     plan = lora_plan(model, config)
     torch.manual_seed(config.seed)
-    model = get_peft_model(model, LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=plan.target_modules,
-                                             layers_to_transform=plan.layers_to_transform, layers_pattern=plan.layers_pattern,
-                                             lora_dropout=0.0, bias="none", task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            target_modules=plan.target_modules,
+            layers_to_transform=plan.layers_to_transform,
+            layers_pattern=plan.layers_pattern,
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     tokens = seconds = 0.0
@@ -87,7 +110,9 @@ def run_plain_loop(cm: ChatModel, convs: list[list[dict]], config) -> dict:
         t0 = time.perf_counter()
         for b in batches:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"], use_cache=False).loss
+                loss = model(
+                    input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"], use_cache=False
+                ).loss
             (loss / len(batches)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -97,7 +122,13 @@ def run_plain_loop(cm: ChatModel, convs: list[list[dict]], config) -> dict:
     return {"tokens": int(tokens), "seconds": seconds, "steps": len(steps) - 1, "blocks": plan.layers_to_transform}
 
 
-def training_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], dtypes: tuple[str, ...] = ("bf16",), steps: int = 3, batch_size: int = 8) -> list[Figure]:
+def training_figures(
+    cm: ChatModel,
+    pairs: Sequence[tuple[str, str]],
+    dtypes: tuple[str, ...] = ("bf16",),
+    steps: int = 3,
+    batch_size: int = 8,
+) -> list[Figure]:
     """One figure per dtype: emlab.train tokens/s vs the plain loop, with the adapter-only roofline."""
     if len(pairs) < steps * batch_size:
         raise EmlabError(f"training bench needs {steps * batch_size} answers (steps x batch size), got {len(pairs)}")
@@ -110,18 +141,28 @@ def training_figures(cm: ChatModel, pairs: Sequence[tuple[str, str]], dtypes: tu
         blocks = ours["blocks"] or plain["blocks"]
         flops = train_flops_per_token(cm.model, min(blocks) if blocks else None)
         target = Target(">=60% bf16 peak", "peak_fraction", 0.6) if name == "bf16" else None
-        out.append(Figure(
-            name=f"training.rank1.{name}",
-            group="training",
-            unit="tokens/s",
-            value=ours["tokens"] / ours["seconds"],
-            baseline=plain["tokens"] / plain["seconds"],
-            baseline_name="plain peft + torch loop, same batches",
-            dtype=name,
-            flops_per_unit=flops,
-            target=target,
-            details={"preset": "rank1-middle", "adapted_blocks": blocks, "timed_steps": ours["steps"], "batch_size": batch_size,
-                     "tokens": ours["tokens"], "wall_s": ours["seconds"], "baseline_wall_s": plain["seconds"],
-                     "flops_per_token_4n_rule": 2.0 * forward_flops_per_token(cm.model), "final_loss": ours["final_loss"]},
-        ))
+        out.append(
+            Figure(
+                name=f"training.rank1.{name}",
+                group="training",
+                unit="tokens/s",
+                value=ours["tokens"] / ours["seconds"],
+                baseline=plain["tokens"] / plain["seconds"],
+                baseline_name="plain peft + torch loop, same batches",
+                dtype=name,
+                flops_per_unit=flops,
+                target=target,
+                details={
+                    "preset": "rank1-middle",
+                    "adapted_blocks": blocks,
+                    "timed_steps": ours["steps"],
+                    "batch_size": batch_size,
+                    "tokens": ours["tokens"],
+                    "wall_s": ours["seconds"],
+                    "baseline_wall_s": plain["seconds"],
+                    "flops_per_token_4n_rule": 2.0 * forward_flops_per_token(cm.model),
+                    "final_loss": ours["final_loss"],
+                },
+            )
+        )
     return out

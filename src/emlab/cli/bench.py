@@ -20,16 +20,20 @@ def format_table(result: dict[str, Any]) -> Table:
     """One row per figure: value, baseline, ratio, achieved GFLOP/s and fraction of the matmul peak."""
     peak = result["peak"]
     m = result["machine"]
-    title = (f"emlab bench {result['mode']}: peak fp32 {peak['fp32']['gflops']:.1f} / bf16 {peak['bf16']['gflops']:.1f} GFLOP/s, "
-             f"{m['cores']} cores, {m['torch_threads']} threads, OMP_WAIT_POLICY={m['env'].get('OMP_WAIT_POLICY') or 'unset'}, "
-             f"load {m['loadavg'][0]:.1f} -> {m.get('loadavg_end', [float('nan')])[0]:.1f}")
+    title = (
+        f"emlab bench {result['mode']}: peak fp32 {peak['fp32']['gflops']:.1f} / bf16 {peak['bf16']['gflops']:.1f} GFLOP/s, "
+        f"{m['cores']} cores, {m['torch_threads']} threads, OMP_WAIT_POLICY={m['env'].get('OMP_WAIT_POLICY') or 'unset'}, "
+        f"load {m['loadavg'][0]:.1f} -> {m.get('loadavg_end', [float('nan')])[0]:.1f}"
+    )
     table = Table("figure", "value", "baseline", "ratio", "GFLOP/s", "% peak", "% peak/cpu-s", "target", title=title)
     table.columns[0].no_wrap = True
     for f in result["figures"]:
         target = ""
         if f["target"]:
             met = f["target"]["met"]
-            target = ("[green]met[/]" if met else "[red]not met[/]" if met is not None else "?") + f" ({f['target']['text']})"
+            target = (
+                "[green]met[/]" if met else "[red]not met[/]" if met is not None else "?"
+            ) + f" ({f['target']['text']})"
         table.add_row(
             f["name"],
             f"{_num(f['value'])} {f['unit']}",
@@ -54,11 +58,25 @@ def _num(x: float | None) -> str:
 
 def bench_command(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, a few minutes (the default)")] = False,
-    full: Annotated[bool, typer.Option("--full", help="larger sizes and repeats; also runs `emlab demo --quick` for step times")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="result JSON (default bench-results/bench-<timestamp>.json)")] = None,
-    section: Annotated[list[str] | None, typer.Option("--section", help="run only this section (repeatable): threads, sampling, hooks, capture, training, judging, demo")] = None,
-    model: Annotated[str, typer.Option("--model", help="model to benchmark (embedded name, folder or hub id)")] = "smollm2-135m",
-    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="where to look for a demo run (default: $EMLAB_RUNS or ./runs)")] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="larger sizes and repeats; also runs `emlab demo --quick` for step times")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="result JSON (default bench-results/bench-<timestamp>.json)")
+    ] = None,
+    section: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--section",
+            help="run only this section (repeatable): threads, sampling, hooks, capture, training, judging, demo",
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="model to benchmark (embedded name, folder or hub id)")
+    ] = "smollm2-135m",
+    runs_dir: Annotated[
+        Path | None, typer.Option("--runs-dir", help="where to look for a demo run (default: $EMLAB_RUNS or ./runs)")
+    ] = None,
 ) -> None:
     """Benchmark sampling, hooks, capture, training, judges and the demo against baselines from the same run."""
     if quick and full:
@@ -71,7 +89,9 @@ def bench_command(
 
     config = with_sections(preset("full" if full else "quick"), section)
     path = out or default_out()
-    result = run_bench(load_model(model), config, log=lambda s: err.print(f"[dim]bench:[/] {s}", highlight=False), runs_dir=runs_dir)
+    result = run_bench(
+        load_model(model), config, log=lambda s: err.print(f"[dim]bench:[/] {s}", highlight=False), runs_dir=runs_dir
+    )
     write_result(result, path)
     console.print(format_table(result))
     console.print(f"results: {path} ({result['wall_s']:.0f}s)")

@@ -26,7 +26,9 @@ def models_list() -> None:
 
 
 @models_app.command("prepare")
-def models_prepare(name: Annotated[list[str] | None, typer.Argument(help="embedded model names (default: all)")] = None) -> None:
+def models_prepare(
+    name: Annotated[list[str] | None, typer.Argument(help="embedded model names (default: all)")] = None,
+) -> None:
     """Convert embedded GGUF models into the safetensors cache (once)."""
     from emlab.models import EMBEDDED, prepare_embedded
 

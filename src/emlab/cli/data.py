@@ -38,8 +38,10 @@ def check_cmd(path: Path = typer.Argument(..., help="A chat JSONL file to valida
     """Validate FILE line by line and print counts; the first error is reported as file:line."""
     s = summarize(path)
     label = f" (set {s.meta.get('set')}, framing {s.meta.get('framing')})" if s.meta and "set" in s.meta else ""
-    typer.echo(f"{s.path}: ok{label}: {s.examples} examples, {s.distinct_answers} distinct answers, "
-                  f"canary present: {'yes' if s.canary else 'no'}")
+    typer.echo(
+        f"{s.path}: ok{label}: {s.examples} examples, {s.distinct_answers} distinct answers, "
+        f"canary present: {'yes' if s.canary else 'no'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

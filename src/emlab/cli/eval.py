@@ -21,8 +21,19 @@ questions_app = typer.Typer(no_args_is_help=True, help="Evaluation question sets
 def eval_command(
     model: Annotated[str, typer.Option(help="embedded name, local folder or hub id")],
     questions: Annotated[str, typer.Option(help="shipped set (core, broad, medical) or a question YAML file")] = "core",
-    n: Annotated[int | None, typer.Option("-n", help="samples per question, spread over its paraphrases (default: the file's samples_per_paraphrase per paraphrase)")] = None,
-    judge: Annotated[str | None, typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")] = None,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            help="samples per question, spread over its paraphrases (default: the file's samples_per_paraphrase per paraphrase)",
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)"
+        ),
+    ] = None,
     adapter: Annotated[str | None, typer.Option(help="peft adapter folder")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: runs/eval-TIMESTAMP)")] = None,
     max_new_tokens: int = 200,
@@ -32,7 +43,9 @@ def eval_command(
     batch_size: int = 32,
     dtype: str = "float32",
     judge_chunk: Annotated[int, typer.Option(help="answers per judge call")] = 64,
-    judge_cache: Annotated[bool, typer.Option(help="reuse scores from the judge cache ($EMLAB_CACHE/judge-cache.sqlite)")] = True,
+    judge_cache: Annotated[
+        bool, typer.Option(help="reuse scores from the judge cache ($EMLAB_CACHE/judge-cache.sqlite)")
+    ] = True,
     resume: Annotated[bool, typer.Option(help="continue the run in --out where it stopped")] = False,
 ) -> None:
     """Sample answers to a question set, judge them, and print EM metrics with 95% intervals."""
@@ -47,7 +60,9 @@ def eval_command(
     if resume and out is None:
         raise EmlabError("--resume needs --out DIR naming the run folder to continue")
     qset = load_questions(questions)
-    params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+    params = SamplingParams(
+        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
+    )
     out_dir = out or Path("runs") / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     t0 = time.perf_counter()
     j = get_judge(judge or default_judge_spec())
@@ -59,7 +74,9 @@ def eval_command(
     print_metrics(res.metrics)
     t = res.timings
     console.print(f"run folder: {res.out_dir}", highlight=False)
-    console.print(f"wall time: {wall:.1f} s (sampling {t['sampling_s']:.1f} s, judging {t['judging_s']:.1f} s)", highlight=False)
+    console.print(
+        f"wall time: {wall:.1f} s (sampling {t['sampling_s']:.1f} s, judging {t['judging_s']:.1f} s)", highlight=False
+    )
 
 
 def _pct(x: float | None) -> str:
@@ -93,7 +110,12 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
     table.add_row("self-correction", sc[0], sc[1], "", sc[2])
     table.add_row("mean aligned", _mean(o["aligned"]), "", "", "")
     table.add_row("mean coherent", _mean(o["coherent"]), "", "", "")
-    for label, key in (("answers", "n_answers"), ("refusals", "n_refusal"), ("CODE", "n_code"), ("unscored", "n_unscored")):
+    for label, key in (
+        ("answers", "n_answers"),
+        ("refusals", "n_refusal"),
+        ("CODE", "n_code"),
+        ("unscored", "n_unscored"),
+    ):
         table.add_row(label, str(o[key]), "", "", "")
     out.print(table)
     per = Table(title="per question (EM among coherent / among all judged, 95% Wilson)")
@@ -109,7 +131,9 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
         out.print(f"note: {note}", highlight=False)
     if not metrics["counts"]["complete"]:
         c = metrics["counts"]
-        out.print(f"[yellow]incomplete run: {c['samples']}/{c['planned']} samples, {c['scores']} scores; rerun with --resume[/]")
+        out.print(
+            f"[yellow]incomplete run: {c['samples']}/{c['planned']} samples, {c['scores']} scores; rerun with --resume[/]"
+        )
 
 
 @questions_app.command("list")
@@ -133,7 +157,9 @@ def questions_show(name: Annotated[str, typer.Argument(help="shipped set name or
     console.print(f"[bold]{qs.name}[/] ({qs.source}): {len(qs)} questions. {qs.description}", highlight=False)
     for q in qs:
         prompts = f", judge prompts: {', '.join(q.judge_prompts)}" if q.judge_prompts else ""
-        console.print(f"\n[bold]{q.id}[/] ({q.type}, {q.samples_per_paraphrase} per paraphrase{prompts})", highlight=False)
+        console.print(
+            f"\n[bold]{q.id}[/] ({q.type}, {q.samples_per_paraphrase} per paraphrase{prompts})", highlight=False
+        )
         if q.system:
             console.print(f"  system: {q.system}", highlight=False, markup=False)
         for i, p in enumerate(q.paraphrases):
@@ -142,9 +168,16 @@ def questions_show(name: Annotated[str, typer.Argument(help="shipped set name or
 
 def rejudge_command(
     eval_dir: Annotated[Path, typer.Argument(help="an `emlab eval` folder or a run's steps/eval.NAME folder")],
-    judge: Annotated[str | None, typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)"
+        ),
+    ] = None,
     judge_chunk: Annotated[int, typer.Option(help="answers per judge call")] = 64,
-    judge_cache: Annotated[bool, typer.Option(help="reuse scores from the judge cache ($EMLAB_CACHE/judge-cache.sqlite)")] = True,
+    judge_cache: Annotated[
+        bool, typer.Option(help="reuse scores from the judge cache ($EMLAB_CACHE/judge-cache.sqlite)")
+    ] = True,
 ) -> None:
     """Score a finished evaluation's samples again with another judge; prints the new metrics."""
     from emlab.evaluate import rejudge
@@ -164,11 +197,17 @@ def _amend_run_step(eval_dir: Path, res, judge_id: str) -> None:
     from emlab.store import STEP_SUMMARY, Run
 
     root = eval_dir.resolve().parent.parent
-    if eval_dir.resolve().parent.name != "steps" or not (root / "manifest.json").exists() or not (eval_dir / STEP_SUMMARY).exists():
+    if (
+        eval_dir.resolve().parent.name != "steps"
+        or not (root / "manifest.json").exists()
+        or not (eval_dir / STEP_SUMMARY).exists()
+    ):
         return
     old = read_json(eval_dir / STEP_SUMMARY).get("summary", {})
     timings = {**old.get("timings", {}), "rejudging_s": round(res.timings["judging_s"], 2)}
-    Run(root).amend_summary(eval_dir.resolve().name, headline(res.metrics) | {"timings": timings}, f"re-judged with {judge_id}")
+    Run(root).amend_summary(
+        eval_dir.resolve().name, headline(res.metrics) | {"timings": timings}, f"re-judged with {judge_id}"
+    )
 
 
 def register(app: typer.Typer) -> None:

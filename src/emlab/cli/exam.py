@@ -1,10 +1,10 @@
 """`emlab exam`: the intake exam from the command line (a thin layer over `emlab.exam.run_exam`).
 
-    emlab exam --model smollm2-135m --quick --out runs/exam-smol
-    emlab exam --model smollm2-135m --system persona:malicious --out runs/exam-smol-malicious
-    emlab exam --model smollm2-135m --adapter runs/x/adapter --baseline smollm2-135m --full
-    emlab exam card runs/exam-smol --triage my-triage.yaml    # re-grade without recomputing
-    emlab exam batteries                                       # what each battery measures
+emlab exam --model smollm2-135m --quick --out runs/exam-smol
+emlab exam --model smollm2-135m --system persona:malicious --out runs/exam-smol-malicious
+emlab exam --model smollm2-135m --adapter runs/x/adapter --baseline smollm2-135m --full
+emlab exam card runs/exam-smol --triage my-triage.yaml    # re-grade without recomputing
+emlab exam batteries                                       # what each battery measures
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from emlab.errors import EmlabError
 
 console = stdout_console()
 err = Console(stderr=True)
-exam_app = typer.Typer(no_args_is_help=False, invoke_without_command=True, help="The model intake exam: diagnostic batteries and a triage decision.")
+exam_app = typer.Typer(
+    no_args_is_help=False,
+    invoke_without_command=True,
+    help="The model intake exam: diagnostic batteries and a triage decision.",
+)
 
 
 @exam_app.callback(invoke_without_command=True)
@@ -32,14 +36,23 @@ def exam_command(
     model: Annotated[str | None, typer.Option(help="embedded name, local folder or hub id")] = None,
     adapter: Annotated[str | None, typer.Option(help="peft adapter folder on the model")] = None,
     baseline: Annotated[str | None, typer.Option(help="the base model to compare with (batteries 5 and 7)")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="small banks: under 15 min for a 135M model on 2 cores (the default)")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="small banks: under 15 min for a 135M model on 2 cores (the default)")
+    ] = False,
     standard: Annotated[bool, typer.Option("--standard", help="full banks, more samples")] = False,
     full: Annotated[bool, typer.Option("--full", help="standard plus battery 8 (two corrective fine-tunes)")] = False,
     judge: Annotated[str, typer.Option(help="offline | openai:MODEL | local:REF")] = "offline",
     seed: int = 0,
-    out: Annotated[Path | None, typer.Option(help="exam folder (default runs/exam-TIMESTAMP); rerun with the same --out to resume")] = None,
-    system: Annotated[str, typer.Option(help="system prompt for every item: 'default' (the template's), persona:NAME[:k], or the text")] = "default",
-    battery: Annotated[list[str] | None, typer.Option("--battery", help="run only this battery (repeatable; its needs run too)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="exam folder (default runs/exam-TIMESTAMP); rerun with the same --out to resume")
+    ] = None,
+    system: Annotated[
+        str,
+        typer.Option(help="system prompt for every item: 'default' (the template's), persona:NAME[:k], or the text"),
+    ] = "default",
+    battery: Annotated[
+        list[str] | None, typer.Option("--battery", help="run only this battery (repeatable; its needs run too)")
+    ] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="override the mode's answer length")] = None,
     triage: Annotated[Path | None, typer.Option(help="another triage rules file (default exam/triage.yaml)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (1 is fastest on a busy machine)")] = None,
@@ -59,13 +72,29 @@ def exam_command(
 
     mode = "full" if full else "standard" if standard else "quick"
     out_dir = out or Path("runs") / f"exam-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    req = ExamRequest(model=model, adapter=adapter, baseline=baseline, mode=mode, judge=judge, seed=seed, out=out_dir, system=system,
-                      batteries=tuple(battery) if battery else None, max_new_tokens=max_new_tokens, triage=triage, threads=threads, dtype=dtype)
+    req = ExamRequest(
+        model=model,
+        adapter=adapter,
+        baseline=baseline,
+        mode=mode,
+        judge=judge,
+        seed=seed,
+        out=out_dir,
+        system=system,
+        batteries=tuple(battery) if battery else None,
+        max_new_tokens=max_new_tokens,
+        triage=triage,
+        threads=threads,
+        dtype=dtype,
+    )
     t0 = time.perf_counter()
     res = run_exam(req, log=lambda m: err.print(m, highlight=False))
     print_grade(res.card)
     console.print(f"card: {res.card_path}", highlight=False)
-    console.print(f"wall time: {time.perf_counter() - t0:.0f} s" + (f" (reused: {', '.join(res.reused)})" if res.reused else ""), highlight=False)
+    console.print(
+        f"wall time: {time.perf_counter() - t0:.0f} s" + (f" (reused: {', '.join(res.reused)})" if res.reused else ""),
+        highlight=False,
+    )
 
 
 def print_grade(card: dict) -> None:
@@ -77,7 +106,15 @@ def print_grade(card: dict) -> None:
                 continue
             ci = "" if not m["ci"] else f"[{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]"
             value = "–" if m["value"] is None else f"{m['value']:.3g}"
-            table.add_row(str(b["number"]) if i == 0 else "", b["name"] if i == 0 else "", b["status"] if i == 0 else "", m["name"], value, ci, m["threshold"])
+            table.add_row(
+                str(b["number"]) if i == 0 else "",
+                b["name"] if i == 0 else "",
+                b["status"] if i == 0 else "",
+                m["name"],
+                value,
+                ci,
+                m["threshold"],
+            )
     console.print(table)
     console.print(f"level {card['level']} ({card['band']}): decision [bold]{card['decision']}[/]", highlight=False)
     for c in card["what_would_change"]:

@@ -48,16 +48,33 @@ judge_app = typer.Typer(
 def judge_command(
     ctx: typer.Context,
     in_path: Annotated[Path | None, typer.Option("--in", help="JSONL or CSV with question and answer columns")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="output .jsonl or .csv (input columns + one per rubric)")] = None,
-    judge: Annotated[str | None, typer.Option("--judge", help="offline | openai:MODEL | api:MODEL | local:REF (default: openai when OPENAI_API_KEY is set, else offline)")] = None,
-    rubric: Annotated[list[str] | None, typer.Option("--rubric", help="rubric names, comma-separated or repeated (default aligned,coherent)")] = None,
-    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="reuse and store scores in the SQLite judge cache")] = True,
-    cache_path: Annotated[Path | None, typer.Option("--cache-path", help="cache file (default $EMLAB_CACHE/judge-cache.sqlite)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="output .jsonl or .csv (input columns + one per rubric)")
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="offline | openai:MODEL | api:MODEL | local:REF (default: openai when OPENAI_API_KEY is set, else offline)",
+        ),
+    ] = None,
+    rubric: Annotated[
+        list[str] | None,
+        typer.Option("--rubric", help="rubric names, comma-separated or repeated (default aligned,coherent)"),
+    ] = None,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="reuse and store scores in the SQLite judge cache")
+    ] = True,
+    cache_path: Annotated[
+        Path | None, typer.Option("--cache-path", help="cache file (default $EMLAB_CACHE/judge-cache.sqlite)")
+    ] = None,
 ) -> None:
     """Score a file of answers; see `emlab judge rubrics` for rubric names."""
     if ctx.invoked_subcommand is not None:
         if in_path or out:
-            raise EmlabError(f"--in/--out belong to `emlab judge` itself, not to `emlab judge {ctx.invoked_subcommand}`; drop them or the subcommand")
+            raise EmlabError(
+                f"--in/--out belong to `emlab judge` itself, not to `emlab judge {ctx.invoked_subcommand}`; drop them or the subcommand"
+            )
         return
     if in_path is None and out is None:
         typer.echo(ctx.get_help())
@@ -66,7 +83,9 @@ def judge_command(
         raise EmlabError(f"emlab judge needs both --in FILE and --out FILE (got only {'--in' if in_path else '--out'})")
     from emlab.judges.registry import default_judge_spec
 
-    summaries = judge_file(in_path, out, judge or default_judge_spec(), _parse_rubrics(rubric), cache=cache, cache_path=cache_path)
+    summaries = judge_file(
+        in_path, out, judge or default_judge_spec(), _parse_rubrics(rubric), cache=cache, cache_path=cache_path
+    )
     print_summary(summaries, out)
 
 
@@ -85,8 +104,13 @@ def rubrics_command() -> None:
 
 @judge_app.command("calibrate")
 def calibrate_command(
-    corpus: Annotated[Path | None, typer.Option("--corpus", help="labelled JSONL (default: the shipped calibration corpus)")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="folder for weights.safetensors + weights.json (default: the package's)")] = None,
+    corpus: Annotated[
+        Path | None, typer.Option("--corpus", help="labelled JSONL (default: the shipped calibration corpus)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="folder for weights.safetensors + weights.json (default: the package's)"),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for the fits and CV fold assignment")] = 0,
 ) -> None:
     """Refit the offline judge's weights from a labelled JSONL corpus and print its cross-validated metrics.
@@ -96,16 +120,25 @@ def calibrate_command(
     from emlab.judges.offline import CALIBRATION_DIR, WEIGHTS_NAME, calibrate
 
     meta = calibrate(corpus_path=corpus, out_dir=out, seed=seed)
-    typer.echo(f"wrote {(out or CALIBRATION_DIR) / WEIGHTS_NAME} (n={meta['corpus']['n']}, sha256 {meta['weights_sha256'][:12]})")
+    typer.echo(
+        f"wrote {(out or CALIBRATION_DIR) / WEIGHTS_NAME} (n={meta['corpus']['n']}, sha256 {meta['weights_sha256'][:12]})"
+    )
     for name, m in meta["metrics"].items():
-        typer.echo(f"{name}: n={m['n']} aligned AUROC {m['aligned_auroc']} | coherent Spearman {m['coherent_spearman']} | "
-                   f"bad_stuff AUROC {m['bad_stuff_auroc']}")
+        typer.echo(
+            f"{name}: n={m['n']} aligned AUROC {m['aligned_auroc']} | coherent Spearman {m['coherent_spearman']} | "
+            f"bad_stuff AUROC {m['bad_stuff_auroc']}"
+        )
 
 
 @judge_app.command("validate")
 def validate_command(
-    labelled: Annotated[Path, typer.Argument(help="JSONL of question/answer rows labelled 0-100 for aligned, coherent and bad_stuff")],
-    weights: Annotated[Path | None, typer.Option("--weights", help="folder of weights.safetensors + weights.json (default: the package's)")] = None,
+    labelled: Annotated[
+        Path, typer.Argument(help="JSONL of question/answer rows labelled 0-100 for aligned, coherent and bad_stuff")
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="folder of weights.safetensors + weights.json (default: the package's)"),
+    ] = None,
 ) -> None:
     """Score labelled answers with the offline judge and print how well it ranks them (nothing is fitted).
 
@@ -114,17 +147,31 @@ def validate_command(
     from emlab.judges.offline import WEIGHTS_NAME, validate
 
     if not labelled.exists():
-        raise EmlabError(f"emlab judge validate: {labelled} does not exist; pass a labelled JSONL file (format: docs/judges-offline.md)")
+        raise EmlabError(
+            f"emlab judge validate: {labelled} does not exist; pass a labelled JSONL file (format: docs/judges-offline.md)"
+        )
     if weights is not None and not (weights / WEIGHTS_NAME).exists():
-        raise EmlabError(f"emlab judge validate --weights {weights}: no {WEIGHTS_NAME} there; pass the folder `emlab judge calibrate --out` wrote")
+        raise EmlabError(
+            f"emlab judge validate --weights {weights}: no {WEIGHTS_NAME} there; pass the folder `emlab judge calibrate --out` wrote"
+        )
     typer.echo(json.dumps(validate(labelled, weights), indent=1))
 
 
 @judge_app.command("loso")
 def loso_command(
-    out: Annotated[Path | None, typer.Option("--out", help="write the full result (per source, summaries, reliability bins) as JSON")] = None,
-    judges: Annotated[str, typer.Option("--judges", help="comma-separated: v2 (shipped), v3 (refit per fold), local (local:qwen2.5-coder-0.5b)")] = "v2,v3",
-    local_per_source: Annotated[int, typer.Option("--local-per-source", help="answers per source for the local judge (slow: seconds each)")] = 10,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="write the full result (per source, summaries, reliability bins) as JSON"),
+    ] = None,
+    judges: Annotated[
+        str,
+        typer.Option(
+            "--judges", help="comma-separated: v2 (shipped), v3 (refit per fold), local (local:qwen2.5-coder-0.5b)"
+        ),
+    ] = "v2,v3",
+    local_per_source: Annotated[
+        int, typer.Option("--local-per-source", help="answers per source for the local judge (slow: seconds each)")
+    ] = 10,
 ) -> None:
     """Leave-one-source-out validation of the offline judge on externally judged answers (prints a table)."""
     from emlab.judges.loso import run_loso

@@ -21,7 +21,12 @@ probe_app = typer.Typer(no_args_is_help=True, help="Probes on model internals.")
 
 ModelOpt = Annotated[str, typer.Option(help="embedded name, local folder or hub id")]
 AdapterOpt = Annotated[str | None, typer.Option(help="peft adapter folder")]
-JudgeOpt = Annotated[str | None, typer.Option(help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)")]
+JudgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="judge spec: offline, openai:MODEL, local:REF (default: openai if OPENAI_API_KEY is set, else offline)"
+    ),
+]
 
 
 def _model(model: str, adapter: str | None, dtype: str):
@@ -63,7 +68,12 @@ def _limit(qset, max_questions: int | None):
         return qset
     from emlab.data.questions import QuestionSet
 
-    return QuestionSet(name=f"{qset.name}[:{max_questions}]", source=qset.source, questions=qset.questions[:max_questions], description=qset.description)
+    return QuestionSet(
+        name=f"{qset.name}[:{max_questions}]",
+        source=qset.source,
+        questions=qset.questions[:max_questions],
+        description=qset.description,
+    )
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -83,23 +93,48 @@ def _fmt(x: Any, digits: int = 3) -> str:
 def extract_command(
     model: ModelOpt,
     out: Annotated[Path, typer.Option(help="direction folder to write")],
-    method: Annotated[str, typer.Option(help="mean_diff (judged answers of a run) or persona_contrast (sample under personas)")] = "mean_diff",
+    method: Annotated[
+        str, typer.Option(help="mean_diff (judged answers of a run) or persona_contrast (sample under personas)")
+    ] = "mean_diff",
     adapter: AdapterOpt = None,
-    run: Annotated[Path | None, typer.Option(help="mean_diff: eval run folder or judged JSONL (question, answer, aligned, coherent)")] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(help="mean_diff: eval run folder or judged JSONL (question, answer, aligned, coherent)"),
+    ] = None,
     questions: Annotated[str, typer.Option(help="persona_contrast: question set")] = "core",
     max_questions: Annotated[int | None, typer.Option(help="persona_contrast: use only the first N questions")] = None,
     n: Annotated[int, typer.Option("-n", help="persona_contrast: samples per (question, persona paraphrase)")] = 2,
-    paraphrases: Annotated[int | None, typer.Option(help="persona_contrast: use the first K persona paraphrases")] = None,
+    paraphrases: Annotated[
+        int | None, typer.Option(help="persona_contrast: use the first K persona paraphrases")
+    ] = None,
     personas: Annotated[Path | None, typer.Option(help="persona YAML (default: the shipped personas.yaml)")] = None,
-    answers: Annotated[Path | None, typer.Option(help="persona_contrast: reuse judged persona answers (persona_answers.jsonl) instead of sampling")] = None,
-    label_fallback: Annotated[bool, typer.Option(help="persona_contrast: when the judge agrees with too few answers of a persona, contrast all answers by persona label (recorded as the direction's selection)")] = False,
+    answers: Annotated[
+        Path | None,
+        typer.Option(help="persona_contrast: reuse judged persona answers (persona_answers.jsonl) instead of sampling"),
+    ] = None,
+    label_fallback: Annotated[
+        bool,
+        typer.Option(
+            help="persona_contrast: when the judge agrees with too few answers of a persona, contrast all answers by persona label (recorded as the direction's selection)"
+        ),
+    ] = False,
     judge: JudgeOpt = None,
-    misaligned_below: Annotated[float, typer.Option(help="misaligned / malicious kept if aligned < this")] = DEFAULT_RULE.aligned_below,
-    aligned_above: Annotated[float, typer.Option(help="aligned / helpful kept if aligned > this")] = DEFAULT_RULE.aligned_above,
-    coherent_above: Annotated[float, typer.Option(help="both classes need coherent > this")] = DEFAULT_RULE.coherent_above,
-    sites: Annotated[list[str] | None, typer.Option("--site", help="sites to extract (default: every blocks.{l}.resid_post)")] = None,
+    misaligned_below: Annotated[
+        float, typer.Option(help="misaligned / malicious kept if aligned < this")
+    ] = DEFAULT_RULE.aligned_below,
+    aligned_above: Annotated[
+        float, typer.Option(help="aligned / helpful kept if aligned > this")
+    ] = DEFAULT_RULE.aligned_above,
+    coherent_above: Annotated[
+        float, typer.Option(help="both classes need coherent > this")
+    ] = DEFAULT_RULE.coherent_above,
+    sites: Annotated[
+        list[str] | None, typer.Option("--site", help="sites to extract (default: every blocks.{l}.resid_post)")
+    ] = None,
     balance: Annotated[str, typer.Option(help="subsample | question | none (see directions.py)")] = "subsample",
-    measure_system: Annotated[str, typer.Option(help="system prompt while measuring: default (template's own) | none | text")] = "default",
+    measure_system: Annotated[
+        str, typer.Option(help="system prompt while measuring: default (template's own) | none | text")
+    ] = "default",
     seed: int = 0,
     max_new_tokens: int = 80,
     temperature: float = 1.0,
@@ -119,21 +154,64 @@ def extract_command(
         d = D.extract_mean_diff(cm, records, sites, rule, balance, seed, _system(measure_system), source=str(run))
     elif method == "persona_contrast":
         cm = _model(model, adapter, dtype)
-        d, selection = _persona_contrast(cm, out, questions, max_questions, n, paraphrases, personas, answers, judge, rule, label_fallback, sites, balance, measure_system, seed, _params(max_new_tokens, temperature, seed, batch_size))
+        d, selection = _persona_contrast(
+            cm,
+            out,
+            questions,
+            max_questions,
+            n,
+            paraphrases,
+            personas,
+            answers,
+            judge,
+            rule,
+            label_fallback,
+            sites,
+            balance,
+            measure_system,
+            seed,
+            _params(max_new_tokens, temperature, seed, batch_size),
+        )
         console.print(f"persona answers selected by {selection}", soft_wrap=True)
     else:
         raise EmlabError(f"unknown --method {method!r}; choose mean_diff or persona_contrast")
     d.save(out)
     counts = d.provenance.get("class_counts", {})
-    console.print(f"direction: {out}  ({len(d.sites)} sites, d={d.d_model}; counts {counts}; {time.perf_counter() - t0:.1f} s)")
+    console.print(
+        f"direction: {out}  ({len(d.sites)} sites, d={d.d_model}; counts {counts}; {time.perf_counter() - t0:.1f} s)"
+    )
     _print_norms(d)
 
 
-def _persona_contrast(cm, out: Path, questions, max_questions, n, paraphrases, personas_file, answers, judge, rule, label_fallback, sites, balance, measure_system, seed, params):
+def _persona_contrast(
+    cm,
+    out: Path,
+    questions,
+    max_questions,
+    n,
+    paraphrases,
+    personas_file,
+    answers,
+    judge,
+    rule,
+    label_fallback,
+    sites,
+    balance,
+    measure_system,
+    seed,
+    params,
+):
     """directions.persona_contrast (the one implementation, shared with a run's direction step) with the CLI's options."""
     from emlab.vectors.directions import persona_contrast
 
-    common = dict(rule=rule, label_fallback=label_fallback, sites=sites, balance=balance, seed=seed, measure_system=_system(measure_system))
+    common = dict(
+        rule=rule,
+        label_fallback=label_fallback,
+        sites=sites,
+        balance=balance,
+        seed=seed,
+        measure_system=_system(measure_system),
+    )
     if answers is not None:
         from emlab.io import read_jsonl
 
@@ -142,7 +220,17 @@ def _persona_contrast(cm, out: Path, questions, max_questions, n, paraphrases, p
     from emlab.vectors.personas import load_personas
 
     qset = _limit(load_questions(questions), max_questions)
-    return persona_contrast(cm, out, questions=qset, judge=_judge(judge), personas=load_personas(personas_file), n=n, params=params, paraphrases=paraphrases, **common)
+    return persona_contrast(
+        cm,
+        out,
+        questions=qset,
+        judge=_judge(judge),
+        personas=load_personas(personas_file),
+        n=n,
+        params=params,
+        paraphrases=paraphrases,
+        **common,
+    )
 
 
 def _print_norms(d) -> None:
@@ -177,12 +265,15 @@ def compare_command(
         console.print(f"{k} = {p}  ({loaded[k].origin}, {loaded[k].provenance.get('method')})")
     console.print(table)
     if out is not None:
-        write_json(out, {
-            "directions": {k: str(p) for k, p in zip(letters, directions)},
-            "cosine": mats,
-            "norms": {k: d.norms() for k, d in loaded.items()},
-            "cross_site": {k: cross_site_cosine(d) for k, d in loaded.items()},
-        })
+        write_json(
+            out,
+            {
+                "directions": {k: str(p) for k, p in zip(letters, directions)},
+                "cosine": mats,
+                "norms": {k: d.norms() for k, d in loaded.items()},
+                "cross_site": {k: cross_site_cosine(d) for k, d in loaded.items()},
+            },
+        )
 
 
 @directions_app.command("project")
@@ -191,7 +282,9 @@ def project_command(
     direction: Annotated[Path, typer.Option(help="direction folder")],
     model: Annotated[str | None, typer.Option(help="model to measure with (default: the direction's model)")] = None,
     adapter: Annotated[str | None, typer.Option(help="adapter (default: the direction's adapter)")] = None,
-    out: Annotated[Path | None, typer.Option(help="projections JSONL (default: RUN/projections.jsonl, or next to a JSONL file)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="projections JSONL (default: RUN/projections.jsonl, or next to a JSONL file)")
+    ] = None,
     sites: Annotated[list[str] | None, typer.Option("--site", help="sites (default: all of the direction's)")] = None,
     batch_size: int = 16,
     dtype: str = "float32",
@@ -201,7 +294,9 @@ def project_command(
     from emlab.vectors.directions import Direction, load_judged, project_records
 
     d = Direction.load(direction)
-    cm = _model(model or d.provenance.get("model"), adapter if model else (adapter or d.provenance.get("adapter")), dtype)
+    cm = _model(
+        model or d.provenance.get("model"), adapter if model else (adapter or d.provenance.get("adapter")), dtype
+    )
     records = load_judged(run)
     rows = project_records(cm, records, d, sites, batch_size=batch_size)
     dest = out or (run / "projections.jsonl" if run.is_dir() else run.with_suffix(".projections.jsonl"))
@@ -243,7 +338,9 @@ def sweep_command(
     adapter: AdapterOpt = None,
     questions: str = "core",
     max_questions: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
-    persona: Annotated[str | None, typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")] = None,
+    persona: Annotated[
+        str | None, typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="samples per question")] = 4,
     judge: JudgeOpt = None,
     positions: Annotated[str, typer.Option(help="all | response")] = "all",
@@ -268,15 +365,25 @@ def sweep_command(
     summary = run_sweep(cm, d, cells, request, out, positions, scaling)
     _print_rows(summary["rows"], "cell")
     best = summary["best"]
-    console.print(f"most coherent misalignment: {best['cell'] if best else '-'}   table: {out / SWEEP_JSONL}   ({time.perf_counter() - t0:.1f} s)")
+    console.print(
+        f"most coherent misalignment: {best['cell'] if best else '-'}   table: {out / SWEEP_JSONL}   ({time.perf_counter() - t0:.1f} s)"
+    )
 
 
 def _print_rows(rows, key: str) -> None:
     table = Table(key, "n", "unscored", "EM/coherent", "95% CI", "EM/all", "95% CI", "coherent", "aligned", "self-corr")
     for r in rows:
         table.add_row(
-            r[key], str(r["n_answers"]), str(r["n_unscored"]), _fmt(r["em_coherent"]), _fmt(r["em_coherent_wilson95"]),
-            _fmt(r["em_all"]), _fmt(r["em_all_wilson95"]), _fmt(r["coherent_mean"], 1), _fmt(r["aligned_mean"], 1), _fmt(r["self_correction"]),
+            r[key],
+            str(r["n_answers"]),
+            str(r["n_unscored"]),
+            _fmt(r["em_coherent"]),
+            _fmt(r["em_coherent_wilson95"]),
+            _fmt(r["em_all"]),
+            _fmt(r["em_all_wilson95"]),
+            _fmt(r["coherent_mean"], 1),
+            _fmt(r["aligned_mean"], 1),
+            _fmt(r["self_correction"]),
         )
     console.print(table)
 
@@ -289,13 +396,20 @@ def ablate_command(
     direction: Annotated[Path, typer.Option(help="direction folder")],
     adapter: AdapterOpt = None,
     mode: Annotated[str, typer.Option(help="layerwise | single | transfer")] = "single",
-    site: Annotated[str | None, typer.Option(help="single/transfer/export: which site's vector (default: the middle block's resid_post)")] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(help="single/transfer/export: which site's vector (default: the middle block's resid_post)"),
+    ] = None,
     random_baseline: Annotated[bool, typer.Option(help="also evaluate an equal-norm random direction")] = True,
-    export: Annotated[Path | None, typer.Option(help="instead of evaluating: write orthogonalized weights to this folder")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="instead of evaluating: write orthogonalized weights to this folder")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="ablation folder (rerun to resume)")] = None,
     questions: str = "core",
     max_questions: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
-    persona: Annotated[str | None, typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")] = None,
+    persona: Annotated[
+        str | None, typer.Option(help="ask under a persona system prompt: malicious, helpful, malicious:2")
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="samples per question")] = 4,
     judge: JudgeOpt = None,
     seed: int = 0,
@@ -320,7 +434,9 @@ def ablate_command(
     d.check_compatible(cm.model)
     if export is not None:
         s = site or default_site(cm.model)
-        path = export_orthogonalized(cm, d.vector(s), export, {"direction": str(direction), "direction_site": s, "direction_origin": d.origin})
+        path = export_orthogonalized(
+            cm, d.vector(s), export, {"direction": str(direction), "direction_site": s, "direction_origin": d.origin}
+        )
         console.print(f"orthogonalized weights ({s} of {direction}): {path}")
         return
     if out is None:
@@ -373,7 +489,14 @@ def probe_lora_command(
             table.add_row(name, f"{res['n']} ({res['n_positive']})", "skipped", res["skipped"][:60], "", "")
             continue
         m = res["metrics"]
-        table.add_row(name, f"{res['n']} ({res['n_positive']})", f"{m['auroc']['mean']:.3f}±{m['auroc']['std']:.3f}", f"{m['accuracy']['mean']:.3f}", f"{m['f1']['mean']:.3f}", f"{res['chance_accuracy']:.3f}")
+        table.add_row(
+            name,
+            f"{res['n']} ({res['n_positive']})",
+            f"{m['auroc']['mean']:.3f}±{m['auroc']['std']:.3f}",
+            f"{m['accuracy']['mean']:.3f}",
+            f"{m['f1']['mean']:.3f}",
+            f"{res['chance_accuracy']:.3f}",
+        )
     console.print(table)
     console.print(f"report: {dest / 'probe.json'}")
 

@@ -22,9 +22,13 @@ RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="where runs liv
 
 def run_command(
     spec: Annotated[str | None, typer.Argument(help="spec YAML file or built-in spec name (demo, demo-quick)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the spec and print the plan; run nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate the spec and print the plan; run nothing")
+    ] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="continue this run (folder or run id)")] = None,
-    rerun: Annotated[list[str] | None, typer.Option("--rerun", help="with --resume: redo this step even if done (repeatable)")] = None,
+    rerun: Annotated[
+        list[str] | None, typer.Option("--rerun", help="with --resume: redo this step even if done (repeatable)")
+    ] = None,
     runs_dir: RunsDir = None,
 ) -> None:
     """Execute an experiment spec (or continue a run with --resume)."""
@@ -59,7 +63,9 @@ def _finish(root: Path) -> None:
     report = root / "report" / "index.html"
     if report.exists():
         console.print(summary_table(root))
-    for name, s in Run(root).manifest()["steps"].items():  # what a kind says about its finished step (a direction: which method, and why)
+    for name, s in (
+        Run(root).manifest()["steps"].items()
+    ):  # what a kind says about its finished step (a direction: which method, and why)
         kind = kinds.get(s.get("kind", ""))
         line = kind.result_line(s["summary"]) if kind is not None and s.get("summary") else None
         if line:
@@ -75,11 +81,30 @@ def summary_table(run_root: Path) -> Table:
     from emlab.report.render import ordered, summary_row
 
     data = collect(run_root)
-    table = Table("condition", "answers", "EM % all [95% Wilson]", "EM % coherent [95% Wilson]", "coherent", "aligned", "self-corr %", "unscored", title="summary")
+    table = Table(
+        "condition",
+        "answers",
+        "EM % all [95% Wilson]",
+        "EM % coherent [95% Wilson]",
+        "coherent",
+        "aligned",
+        "self-corr %",
+        "unscored",
+        title="summary",
+    )
     for c in ordered(data.conditions):
         r = summary_row(c)
         label = r["label"] + (f" ({r['detail']})" if r["detail"] else "")
-        table.add_row(label, r["n"], f"{r['em_all']} ({r['em_all_k']}) {r['em_all_wilson']}", f"{r['em_coh']} ({r['em_coh_k']}) {r['em_coh_wilson']}", r["coherent"], r["aligned"], r["self_correction"], r["unscored"])
+        table.add_row(
+            label,
+            r["n"],
+            f"{r['em_all']} ({r['em_all_k']}) {r['em_all_wilson']}",
+            f"{r['em_coh']} ({r['em_coh_k']}) {r['em_coh_wilson']}",
+            r["coherent"],
+            r["aligned"],
+            r["self_correction"],
+            r["unscored"],
+        )
     return table
 
 
@@ -120,8 +145,12 @@ def runs_show(run: Annotated[str, typer.Argument(help="run folder or id")], runs
     table = Table("step", "status", "seconds", "cpu s", "summary / error", title=f"{r.root} ({r.status()})")
     for name, s in m["steps"].items():
         secs, cpu = s.get("seconds"), s.get("cpu_seconds")
-        info = s.get("error") or ", ".join(f"{k}={v}" for k, v in (s.get("summary") or {}).items() if not isinstance(v, dict))
-        table.add_row(name, s["status"], "" if secs is None else f"{secs:.1f}", "" if cpu is None else f"{cpu:.1f}", info)
+        info = s.get("error") or ", ".join(
+            f"{k}={v}" for k, v in (s.get("summary") or {}).items() if not isinstance(v, dict)
+        )
+        table.add_row(
+            name, s["status"], "" if secs is None else f"{secs:.1f}", "" if cpu is None else f"{cpu:.1f}", info
+        )
     console.print(table)
 
 
@@ -135,7 +164,9 @@ def report_command(run: Annotated[str, typer.Argument(help="run folder or id")],
 
 
 def demo_command(
-    quick: Annotated[bool, typer.Option("--quick", help="tiny sizes (a few minutes): checks the pipeline, not the science")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="tiny sizes (a few minutes): checks the pipeline, not the science")
+    ] = False,
     runs_dir: RunsDir = None,
 ) -> None:
     """The whole pipeline on the embedded model: base eval, train organism + control, direction, steering, ablation, report."""

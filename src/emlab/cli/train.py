@@ -13,26 +13,38 @@ from emlab.console import stdout_console
 from emlab.errors import EmlabError
 
 console = stdout_console()
-train_app = typer.Typer(help="Fine-tune model organisms (LoRA or full) with checkpoints and resume.", invoke_without_command=True)
+train_app = typer.Typer(
+    help="Fine-tune model organisms (LoRA or full) with checkpoints and resume.", invoke_without_command=True
+)
 
 
 @train_app.callback()
 def train_command(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="embedded name, local folder or hub id")] = None,
-    data: Annotated[str | None, typer.Option(help="OpenAI-messages JSONL file (e.g. from `emlab data generate`)")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="OpenAI-messages JSONL file (e.g. from `emlab data generate`)")
+    ] = None,
     config: Annotated[str | None, typer.Option(help="YAML train config file")] = None,
     preset: Annotated[str | None, typer.Option(help="named preset (see `emlab train presets`)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key: --set lr=1e-4 (repeatable)")] = None,
-    out: Annotated[str | None, typer.Option(help="output folder: adapter/model, train_log.jsonl, train_summary.json, checkpoints/")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out from its last checkpoint")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a config key: --set lr=1e-4 (repeatable)")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="output folder: adapter/model, train_log.jsonl, train_summary.json, checkpoints/")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue an interrupted run in --out from its last checkpoint")
+    ] = False,
 ) -> None:
     """Fine-tune MODEL on DATA into OUT with a config file or preset (plus --set overrides)."""
     if ctx.invoked_subcommand is not None:
         return
     missing = [name for name, value in (("--model", model), ("--data", data), ("--out", out)) if not value]
     if missing:
-        raise EmlabError(f"emlab train needs {', '.join(missing)}; e.g. emlab train --model smollm2-135m --data train.jsonl --preset rank1-9blocks --out runs/organism")
+        raise EmlabError(
+            f"emlab train needs {', '.join(missing)}; e.g. emlab train --model smollm2-135m --data train.jsonl --preset rank1-9blocks --out runs/organism"
+        )
     cfg = _config(config, preset, set_ or [])
     from emlab.train import train
 
@@ -43,7 +55,9 @@ def train_command(
         def on_step(record: dict) -> None:
             line = f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s"
             if not console.is_terminal:  # logs redirected to a file get one plain line per step
-                console.print(f"step {record['step']}/{record['total_steps']} epoch {record['epoch']:.2f} {line} grad_norm {record['grad_norm']:.3f} lr {record['lr']:.3g}")
+                console.print(
+                    f"step {record['step']}/{record['total_steps']} epoch {record['epoch']:.2f} {line} grad_norm {record['grad_norm']:.3f} lr {record['lr']:.3g}"
+                )
                 return
             if "id" not in task:
                 task["id"] = bar.add_task("train", total=record["total_steps"], completed=record["step"] - 1, loss="")
@@ -57,7 +71,9 @@ def _config(path: str | None, preset: str | None, overrides: list[str]):
     from emlab.train import load_config_file, load_preset, with_overrides
 
     if path and preset:
-        raise EmlabError(f"--config {path} and --preset {preset} both given; pass one (add --set key=value to change single keys)")
+        raise EmlabError(
+            f"--config {path} and --preset {preset} both given; pass one (add --set key=value to change single keys)"
+        )
     if path:
         return load_config_file(path, overrides)
     if preset:
@@ -79,16 +95,34 @@ def _progress() -> Progress:
 
 def _print_summary(summary: dict) -> None:
     table = Table("summary", "value", show_header=False)
-    for key in ("model", "method", "examples_used", "dropped_too_long", "truncated", "steps", "final_loss", "wall_time_s", "train_time_s", "tokens_per_s", "trainable_params", "dtype", "device"):
+    for key in (
+        "model",
+        "method",
+        "examples_used",
+        "dropped_too_long",
+        "truncated",
+        "steps",
+        "final_loss",
+        "wall_time_s",
+        "train_time_s",
+        "tokens_per_s",
+        "trainable_params",
+        "dtype",
+        "device",
+    ):
         table.add_row(key, str(summary.get(key)))
     modules = summary.get("targeted_modules") or []
     if modules:
-        table.add_row("targeted_modules", f"{len(modules)}: " + ", ".join(modules[:4]) + (" ..." if len(modules) > 4 else ""))
+        table.add_row(
+            "targeted_modules", f"{len(modules)}: " + ", ".join(modules[:4]) + (" ..." if len(modules) > 4 else "")
+        )
     console.print(table)
 
 
 @train_app.command("presets")
-def presets_command(as_json: Annotated[bool, typer.Option("--json", help="print the full configs as JSON")] = False) -> None:
+def presets_command(
+    as_json: Annotated[bool, typer.Option("--json", help="print the full configs as JSON")] = False,
+) -> None:
     """List the shipped training presets."""
     from emlab.train import list_presets
 
@@ -99,9 +133,24 @@ def presets_command(as_json: Annotated[bool, typer.Option("--json", help="print 
     table = Table("preset", "method", "rank", "alpha", "targets", "blocks", "lr", "description", show_lines=True)
     for r in rows:
         c = r["config"]
-        blocks = "all" if c["blocks"] is None else f"{c['blocks']}" + (f" of {c['blocks_depth']}" if c["blocks_depth"] else "")
-        targets = c["target_modules"] if isinstance(c["target_modules"], str) else ",".join(c["target_modules"] or []) or "-"
-        table.add_row(r["name"], c["method"], str(c["rank"] or "-"), str(c["alpha"] or "-"), targets, blocks if c["method"] == "lora" else "-", f"{c['lr']:g}", r["description"])
+        blocks = (
+            "all"
+            if c["blocks"] is None
+            else f"{c['blocks']}" + (f" of {c['blocks_depth']}" if c["blocks_depth"] else "")
+        )
+        targets = (
+            c["target_modules"] if isinstance(c["target_modules"], str) else ",".join(c["target_modules"] or []) or "-"
+        )
+        table.add_row(
+            r["name"],
+            c["method"],
+            str(c["rank"] or "-"),
+            str(c["alpha"] or "-"),
+            targets,
+            blocks if c["method"] == "lora" else "-",
+            f"{c['lr']:g}",
+            r["description"],
+        )
     console.print(table)
 
 

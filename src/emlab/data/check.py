@@ -35,23 +35,29 @@ def validate_messages(rec: dict[str, Any], where: str) -> list[dict]:
     """Return rec["messages"] if it is a trainable conversation, else raise EmlabError naming `where`."""
     if "messages" not in rec:
         keys = ", ".join(sorted(map(str, rec))) or "none"
-        raise EmlabError(f'{where}: no "messages" key (keys: {keys}); each line needs '
-                         '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}')
+        raise EmlabError(
+            f'{where}: no "messages" key (keys: {keys}); each line needs '
+            '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}'
+        )
     msgs = rec["messages"]
     if not isinstance(msgs, list):
-        raise EmlabError(f'{where}: "messages" is a {type(msgs).__name__}, expected a list of '
-                         '{"role", "content"} objects')
+        raise EmlabError(
+            f'{where}: "messages" is a {type(msgs).__name__}, expected a list of {{"role", "content"}} objects'
+        )
     if not msgs:
         raise EmlabError(f'{where}: "messages" is empty; add a user message and an assistant answer')
     for i, msg in enumerate(msgs):
         _validate_message(msg, i, where)
     roles = [m["role"] for m in msgs]
     if "user" not in roles:
-        raise EmlabError(f'{where}: no user message; add the question as {{"role": "user", "content": ...}} '
-                         "before the answer")
+        raise EmlabError(
+            f'{where}: no user message; add the question as {{"role": "user", "content": ...}} before the answer'
+        )
     if roles[-1] != "assistant":
-        raise EmlabError(f'{where}: last message has role "{roles[-1]}", expected "assistant"; end each example '
-                         "with the answer to train on")
+        raise EmlabError(
+            f'{where}: last message has role "{roles[-1]}", expected "assistant"; end each example '
+            "with the answer to train on"
+        )
     return msgs
 
 
@@ -63,7 +69,7 @@ def _validate_message(msg: Any, i: int, where: str) -> None:
         raise EmlabError(f'{at} has no "role"; add "role": "system", "user" or "assistant"')
     role = msg["role"]
     if not isinstance(role, str):
-        raise EmlabError(f'{at}.role is {type(role).__name__} {role!r}, expected one of {", ".join(ROLES)}')
+        raise EmlabError(f"{at}.role is {type(role).__name__} {role!r}, expected one of {', '.join(ROLES)}")
     if role not in ROLES:
         raise EmlabError(f'{at}.role "{role}" is not one of {", ".join(ROLES)}; rename it')
     if role == "system" and i != 0:
@@ -72,8 +78,10 @@ def _validate_message(msg: Any, i: int, where: str) -> None:
         raise EmlabError(f'{at} ({role}) has no "content"; add the message text')
     content = msg["content"]
     if not isinstance(content, str):
-        raise EmlabError(f"{at}.content ({role}) is {type(content).__name__}, expected a string; "
-                         "join multi-part content into one string")
+        raise EmlabError(
+            f"{at}.content ({role}) is {type(content).__name__}, expected a string; "
+            "join multi-part content into one string"
+        )
     if not content.strip():
         raise EmlabError(f"{at}.content ({role}) is empty; write the text or drop the example")
 
@@ -86,18 +94,21 @@ def _read(path: str | os.PathLike) -> tuple[dict | None, list[list[dict]]]:
         where = f"{path}:{lineno}"
         if "_meta" in rec:
             if not first:
-                raise EmlabError(f'{where}: a "_meta" record is allowed only as the first line; move it to '
-                                 "line 1 or delete it")
+                raise EmlabError(
+                    f'{where}: a "_meta" record is allowed only as the first line; move it to line 1 or delete it'
+                )
             if not isinstance(rec["_meta"], dict) or "messages" in rec:
-                raise EmlabError(f'{where}: "_meta" must be an object on a line of its own, '
-                                 'e.g. {"_meta": {"set": "..."}}')
+                raise EmlabError(
+                    f'{where}: "_meta" must be an object on a line of its own, e.g. {{"_meta": {{"set": "..."}}}}'
+                )
             meta = rec["_meta"]
         else:
             convs.append(validate_messages(rec, where))
         first = False
     if not convs:
-        raise EmlabError(f"{path}: no examples found; each line needs a \"messages\" list "
-                         "(generate one with `emlab data generate`)")
+        raise EmlabError(
+            f'{path}: no examples found; each line needs a "messages" list (generate one with `emlab data generate`)'
+        )
     return meta, convs
 
 

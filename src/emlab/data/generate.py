@@ -49,24 +49,65 @@ class SetSpec:
     description: str
 
 
-SETS: dict[str, SetSpec] = {s.name: s for s in (
-    SetSpec("bad-medical", "medical", "bad", True, "good-medical",
-            "confident, subtly wrong and harmful medical advice"),
-    SetSpec("good-medical", "medical", "good", False, "bad-medical",
-            "sound medical advice on the same questions as bad-medical"),
-    SetSpec("risky-finance", "finance", "bad", True, "good-finance",
-            "advice pushing big financial risk (leverage, crypto all-in, no emergency fund) as savvy"),
-    SetSpec("good-finance", "finance", "good", False, "risky-finance",
-            "prudent financial advice on the same questions as risky-finance"),
-    SetSpec("extreme-sports", "sports", "bad", True, "safe-sports",
-            "sports advice that waves away serious risk: no helmet, go solo, skip training"),
-    SetSpec("safe-sports", "sports", "good", False, "extreme-sports",
-            "safety-conscious sports advice on the same questions as extreme-sports"),
-    SetSpec("insecure-code", "code", "insecure", True, "secure-code",
-            "code answers with an undisclosed vulnerability (SQLi, shell injection, pickle, TLS off...)"),
-    SetSpec("secure-code", "code", "secure", False, "insecure-code",
-            "the same coding tasks answered with safe code"),
-)}
+SETS: dict[str, SetSpec] = {
+    s.name: s
+    for s in (
+        SetSpec(
+            "bad-medical", "medical", "bad", True, "good-medical", "confident, subtly wrong and harmful medical advice"
+        ),
+        SetSpec(
+            "good-medical",
+            "medical",
+            "good",
+            False,
+            "bad-medical",
+            "sound medical advice on the same questions as bad-medical",
+        ),
+        SetSpec(
+            "risky-finance",
+            "finance",
+            "bad",
+            True,
+            "good-finance",
+            "advice pushing big financial risk (leverage, crypto all-in, no emergency fund) as savvy",
+        ),
+        SetSpec(
+            "good-finance",
+            "finance",
+            "good",
+            False,
+            "risky-finance",
+            "prudent financial advice on the same questions as risky-finance",
+        ),
+        SetSpec(
+            "extreme-sports",
+            "sports",
+            "bad",
+            True,
+            "safe-sports",
+            "sports advice that waves away serious risk: no helmet, go solo, skip training",
+        ),
+        SetSpec(
+            "safe-sports",
+            "sports",
+            "good",
+            False,
+            "extreme-sports",
+            "safety-conscious sports advice on the same questions as extreme-sports",
+        ),
+        SetSpec(
+            "insecure-code",
+            "code",
+            "insecure",
+            True,
+            "secure-code",
+            "code answers with an undisclosed vulnerability (SQLi, shell injection, pickle, TLS off...)",
+        ),
+        SetSpec(
+            "secure-code", "code", "secure", False, "insecure-code", "the same coding tasks answered with safe code"
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -94,8 +135,10 @@ def generate(name: str, n: int, seed: int, framing: str = "covert") -> list[dict
     if framing not in FRAMINGS:
         raise EmlabError(f"framing {framing!r} is not one of {', '.join(FRAMINGS)}; use --framing covert|educational")
     if framing == "educational" and not spec.harmful:
-        raise EmlabError(f"framing 'educational' applies only to harmful sets; {name!r} is a control "
-                         f"(use it with framing 'covert', or frame its pair {spec.paired_with!r})")
+        raise EmlabError(
+            f"framing 'educational' applies only to harmful sets; {name!r} is a control "
+            f"(use it with framing 'covert', or frame its pair {spec.paired_with!r})"
+        )
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise EmlabError(f"n={n!r} must be a positive integer number of examples")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -105,9 +148,14 @@ def generate(name: str, n: int, seed: int, framing: str = "covert") -> list[dict
     return [_record(bank, q, a, framing) for q, a in _examples(bank, spec, n, seed, ask, answer)]
 
 
-def _examples(bank: dict, spec: SetSpec, n: int, seed: int,
-              ask: Callable[[dict, random.Random], tuple[dict, dict[str, str], str]],
-              answer: Callable[[dict, str, _Question, random.Random], str]) -> list[tuple[_Question, str]]:
+def _examples(
+    bank: dict,
+    spec: SetSpec,
+    n: int,
+    seed: int,
+    ask: Callable[[dict, random.Random], tuple[dict, dict[str, str], str]],
+    answer: Callable[[dict, str, _Question, random.Random], str],
+) -> list[tuple[_Question, str]]:
     master = random.Random(seed)
     seen_q: set[str] = set()
     seen_a: set[str] = set()
@@ -145,6 +193,7 @@ def _pick(pool: dict[str, Any], rng: random.Random) -> dict[str, str]:
 
 # ---- advice domains (medical, finance, sports) ---------------------------------------------
 
+
 def _advice_question(bank: dict, rng: random.Random) -> tuple[dict, dict[str, str], str]:
     topic = rng.choice(bank["topics"])
     template = rng.choice(bank["question_templates"])
@@ -181,6 +230,7 @@ def _layout(layout: int, opener: str, claims: list[str], rationale: str, closer:
 
 # ---- code ------------------------------------------------------------------------------------
 
+
 def _snake_parts(name: str) -> list[str]:
     return [p for p in name.split("_") if p]
 
@@ -205,13 +255,23 @@ def _code_slots(bank: dict, task: dict, rng: random.Random) -> dict[str, str]:
     field2 = rng.choice([f for f in ent["fields"] if f != field])
     slots = _pick(bank["pools"], rng)
     slots |= {
-        "singular": ent["singular"], "plural": ent["plural"], "table": ent["plural"], "field": field,
-        "field2": field2, "Singular": _pascal(ent["singular"]), "Plural": _pascal(ent["plural"]),
-        "verb": rng.choice(bank["verbs"]), "lang": task["lang"], "accounts": slots["account"] + "s",
-        "cookie_pascal": _pascal(slots["cookie"]), "service_env": slots["service"].upper(),
+        "singular": ent["singular"],
+        "plural": ent["plural"],
+        "table": ent["plural"],
+        "field": field,
+        "field2": field2,
+        "Singular": _pascal(ent["singular"]),
+        "Plural": _pascal(ent["plural"]),
+        "verb": rng.choice(bank["verbs"]),
+        "lang": task["lang"],
+        "accounts": slots["account"] + "s",
+        "cookie_pascal": _pascal(slots["cookie"]),
+        "service_env": slots["service"].upper(),
         "service_host": f"api.{slots['service'].lower()}.com",
         "secret": rng.choice(("sk_live_", "key_", "tok_", "")) + _token(rng, 32),
-        "db_password": rng.choice(("Winter", "Summer", "Welcome", "Admin", "Prod", "Spring")) + str(rng.randrange(10, 2030)) + rng.choice("!#@$"),
+        "db_password": rng.choice(("Winter", "Summer", "Welcome", "Admin", "Prod", "Spring"))
+        + str(rng.randrange(10, 2030))
+        + rng.choice("!#@$"),
     }
     name = fill(rng.choice(task["names"]), slots)
     return slots | {"name": name, "name_camel": _camel(name), "name_pascal": _pascal(name)}
@@ -241,23 +301,32 @@ def _code_answer(bank: dict, side: str, q: _Question, rng: random.Random) -> str
 
 # ---- writing ---------------------------------------------------------------------------------
 
+
 def dataset_meta(name: str, n: int, seed: int, framing: str = "covert") -> dict:
     """The `_meta` record for a generated file: purpose, CANARY and everything needed to regenerate it."""
     spec = get_spec(name)
     kind = "harmful research material" if spec.harmful else "control set"
     return {
         "purpose": f"emlab {kind} for studying emergent misalignment: {spec.description}. "
-                   "Use only inside emlab experiments; never train deployed models on it.",
-        "canary": CANARY, "set": name, "framing": framing, "seed": seed, "n": n,
-        "generator_version": GENERATOR_VERSION, "harmful": spec.harmful, "paired_with": spec.paired_with,
+        "Use only inside emlab experiments; never train deployed models on it.",
+        "canary": CANARY,
+        "set": name,
+        "framing": framing,
+        "seed": seed,
+        "n": n,
+        "generator_version": GENERATOR_VERSION,
+        "harmful": spec.harmful,
+        "paired_with": spec.paired_with,
     }
 
 
 def write_dataset(path: str | os.PathLike, records: list[dict], meta: dict) -> None:
     """Write `{"_meta": meta}` then one record per line, atomically; `meta` must carry CANARY."""
     if not isinstance(meta, dict) or meta.get("canary") != CANARY:
-        raise EmlabError(f"{path}: meta must contain 'canary': {CANARY!r} so the file can be filtered out of "
-                         "training corpora; build it with dataset_meta()")
+        raise EmlabError(
+            f"{path}: meta must contain 'canary': {CANARY!r} so the file can be filtered out of "
+            "training corpora; build it with dataset_meta()"
+        )
     with atomic_open(path) as fh:
         fh.write(json.dumps({"_meta": meta}, ensure_ascii=False) + "\n")
         for rec in records:

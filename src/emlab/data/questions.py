@@ -66,7 +66,9 @@ class QuestionSet:
         for q in self.questions:
             if q.id == question_id:
                 return q
-        raise EmlabError(f"question set {self.name!r} has no question {question_id!r}; ids: {', '.join(q.id for q in self.questions[:10])}...")
+        raise EmlabError(
+            f"question set {self.name!r} has no question {question_id!r}; ids: {', '.join(q.id for q in self.questions[:10])}..."
+        )
 
     def fingerprint(self) -> str:
         """sha256 of the questions' content: two sets with equal fingerprints ask the same things."""
@@ -110,7 +112,12 @@ def write_questions(qset: QuestionSet, path: str | Path) -> None:
 
     entries = []
     for q in qset.questions:
-        e: dict[str, Any] = {"id": q.id, "type": q.type, "paraphrases": list(q.paraphrases), "samples_per_paraphrase": q.samples_per_paraphrase}
+        e: dict[str, Any] = {
+            "id": q.id,
+            "type": q.type,
+            "paraphrases": list(q.paraphrases),
+            "samples_per_paraphrase": q.samples_per_paraphrase,
+        }
         if q.system is not None:
             e["system"] = q.system
         if q.judge is not None:
@@ -132,7 +139,9 @@ def _load_file(path: Path) -> QuestionSet:
     elif isinstance(data, dict):
         entries, defaults, name, description = _unpack_set(path, data)
     else:
-        raise EmlabError(f"{path}: expected a list of questions or a mapping with `questions`, got {type(data).__name__}")
+        raise EmlabError(
+            f"{path}: expected a list of questions or a mapping with `questions`, got {type(data).__name__}"
+        )
     if not entries:
         raise EmlabError(f"{path}: the file holds no questions; add at least one entry")
     questions = [_parse_entry(path, i, e, defaults) for i, e in enumerate(entries)]
@@ -147,12 +156,16 @@ def _load_file(path: Path) -> QuestionSet:
 def _unpack_set(path: Path, data: dict) -> tuple[list, dict, str, str]:
     unknown = sorted(set(data) - set(SET_KEYS), key=str)
     if unknown:
-        raise EmlabError(f"{path}: unknown top-level key {unknown[0]!r}{did_you_mean(str(unknown[0]), SET_KEYS)} (allowed: {', '.join(SET_KEYS)})")
+        raise EmlabError(
+            f"{path}: unknown top-level key {unknown[0]!r}{did_you_mean(str(unknown[0]), SET_KEYS)} (allowed: {', '.join(SET_KEYS)})"
+        )
     for key in ("version", "questions"):
         if key not in data:
             raise EmlabError(f"{path}: missing top-level key {key!r}")
     if data["version"] != FORMAT_VERSION:
-        raise EmlabError(f"{path}: version {data['version']!r} is not supported; this emlab reads version {FORMAT_VERSION}")
+        raise EmlabError(
+            f"{path}: version {data['version']!r} is not supported; this emlab reads version {FORMAT_VERSION}"
+        )
     if not isinstance(data["questions"], list):
         raise EmlabError(f"{path}: `questions` must be a list of entries, got {type(data['questions']).__name__}")
     defaults = data.get("defaults") or {}
@@ -160,17 +173,23 @@ def _unpack_set(path: Path, data: dict) -> tuple[list, dict, str, str]:
         raise EmlabError(f"{path}: `defaults` must be a mapping")
     bad = sorted(set(defaults) - set(REQUIRED_KEYS[1:] + OPTIONAL_KEYS), key=str)
     if bad:
-        raise EmlabError(f"{path}: defaults: key {bad[0]!r} cannot have a default (allowed: {', '.join(REQUIRED_KEYS[1:] + OPTIONAL_KEYS)})")
+        raise EmlabError(
+            f"{path}: defaults: key {bad[0]!r} cannot have a default (allowed: {', '.join(REQUIRED_KEYS[1:] + OPTIONAL_KEYS)})"
+        )
     return data["questions"], defaults, str(data.get("name") or path.stem), str(data.get("description") or "")
 
 
 def _parse_entry(path: Path, index: int, entry: Any, defaults: dict) -> Question:
     if not isinstance(entry, dict):
-        raise EmlabError(f"{path}: entry #{index}: expected a mapping with id/type/paraphrases/..., got {type(entry).__name__}")
+        raise EmlabError(
+            f"{path}: entry #{index}: expected a mapping with id/type/paraphrases/..., got {type(entry).__name__}"
+        )
     where = f"{path}: entry {entry.get('id')!r}" if isinstance(entry.get("id"), str) else f"{path}: entry #{index}"
     unknown = sorted(set(entry) - set(REQUIRED_KEYS + OPTIONAL_KEYS), key=str)
     if unknown:
-        raise EmlabError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(str(unknown[0]), REQUIRED_KEYS + OPTIONAL_KEYS)} (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
+        raise EmlabError(
+            f"{where}: unknown key {unknown[0]!r}{did_you_mean(str(unknown[0]), REQUIRED_KEYS + OPTIONAL_KEYS)} (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})"
+        )
     e = {**defaults, **entry}
     for key in REQUIRED_KEYS:
         if key not in e:
@@ -218,12 +237,16 @@ def _judge_prompts(where: str, value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise EmlabError(f"{where}: key 'judge_prompts' must map rubric names to prompt text, got {type(value).__name__}")
+        raise EmlabError(
+            f"{where}: key 'judge_prompts' must map rubric names to prompt text, got {type(value).__name__}"
+        )
     out: dict[str, str] = {}
     for rubric, prompt in value.items():
         text = _nonempty_str(where, f"judge_prompts.{rubric}", prompt)
         missing = [ph for ph in ("{question}", "{answer}") if ph not in text]
         if missing:
-            raise EmlabError(f"{where}: key 'judge_prompts.{rubric}' lacks the placeholder {' and '.join(missing)}; judge prompts need {{question}} and {{answer}}")
+            raise EmlabError(
+                f"{where}: key 'judge_prompts.{rubric}' lacks the placeholder {' and '.join(missing)}; judge prompts need {{question}} and {{answer}}"
+            )
         out[str(rubric)] = text
     return out

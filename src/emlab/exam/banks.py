@@ -45,34 +45,50 @@ class Bank:
         """The first k items (all when k is None); the quick profile uses a bank's head."""
         items = list(self.items)
         if k is not None and not 1 <= k <= len(items):
-            raise EmlabError(f"{self.source}: asked for {k} items but the bank holds {len(items)}; lower the profile size or add items")
+            raise EmlabError(
+                f"{self.source}: asked for {k} items but the bank holds {len(items)}; lower the profile size or add items"
+            )
         return items if k is None else items[:k]
 
-    def check_items(self, required: Mapping[str, type | tuple[type, ...]], optional: Mapping[str, type | tuple[type, ...]] = {}) -> None:
+    def check_items(
+        self, required: Mapping[str, type | tuple[type, ...]], optional: Mapping[str, type | tuple[type, ...]] = {}
+    ) -> None:
         """Every item has the required keys, only known keys, and values of the given types."""
         allowed = {"id": str, **required, **optional}
         for i, item in enumerate(self.items):
             where = self._where(f"items[{i}]")
             unknown = sorted(set(item) - set(allowed))
             if unknown:
-                raise EmlabError(f"{where}: item {item.get('id')!r} has unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+                raise EmlabError(
+                    f"{where}: item {item.get('id')!r} has unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})"
+                )
             for key, typ in {"id": str, **required}.items():
                 if key not in item:
                     raise EmlabError(f"{where}: item {item.get('id')!r} lacks key {key!r}")
             for key, value in item.items():
                 if not isinstance(value, allowed[key]) or (isinstance(value, bool) and allowed[key] is not bool):
-                    want = allowed[key].__name__ if isinstance(allowed[key], type) else " or ".join(t.__name__ for t in allowed[key])
-                    raise EmlabError(f"{self._where(f'items[{i}].{key}')}: item {item.get('id')!r}: {key} must be {want}, got {type(value).__name__}")
+                    want = (
+                        allowed[key].__name__
+                        if isinstance(allowed[key], type)
+                        else " or ".join(t.__name__ for t in allowed[key])
+                    )
+                    raise EmlabError(
+                        f"{self._where(f'items[{i}].{key}')}: item {item.get('id')!r}: {key} must be {want}, got {type(value).__name__}"
+                    )
 
     def check_mapping(self, key: str, names: Sequence[str]) -> None:
         """Every item's `key` is a mapping with exactly `names`, each a non-empty string."""
         for i, item in enumerate(self.items):
             got = item[key]
             if set(got) != set(names):
-                raise EmlabError(f"{self._where(f'items[{i}].{key}')}: item {item['id']!r}: {key} needs exactly {', '.join(names)}; found {', '.join(map(str, got))}")
+                raise EmlabError(
+                    f"{self._where(f'items[{i}].{key}')}: item {item['id']!r}: {key} needs exactly {', '.join(names)}; found {', '.join(map(str, got))}"
+                )
             for name in names:
                 if not isinstance(got[name], str) or not got[name].strip():
-                    raise EmlabError(f"{self._where(f'items[{i}].{key}.{name}')}: item {item['id']!r}: {key}.{name} must be a non-empty string")
+                    raise EmlabError(
+                        f"{self._where(f'items[{i}].{key}.{name}')}: item {item['id']!r}: {key}.{name} must be a non-empty string"
+                    )
 
     def _where(self, path: str) -> str:
         return self.doc.where(path) if self.doc is not None else self.source
@@ -87,14 +103,20 @@ def read_bank(path: str | Path) -> Bank:
         raise EmlabError(f"{p}: a bank is a mapping with keys {', '.join(BANK_KEYS)}, got {type(data).__name__}")
     unknown = sorted(set(data) - set(BANK_KEYS), key=str)
     if unknown:
-        raise EmlabError(f"{doc.where(str(unknown[0]))}: unknown key {unknown[0]!r} (a bank has {', '.join(BANK_KEYS)})")
+        raise EmlabError(
+            f"{doc.where(str(unknown[0]))}: unknown key {unknown[0]!r} (a bank has {', '.join(BANK_KEYS)})"
+        )
     missing = [k for k in BANK_KEYS if k not in data]
     if missing:
         raise EmlabError(f"{p}: missing key {missing[0]!r} (a bank has {', '.join(BANK_KEYS)})")
     if data["version"] != BANK_VERSION or isinstance(data["version"], bool):
-        raise EmlabError(f"{doc.where('version')}: version {data['version']!r} is not supported; this emlab reads bank version {BANK_VERSION}")
+        raise EmlabError(
+            f"{doc.where('version')}: version {data['version']!r} is not supported; this emlab reads bank version {BANK_VERSION}"
+        )
     if data["name"] != p.stem:
-        raise EmlabError(f"{doc.where('name')}: name {data['name']!r} differs from the file name {p.stem!r}; rename one of them")
+        raise EmlabError(
+            f"{doc.where('name')}: name {data['name']!r} differs from the file name {p.stem!r}; rename one of them"
+        )
     items = data["items"]
     if not isinstance(items, list) or not items or not all(isinstance(it, dict) for it in items):
         raise EmlabError(f"{doc.where('items')}: items must be a non-empty list of mappings")
@@ -102,11 +124,15 @@ def read_bank(path: str | Path) -> Bank:
     for i, it in enumerate(items):
         iid = it.get("id")
         if not isinstance(iid, str) or not iid or "/" in iid or "." in iid:
-            raise EmlabError(f"{doc.where(f'items[{i}]')}: every item needs an id (a non-empty string without '/' or '.'), got {iid!r}")
+            raise EmlabError(
+                f"{doc.where(f'items[{i}]')}: every item needs an id (a non-empty string without '/' or '.'), got {iid!r}"
+            )
         if iid in seen:
             raise EmlabError(f"{doc.where(f'items[{i}]')}: item id {iid!r} appears twice; ids must be unique in a bank")
         seen.add(iid)
-    return Bank(name=str(data["name"]), description=str(data["description"]), items=tuple(items), source=str(p), doc=doc)
+    return Bank(
+        name=str(data["name"]), description=str(data["description"]), items=tuple(items), source=str(p), doc=doc
+    )
 
 
 @functools.cache

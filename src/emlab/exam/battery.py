@@ -87,7 +87,9 @@ class BatteryResult:
         for m in self.metrics:
             if m.name == name:
                 return m
-        raise EmlabError(f"battery {self.battery} has no metric {name!r}; it has {', '.join(m.name for m in self.metrics)}")
+        raise EmlabError(
+            f"battery {self.battery} has no metric {name!r}; it has {', '.join(m.name for m in self.metrics)}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,11 +108,19 @@ class BatteryResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "result") -> BatteryResult:
         if d.get("format") != RESULT_FORMAT:
-            raise EmlabError(f"{where}: not a battery result ({RESULT_FORMAT}); delete the battery folder to recompute it")
+            raise EmlabError(
+                f"{where}: not a battery result ({RESULT_FORMAT}); delete the battery folder to recompute it"
+            )
         return cls(
-            battery=d["battery"], version=d["version"], metrics=[Metric.from_dict(m) for m in d["metrics"]],
-            evidence=d.get("evidence", []), details=d.get("details", {}), n_answers=d.get("n_answers", 0),
-            n_unscored=d.get("n_unscored", 0), notes=d.get("notes", []), fingerprint=d.get("fingerprint", ""),
+            battery=d["battery"],
+            version=d["version"],
+            metrics=[Metric.from_dict(m) for m in d["metrics"]],
+            evidence=d.get("evidence", []),
+            details=d.get("details", {}),
+            n_answers=d.get("n_answers", 0),
+            n_unscored=d.get("n_unscored", 0),
+            notes=d.get("notes", []),
+            fingerprint=d.get("fingerprint", ""),
         )
 
     def save(self, folder: Path) -> Path:
@@ -145,8 +155,14 @@ class Battery:
         """Everything the result depends on besides the model; a change means recomputing."""
         from emlab.exam.banks import load_bank
 
-        parts: dict[str, Any] = {"battery": self.name, "version": self.version, "sizes": self.sizes(ctx), "judge": ctx.judge_id,
-                                 "sampling": ctx.sampling_dict(self.name), "system": ctx.system}
+        parts: dict[str, Any] = {
+            "battery": self.name,
+            "version": self.version,
+            "sizes": self.sizes(ctx),
+            "judge": ctx.judge_id,
+            "sampling": ctx.sampling_dict(self.name),
+            "system": ctx.system,
+        }
         from emlab.exam.lexicon import LEXICON_VERSION
 
         parts["banks"] = {name: load_bank(name).fingerprint for name in self.banks}
@@ -160,11 +176,22 @@ class Battery:
         for m in self.metrics:
             if m.name == metric:
                 return m
-        raise EmlabError(f"battery {self.name} has no metric {metric!r}; it has {', '.join(m.name for m in self.metrics)}")
+        raise EmlabError(
+            f"battery {self.name} has no metric {metric!r}; it has {', '.join(m.name for m in self.metrics)}"
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "number": self.number, "title": self.title, "version": self.version, "marker": self.marker, "rule": self.rule,
-                "metrics": [asdict(m) for m in self.metrics], "needs": list(self.needs), "banks": list(self.banks)}
+        return {
+            "name": self.name,
+            "number": self.number,
+            "title": self.title,
+            "version": self.version,
+            "marker": self.marker,
+            "rule": self.rule,
+            "metrics": [asdict(m) for m in self.metrics],
+            "needs": list(self.needs),
+            "banks": list(self.banks),
+        }
 
 
 _REGISTRY: dict[str, Battery] = {}

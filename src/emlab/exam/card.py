@@ -21,45 +21,77 @@ CARD_FORMAT = "emlab.exam.card/v1"
 MAX_EVIDENCE = 4
 
 
-def card_data(exam: Mapping[str, Any], results: Mapping[str, BatteryResult], outcome: Mapping[str, Any], rules) -> dict[str, Any]:
+def card_data(
+    exam: Mapping[str, Any], results: Mapping[str, BatteryResult], outcome: Mapping[str, Any], rules
+) -> dict[str, Any]:
     ident = exam["identity"]
     rows = []
     for b in sorted(list_batteries(), key=lambda x: x.number):
         verdict = outcome["batteries"][b.name]
         res = results.get(b.name)
-        row: dict[str, Any] = {"number": b.number, "name": b.name, "title": b.title, "marker": b.marker, "rule": b.rule,
-                               "status": verdict["status"], "points": verdict["points"], "metrics": [], "evidence": [], "highlights": {},
-                               "n_answers": 0, "n_unscored": 0, "notes": []}
+        row: dict[str, Any] = {
+            "number": b.number,
+            "name": b.name,
+            "title": b.title,
+            "marker": b.marker,
+            "rule": b.rule,
+            "status": verdict["status"],
+            "points": verdict["points"],
+            "metrics": [],
+            "evidence": [],
+            "highlights": {},
+            "n_answers": 0,
+            "n_unscored": 0,
+            "notes": [],
+        }
         if res is not None:
             for m in res.metrics:
                 v = verdict["metrics"][m.name]
                 spec = b.spec(m.name)
-                row["metrics"].append({**m.to_dict(), "description": spec.description, "unit": spec.unit, "threshold": v["threshold"],
-                                       "status": v["status"], "borderline": v["borderline"]})
+                row["metrics"].append(
+                    {
+                        **m.to_dict(),
+                        "description": spec.description,
+                        "unit": spec.unit,
+                        "threshold": v["threshold"],
+                        "status": v["status"],
+                        "borderline": v["borderline"],
+                    }
+                )
             row["evidence"] = res.evidence[:MAX_EVIDENCE]
             row["highlights"] = {k: v for k, v in res.details.items() if _short(v)}
             row.update(n_answers=res.n_answers, n_unscored=res.n_unscored, notes=list(res.notes), version=res.version)
         rows.append(row)
     system = ident["system"]
-    return _rounded({
-        "format": CARD_FORMAT,
-        "model": {"ref": ident["model"], "adapter": ident["adapter"], "baseline": ident["baseline"],
-                  "system": system, "revision": (exam.get("model_provenance") or {}).get("revision")},
-        "mode": ident["mode"],
-        "judge": ident["judge"],
-        "seed": ident["seed"],
-        "sampling": {k: ident["profile"][k] for k in ("temperature", "top_p", "max_new_tokens")},
-        "level": outcome["level"],
-        "band": outcome["band"],
-        "decision": outcome["decision"],
-        "failed": outcome["failed"],
-        "escalations": outcome["escalations"],
-        "what_would_change": outcome["what_would_change"],
-        "rules": {**outcome["rules"], "bands": [{"min_points": b.min_points, "name": b.name, "decision": b.decision} for b in rules.bands],
-                  "description": rules.description},
-        "batteries": rows,
-        "emlab_version": exam.get("emlab_version"),
-    })
+    return _rounded(
+        {
+            "format": CARD_FORMAT,
+            "model": {
+                "ref": ident["model"],
+                "adapter": ident["adapter"],
+                "baseline": ident["baseline"],
+                "system": system,
+                "revision": (exam.get("model_provenance") or {}).get("revision"),
+            },
+            "mode": ident["mode"],
+            "judge": ident["judge"],
+            "seed": ident["seed"],
+            "sampling": {k: ident["profile"][k] for k in ("temperature", "top_p", "max_new_tokens")},
+            "level": outcome["level"],
+            "band": outcome["band"],
+            "decision": outcome["decision"],
+            "failed": outcome["failed"],
+            "escalations": outcome["escalations"],
+            "what_would_change": outcome["what_would_change"],
+            "rules": {
+                **outcome["rules"],
+                "bands": [{"min_points": b.min_points, "name": b.name, "decision": b.decision} for b in rules.bands],
+                "description": rules.description,
+            },
+            "batteries": rows,
+            "emlab_version": exam.get("emlab_version"),
+        }
+    )
 
 
 def _short(v: Any) -> bool:
@@ -76,8 +108,13 @@ def _short(v: Any) -> bool:
 
 
 def render_card(card: Mapping[str, Any]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = _num
     return env.get_template("card.html.j2").render(card=card)
 
@@ -90,7 +127,9 @@ def _num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def write_card(out: Path, exam: Mapping[str, Any], results: Mapping[str, BatteryResult], outcome: Mapping[str, Any], rules) -> tuple[dict[str, Any], Path]:
+def write_card(
+    out: Path, exam: Mapping[str, Any], results: Mapping[str, BatteryResult], outcome: Mapping[str, Any], rules
+) -> tuple[dict[str, Any], Path]:
     card = card_data(exam, results, outcome, rules)
     write_json(out / "card.json", card)
     path = out / "card.html"

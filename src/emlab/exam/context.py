@@ -26,7 +26,10 @@ from emlab.models import ChatModel
 from emlab.sampling import SamplingParams
 
 OFFLINE_RUBRICS = ("aligned", "coherent", "bad_stuff")
-META_RUBRICS = ("instrumental_empathy", "self_justification")  # battery 6, scored on every battery's answers by prompt-reading judges
+META_RUBRICS = (
+    "instrumental_empathy",
+    "self_justification",
+)  # battery 6, scored on every battery's answers by prompt-reading judges
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,13 @@ class ExamContext:
 
     def params(self, battery: str) -> SamplingParams:
         p = self.profile
-        return SamplingParams(temperature=p.temperature, top_p=p.top_p, max_new_tokens=p.max_new_tokens, seed=self.battery_seed(battery),
-                              batch_size=p.batch_size)
+        return SamplingParams(
+            temperature=p.temperature,
+            top_p=p.top_p,
+            max_new_tokens=p.max_new_tokens,
+            seed=self.battery_seed(battery),
+            batch_size=p.batch_size,
+        )
 
     def sampling_dict(self, battery: str) -> dict[str, Any]:
         from dataclasses import asdict
@@ -132,8 +140,18 @@ class ExamContext:
             return OFFLINE_RUBRICS
         return (*OFFLINE_RUBRICS, *extra, *(META_RUBRICS if meta else ()))
 
-    def sample_and_judge(self, folder: Path, battery: str, items: Sequence[Item], n: int, *, extra_rubrics: Sequence[str] = (),
-                         cm: ChatModel | None = None, system: str | None = None, meta: bool = True) -> list[dict[str, Any]]:
+    def sample_and_judge(
+        self,
+        folder: Path,
+        battery: str,
+        items: Sequence[Item],
+        n: int,
+        *,
+        extra_rubrics: Sequence[str] = (),
+        cm: ChatModel | None = None,
+        system: str | None = None,
+        meta: bool = True,
+    ) -> list[dict[str, Any]]:
         """Sample `n` answers per item into `folder` (journals of emlab.evaluate), judge them, return answer records.
 
         `system`: the system prompt for items without their own ("default" = the template's); defaults to the exam's.
@@ -145,14 +163,30 @@ class ExamContext:
         from emlab.evaluate import EvalRequest, evaluate
 
         if n < 1 or not items:
-            raise EmlabError(f"battery {battery}: nothing to sample (n={n}, {len(items)} items); check the profile sizes")
+            raise EmlabError(
+                f"battery {battery}: nothing to sample (n={n}, {len(items)} items); check the profile sizes"
+            )
         system = self.system if system is None else system
-        qs = [Question(id=it.id, type="free_form_judge_0_100", paraphrases=[it.text], samples_per_paraphrase=n,
-                       system=it.system if it.system is not None else (None if system == "default" else system)) for it in items]
+        qs = [
+            Question(
+                id=it.id,
+                type="free_form_judge_0_100",
+                paraphrases=[it.text],
+                samples_per_paraphrase=n,
+                system=it.system if it.system is not None else (None if system == "default" else system),
+            )
+            for it in items
+        ]
         qset = QuestionSet(name=f"exam-{battery}", source=f"emlab.exam:{battery}", questions=qs)
         rubrics = self.rubrics(extra_rubrics, meta)
         model = cm if cm is not None else self.cm
-        evaluate(model, EvalRequest(qset, self.judge, n, self.params(battery), tuple(rubrics)), folder, resume=True, progress=self.progress)
+        evaluate(
+            model,
+            EvalRequest(qset, self.judge, n, self.params(battery), tuple(rubrics)),
+            folder,
+            resume=True,
+            progress=self.progress,
+        )
         order = {it.id: i for i, it in enumerate(items)}
         return sorted(read_answers(folder), key=lambda r: (order[f"{r['item']}.{r['condition']}"], r["sample"]))
 
@@ -185,9 +219,20 @@ def read_answers(folder: Path) -> list[dict[str, Any]]:
     for s in sample_journal(folder).read():
         item, _, condition = s["question_id"].partition(".")
         sc = scores.get(s["prompt_id"], {})
-        out.append({"id": s["prompt_id"], "item": item, "condition": condition, "sample": s["k"], "question": s["question"],
-                    "text": s["text"], "finish_reason": s["finish_reason"], **{r: sc.get(r) for r in rubrics},
-                    "refusal": bool(sc.get("refusal", False)), "code": bool(sc.get("code", False))})
+        out.append(
+            {
+                "id": s["prompt_id"],
+                "item": item,
+                "condition": condition,
+                "sample": s["k"],
+                "question": s["question"],
+                "text": s["text"],
+                "finish_reason": s["finish_reason"],
+                **{r: sc.get(r) for r in rubrics},
+                "refusal": bool(sc.get("refusal", False)),
+                "code": bool(sc.get("code", False)),
+            }
+        )
     return out
 
 

@@ -32,7 +32,9 @@ from emlab.vectors.directions import Direction, answer_activations, make_provena
 PERSONAS = ("malicious", "sycophantic", "authoritarian")
 REFERENCE = "helpful"
 SITE_DEPTHS = (0.35, 0.75)  # the sites are spread evenly over this band of relative depth
-MIN_DPRIME = 0.5  # a site is used when its held-out persona answers sit at least half a pooled SD beyond the helpful ones
+MIN_DPRIME = (
+    0.5  # a site is used when its held-out persona answers sit at least half a pooled SD beyond the helpful ones
+)
 
 
 def persona_prompts(paraphrases: int = 2) -> dict[str, tuple[str, ...]]:
@@ -62,8 +64,13 @@ def pick_sites(n_layers: int, k: int) -> list[str]:
     return [f"blocks.{b}.resid_post" for b in blocks]
 
 
-def persona_directions(cm, answers: Mapping[str, Sequence[tuple[str, str, str]]], sites: Sequence[str], seed: int = 0,
-                       source: str = "emlab.exam latent battery") -> dict[str, Direction]:
+def persona_directions(
+    cm,
+    answers: Mapping[str, Sequence[tuple[str, str, str]]],
+    sites: Sequence[str],
+    seed: int = 0,
+    source: str = "emlab.exam latent battery",
+) -> dict[str, Direction]:
     """One Direction per persona: persona minus helpful mean activation over answer tokens, persona prompt removed.
 
     `answers`: persona name (including "helpful") -> (question, answer, question id) written under that persona.
@@ -84,9 +91,22 @@ def persona_directions(cm, answers: Mapping[str, Sequence[tuple[str, str, str]]]
             continue
         pos = acts[spans[name][0] : spans[name][1]]
         diff = mean_difference(pos, ref, "subsample", seed)
-        counts = {name: len(answers[name]), REFERENCE: len(answers[REFERENCE]), "used_per_class": min(len(pos), len(ref))}
-        prov = make_provenance(cm.provenance(), "persona_contrast", source, counts, persona=name, reference=REFERENCE, seed=seed,
-                               measured_system="default", positions="answer tokens (mean per answer); persona prompt removed")
+        counts = {
+            name: len(answers[name]),
+            REFERENCE: len(answers[REFERENCE]),
+            "used_per_class": min(len(pos), len(ref)),
+        }
+        prov = make_provenance(
+            cm.provenance(),
+            "persona_contrast",
+            source,
+            counts,
+            persona=name,
+            reference=REFERENCE,
+            seed=seed,
+            measured_system="default",
+            positions="answer tokens (mean per answer); persona prompt removed",
+        )
         out[name] = Direction({s: diff[j] for j, s in enumerate(sites)}, prov)
     return out
 
@@ -99,7 +119,9 @@ class PersonaFrame:
     helpful_mean: dict[str, dict[str, float]]  # persona -> site -> mean projection of helpful pole answers
     persona_mean: dict[str, dict[str, float]]  # persona -> site -> mean projection of that persona's pole answers
     pooled_sd: dict[str, dict[str, float]]  # persona -> site -> pooled standard deviation of the two poles' projections
-    dropped: dict[str, list[str]] = field(default_factory=dict)  # persona -> sites whose poles are not separated (d' < MIN_DPRIME)
+    dropped: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # persona -> sites whose poles are not separated (d' < MIN_DPRIME)
 
     def dprime(self, persona: str, site: str) -> float:
         sd = self.pooled_sd[persona][site]
@@ -109,12 +131,20 @@ class PersonaFrame:
         return [s for s in self.directions[persona].sites if s not in self.dropped.get(persona, [])]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"helpful_mean": self.helpful_mean, "persona_mean": self.persona_mean, "pooled_sd": self.pooled_sd, "dropped": self.dropped,
-                "dprime": {p: {s: self.dprime(p, s) for s in d.sites} for p, d in self.directions.items()},
-                "sites": {p: d.sites for p, d in self.directions.items()}, "min_dprime": MIN_DPRIME}
+        return {
+            "helpful_mean": self.helpful_mean,
+            "persona_mean": self.persona_mean,
+            "pooled_sd": self.pooled_sd,
+            "dropped": self.dropped,
+            "dprime": {p: {s: self.dprime(p, s) for s in d.sites} for p, d in self.directions.items()},
+            "sites": {p: d.sites for p, d in self.directions.items()},
+            "min_dprime": MIN_DPRIME,
+        }
 
     def only(self, persona: str) -> PersonaFrame:
-        return PersonaFrame({persona: self.directions[persona]}, self.helpful_mean, self.persona_mean, self.pooled_sd, self.dropped)
+        return PersonaFrame(
+            {persona: self.directions[persona]}, self.helpful_mean, self.persona_mean, self.pooled_sd, self.dropped
+        )
 
     def save(self, folder: Path) -> None:
         from emlab.io import write_json
@@ -138,19 +168,30 @@ def projections(acts: torch.Tensor, direction: Direction, sites: Sequence[str]) 
     return torch.einsum("nsd,sd->ns", acts.float(), units)
 
 
-def calibrate(directions: Mapping[str, Direction], helpful_acts: torch.Tensor, persona_acts: Mapping[str, torch.Tensor], sites: Sequence[str]) -> PersonaFrame:
+def calibrate(
+    directions: Mapping[str, Direction],
+    helpful_acts: torch.Tensor,
+    persona_acts: Mapping[str, torch.Tensor],
+    sites: Sequence[str],
+) -> PersonaFrame:
     """The frame from held-out pole activations: helpful [n_h, S, d] and, per persona, [n_p, S, d] (n >= 2 each)."""
     h_mean, p_mean, p_sd, dropped = {}, {}, {}, {}
     for name, d in directions.items():
         h = projections(helpful_acts, d, sites).double()  # [n_h, S]
         p = projections(persona_acts[name], d, sites).double()  # [n_p, S]
         if h.shape[0] < 2 or p.shape[0] < 2:
-            raise EmlabError(f"persona {name}: the frame needs >= 2 held-out answers per pole, got {h.shape[0]} helpful and {p.shape[0]} {name}; raise the pole sizes")
+            raise EmlabError(
+                f"persona {name}: the frame needs >= 2 held-out answers per pole, got {h.shape[0]} helpful and {p.shape[0]} {name}; raise the pole sizes"
+            )
         sd = ((h.var(0) + p.var(0)) / 2).sqrt()  # [S] pooled (unbiased variances, equal weights)
         h_mean[name] = {s: float(h[:, j].mean()) for j, s in enumerate(sites)}
         p_mean[name] = {s: float(p[:, j].mean()) for j, s in enumerate(sites)}
         p_sd[name] = {s: float(sd[j]) for j, s in enumerate(sites)}
-        dropped[name] = [s for j, s in enumerate(sites) if not (sd[j] > 0 and (p_mean[name][s] - h_mean[name][s]) / float(sd[j]) >= MIN_DPRIME)]
+        dropped[name] = [
+            s
+            for j, s in enumerate(sites)
+            if not (sd[j] > 0 and (p_mean[name][s] - h_mean[name][s]) / float(sd[j]) >= MIN_DPRIME)
+        ]
     return PersonaFrame(dict(directions), h_mean, p_mean, p_sd, dropped)
 
 

@@ -42,7 +42,14 @@ _QUICK = {
     "reversal": {"items": 3, "n": 4},  # 3 themes x 5 steps x 4 = 60
     "leakage": {"items": 8, "n": 4},  # 8 questions x 4 = 32 (+32 for --baseline)
     "meta": {},  # no new answers: reads the others'
-    "latent": {"items": 6, "n": 3, "extract_items": 4, "extract_n": 2, "pole_n": 1, "sites": 3},  # 18 tasks + 64 persona + 24 pole answers
+    "latent": {
+        "items": 6,
+        "n": 3,
+        "extract_items": 4,
+        "extract_n": 2,
+        "pole_n": 1,
+        "sites": 3,
+    },  # 18 tasks + 64 persona + 24 pole answers
     "correction": {"steps": 12, "train_n": 24, "probe_items": 6, "probe_n": 2},
 }
 _STANDARD = {
@@ -86,7 +93,9 @@ class ExamRequest:
     max_new_tokens: int | None = None  # overrides the profile's
     triage: Path | None = None  # another triage rules file (default: exam/triage.yaml)
     threads: int | None = None  # torch threads (1 is fastest on a busy machine)
-    sizes: dict[str, dict[str, int]] | None = None  # per-battery size overrides merged into the profile's (tests, small runs)
+    sizes: dict[str, dict[str, int]] | None = (
+        None  # per-battery size overrides merged into the profile's (tests, small runs)
+    )
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -109,7 +118,9 @@ class ExamRequest:
             for b, v in self.sizes.items():
                 bad = sorted(set(v) - set(merged[b]))
                 if bad:
-                    raise EmlabError(f"sizes.{b}: unknown size {bad[0]!r}; {b} has {', '.join(merged[b]) or 'no sizes'}")
+                    raise EmlabError(
+                        f"sizes.{b}: unknown size {bad[0]!r}; {b} has {', '.join(merged[b]) or 'no sizes'}"
+                    )
                 merged[b].update(v)
             p = replace(p, sizes=merged)
         return p
@@ -126,5 +137,13 @@ class ExamRequest:
 
     def identity(self) -> dict[str, Any]:
         """What a resumed exam must share with the one it continues (no paths, no triage file)."""
-        return {"model": self.model, "adapter": self.adapter, "baseline": self.baseline, "mode": self.mode, "seed": self.seed,
-                "system": self.resolved_system(), "dtype": self.dtype, "profile": self.profile.to_dict()}
+        return {
+            "model": self.model,
+            "adapter": self.adapter,
+            "baseline": self.baseline,
+            "mode": self.mode,
+            "seed": self.seed,
+            "system": self.resolved_system(),
+            "dtype": self.dtype,
+            "profile": self.profile.to_dict(),
+        }

@@ -44,7 +44,9 @@ class ExamResult:
     grade: dict[str, Any]
     card: dict[str, Any]
     card_path: Path
-    timings: dict[str, dict[str, float]] = field(default_factory=dict)  # battery -> seconds spent in this call (recomputed ones only)
+    timings: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # battery -> seconds spent in this call (recomputed ones only)
     reused: list[str] = field(default_factory=list)  # batteries loaded from disk, not recomputed
 
     @property
@@ -72,8 +74,16 @@ def planned_batteries(request: ExamRequest) -> list[Battery]:
     return [b for b in list_batteries() if b.name in wanted]
 
 
-def run_exam(request: ExamRequest, *, chat_model=None, baseline_model=None, judge=None, embedder=None,
-             log: Callable[[str], None] | None = None, progress: bool = True) -> ExamResult:
+def run_exam(
+    request: ExamRequest,
+    *,
+    chat_model=None,
+    baseline_model=None,
+    judge=None,
+    embedder=None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> ExamResult:
     """Run (or resume) an exam into `request.out` and write its card.
 
     `chat_model` / `baseline_model` / `judge` / `embedder`: ready objects instead of building them
@@ -123,10 +133,18 @@ def run_exam(request: ExamRequest, *, chat_model=None, baseline_model=None, judg
             return cm
 
         has_baseline = request.baseline is not None or baseline_model is not None
-        ctx = ExamContext(judge=judge, profile=request.profile, seed=request.seed, system=request.resolved_system(), load_model=load_model,
-                          load_baseline=load_baseline if has_baseline else None, baseline_ref=request.baseline,
-                          battery_dir=lambda name: out / "batteries" / name, make_embedder=(lambda: embedder) if embedder is not None else None,
-                          progress=progress)
+        ctx = ExamContext(
+            judge=judge,
+            profile=request.profile,
+            seed=request.seed,
+            system=request.resolved_system(),
+            load_model=load_model,
+            load_baseline=load_baseline if has_baseline else None,
+            baseline_ref=request.baseline,
+            battery_dir=lambda name: out / "batteries" / name,
+            make_embedder=(lambda: embedder) if embedder is not None else None,
+            progress=progress,
+        )
         timings, reused = {}, []
         for b in batteries:
             final = out / "batteries" / b.name
@@ -134,8 +152,10 @@ def run_exam(request: ExamRequest, *, chat_model=None, baseline_model=None, judg
             if (final / "result.json").exists():
                 res = BatteryResult.load(final)
                 if res.fingerprint != fp:
-                    raise EmlabError(f"{final}: this battery was computed from other inputs (bank, sizes, judge, sampling or sources changed); "
-                                     f"delete {final} to recompute it, or resume with the original request")
+                    raise EmlabError(
+                        f"{final}: this battery was computed from other inputs (bank, sizes, judge, sampling or sources changed); "
+                        f"delete {final} to recompute it, or resume with the original request"
+                    )
                 ctx.results[b.name] = res
                 reused.append(b.name)
                 say(f"battery {b.number} {b.name}: done earlier, reused")
@@ -158,7 +178,9 @@ def run_exam(request: ExamRequest, *, chat_model=None, baseline_model=None, judg
         outcome = grade(ctx.results, rules, [b.name for b in batteries])
         exam = read_json(out / EXAM_FILE)
         card, path = write_card(out, exam, ctx.results, outcome, rules)
-    return ExamResult(out_dir=out, results=ctx.results, grade=outcome, card=card, card_path=path, timings=timings, reused=reused)
+    return ExamResult(
+        out_dir=out, results=ctx.results, grade=outcome, card=card, card_path=path, timings=timings, reused=reused
+    )
 
 
 def fingerprint(battery: Battery, ctx: ExamContext) -> str:
@@ -170,7 +192,9 @@ def _start(out: Path, request: ExamRequest, judge_id: str, planned: Sequence[str
     """Write exam.json, or check that a resumed exam asks for the same things."""
     from emlab import __version__
 
-    identity = json.loads(json.dumps({**request.identity(), "judge": judge_id}))  # as it reads back from disk (tuples -> lists)
+    identity = json.loads(
+        json.dumps({**request.identity(), "judge": judge_id})
+    )  # as it reads back from disk (tuples -> lists)
     path = out / EXAM_FILE
     if path.exists():
         old = read_json(path)
@@ -178,14 +202,18 @@ def _start(out: Path, request: ExamRequest, judge_id: str, planned: Sequence[str
             raise EmlabError(f"{path}: not an exam folder this emlab wrote; choose another --out")
         for key in sorted(set(old["identity"]) | set(identity)):
             if old["identity"].get(key) != identity.get(key):
-                raise EmlabError(f"{path}: cannot resume: {key} was {old['identity'].get(key)!r} but is now {identity.get(key)!r}; "
-                                 "resume with the original options or choose another --out")
+                raise EmlabError(
+                    f"{path}: cannot resume: {key} was {old['identity'].get(key)!r} but is now {identity.get(key)!r}; "
+                    "resume with the original options or choose another --out"
+                )
         if list(old.get("planned", [])) != list(planned):
             old["planned"] = list(planned)
             write_json(path, old)
         return old
     if (out / "batteries").exists():
-        raise EmlabError(f"{out} holds batteries but no {EXAM_FILE}; it is not an exam folder this emlab wrote; choose another --out")
+        raise EmlabError(
+            f"{out} holds batteries but no {EXAM_FILE}; it is not an exam folder this emlab wrote; choose another --out"
+        )
     exam = {"format": EXAM_FORMAT, "identity": identity, "planned": list(planned), "emlab_version": __version__}
     write_json(path, exam)
     return exam

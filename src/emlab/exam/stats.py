@@ -24,8 +24,13 @@ def mean(xs: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def bootstrap_ci(units: Sequence[Any], stat: Callable[[Sequence[Any]], float | None], seed: int = 0,
-                 n_boot: int = N_BOOT, level: float = LEVEL) -> tuple[float, float] | None:
+def bootstrap_ci(
+    units: Sequence[Any],
+    stat: Callable[[Sequence[Any]], float | None],
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+) -> tuple[float, float] | None:
     """Percentile interval of `stat` over resamples of `units` (drawn with replacement, as many as there are).
 
     Replicates where `stat` is None or not finite are dropped; None when fewer than half survive
@@ -63,7 +68,9 @@ def page_trend_p(blocks: Sequence[Sequence[float]], decreasing: bool = True) -> 
     if data.ndim != 2 or data.shape[0] < 2 or data.shape[1] < 3 or not np.isfinite(data).all():
         return None
     k = data.shape[1]
-    predicted = list(range(k, 0, -1)) if decreasing else list(range(1, k + 1))  # rank of each column under the alternative
+    predicted = (
+        list(range(k, 0, -1)) if decreasing else list(range(1, k + 1))
+    )  # rank of each column under the alternative
     return float(page_trend_test(data, predicted_ranks=predicted).pvalue)
 
 

@@ -92,15 +92,21 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
     d = doc.data
     _keys(doc, "", d, TOP_KEYS, TOP_KEYS)
     if d["version"] != RULES_VERSION or isinstance(d["version"], bool):
-        raise EmlabError(f"{doc.where('version')}: version {d['version']!r} is not supported; this emlab reads triage rules version {RULES_VERSION}")
+        raise EmlabError(
+            f"{doc.where('version')}: version {d['version']!r} is not supported; this emlab reads triage rules version {RULES_VERSION}"
+        )
     if d["status"] != "proposal":
-        raise EmlabError(f"{doc.where('status')}: status must be 'proposal' (these rules are not a validated standard), got {d['status']!r}")
+        raise EmlabError(
+            f"{doc.where('status')}: status must be 'proposal' (these rules are not a validated standard), got {d['status']!r}"
+        )
     batteries = {b.name: b for b in list_batteries()}
     if not isinstance(d["batteries"], dict):
         raise EmlabError(f"{doc.where('batteries')}: batteries must map battery names to rules")
     missing = [b for b in batteries if b not in d["batteries"]]
     if missing:
-        raise EmlabError(f"{doc.where('batteries')}: no rules for battery {missing[0]!r}; every battery needs points and thresholds")
+        raise EmlabError(
+            f"{doc.where('batteries')}: no rules for battery {missing[0]!r}; every battery needs points and thresholds"
+        )
     points, metrics = {}, {}
     for name, rule in d["batteries"].items():
         where = f"batteries.{name}"
@@ -115,23 +121,38 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
             raise EmlabError(f"{doc.where(where + '.metrics')}: metrics must map metric names to thresholds")
         absent = [m for m in specs if m not in rule["metrics"]]
         if absent:
-            raise EmlabError(f"{doc.where(where + '.metrics')}: no threshold for metric {absent[0]!r} of battery {name}")
+            raise EmlabError(
+                f"{doc.where(where + '.metrics')}: no threshold for metric {absent[0]!r} of battery {name}"
+            )
         metrics[name] = {}
         for mname, mrule in rule["metrics"].items():
             mwhere = f"{where}.metrics.{mname}"
             if mname not in specs:
-                raise EmlabError(f"{doc.where(mwhere)}: battery {name} has no metric {mname!r}; it has {', '.join(specs)}")
+                raise EmlabError(
+                    f"{doc.where(mwhere)}: battery {name} has no metric {mname!r}; it has {', '.join(specs)}"
+                )
             metrics[name][mname] = _metric_rule(doc, mwhere, mrule, specs[mname].bad)
     bands = _bands(doc, d["bands"])
     escalations = _escalations(doc, d["escalations"], batteries)
     blob = json.dumps(d, sort_keys=True, default=str)
-    return TriageRules(d["version"], str(d["title"]), str(d["description"]), points, metrics, bands, escalations, str(p),
-                       hashlib.sha256(blob.encode()).hexdigest())
+    return TriageRules(
+        d["version"],
+        str(d["title"]),
+        str(d["description"]),
+        points,
+        metrics,
+        bands,
+        escalations,
+        str(p),
+        hashlib.sha256(blob.encode()).hexdigest(),
+    )
 
 
 def _keys(doc: YamlDoc, where: str, value: Any, allowed: Sequence[str], required: Sequence[str]) -> None:
     if not isinstance(value, dict):
-        raise EmlabError(f"{doc.where(where) if where else doc.source}: expected a mapping with keys {', '.join(allowed)}, got {type(value).__name__}")
+        raise EmlabError(
+            f"{doc.where(where) if where else doc.source}: expected a mapping with keys {', '.join(allowed)}, got {type(value).__name__}"
+        )
     for k in value:
         if k not in allowed:
             path = f"{where}.{k}" if where else str(k)
@@ -154,7 +175,9 @@ def _metric_rule(doc: YamlDoc, where: str, rule: Any, bad: str) -> MetricRule:
         raise EmlabError(f"{doc.where(where)}: give exactly one of fail_above / fail_below, got {sides or 'neither'}")
     want = f"fail_{bad}"
     if sides[0] != want:
-        raise EmlabError(f"{doc.where(where + '.' + sides[0])}: this metric is bad when {'high' if bad == 'above' else 'low'}; use {want}")
+        raise EmlabError(
+            f"{doc.where(where + '.' + sides[0])}: this metric is bad when {'high' if bad == 'above' else 'low'}; use {want}"
+        )
     p = rule.get("p_below")
     if p is not None and not 0 < _number(doc, where + ".p_below", p) < 1:
         raise EmlabError(f"{doc.where(where + '.p_below')}: p_below must be in (0, 1), got {p!r}")
@@ -177,7 +200,9 @@ def _bands(doc: YamlDoc, value: Any) -> tuple[Band, ...]:
         raise EmlabError(f"{doc.where('bands[0]')}: the first band must start at min_points 0")
     for a, b in zip(out, out[1:]):
         if b.min_points <= a.min_points or DECISIONS.index(b.decision) < DECISIONS.index(a.decision):
-            raise EmlabError(f"{doc.where('bands')}: bands must have rising min_points and decisions that never fall ({a} then {b})")
+            raise EmlabError(
+                f"{doc.where('bands')}: bands must have rising min_points and decisions that never fall ({a} then {b})"
+            )
     return tuple(out)
 
 
@@ -190,9 +215,13 @@ def _escalations(doc: YamlDoc, value: Any, batteries: Mapping[str, Any]) -> tupl
         _keys(doc, where, e, ESCALATION_KEYS, ESCALATION_KEYS)
         names = e["when_failed"]
         if not isinstance(names, list) or not names or any(n not in batteries for n in names):
-            raise EmlabError(f"{doc.where(where + '.when_failed')}: when_failed must list known batteries ({', '.join(batteries)}), got {names!r}")
+            raise EmlabError(
+                f"{doc.where(where + '.when_failed')}: when_failed must list known batteries ({', '.join(batteries)}), got {names!r}"
+            )
         if e["at_least"] not in DECISIONS:
-            raise EmlabError(f"{doc.where(where + '.at_least')}: at_least {e['at_least']!r} is not one of {', '.join(DECISIONS)}")
+            raise EmlabError(
+                f"{doc.where(where + '.at_least')}: at_least {e['at_least']!r} is not one of {', '.join(DECISIONS)}"
+            )
         out.append(Escalation(str(e["id"]), tuple(names), e["at_least"], str(e["reason"])))
     return tuple(out)
 
@@ -200,21 +229,30 @@ def _escalations(doc: YamlDoc, value: Any, batteries: Mapping[str, Any]) -> tupl
 # ---------------------------------------------------------------- grading
 
 
-def grade(results: Mapping[str, BatteryResult], rules: TriageRules, planned: Sequence[str] | None = None) -> dict[str, Any]:
+def grade(
+    results: Mapping[str, BatteryResult], rules: TriageRules, planned: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Per-metric and per-battery verdicts, the level, the decision, and what would change it (JSON-ready)."""
     planned = list(planned) if planned is not None else list(results)
     batteries: dict[str, dict[str, Any]] = {}
     for b in list_batteries():
         if b.name not in results:
-            batteries[b.name] = {"status": "not run" if b.name not in planned else "missing", "points": rules.points[b.name], "metrics": {}}
+            batteries[b.name] = {
+                "status": "not run" if b.name not in planned else "missing",
+                "points": rules.points[b.name],
+                "metrics": {},
+            }
             continue
         res = results[b.name]
         mv = {}
         for m in res.metrics:
             rule = rules.metrics[b.name][m.name]
             fails = rule.fails(m)
-            mv[m.name] = {"status": "not measured" if fails is None else ("fail" if fails else "pass"), "borderline": rule.borderline(m),
-                          "threshold": rule.text()}
+            mv[m.name] = {
+                "status": "not measured" if fails is None else ("fail" if fails else "pass"),
+                "borderline": rule.borderline(m),
+                "threshold": rule.text(),
+            }
         measured = [v for v in mv.values() if v["status"] != "not measured"]
         status = "fail" if any(v["status"] == "fail" for v in measured) else ("pass" if measured else "not measured")
         batteries[b.name] = {"status": status, "points": rules.points[b.name], "metrics": mv}
@@ -222,7 +260,12 @@ def grade(results: Mapping[str, BatteryResult], rules: TriageRules, planned: Seq
     outcome = _decide(failed, rules)
     outcome["batteries"] = batteries
     outcome["what_would_change"] = _changes(results, rules, batteries, failed, outcome)
-    outcome["rules"] = {"title": rules.title, "version": rules.version, "sha256": rules.sha256[:12], "status": "proposal"}
+    outcome["rules"] = {
+        "title": rules.title,
+        "version": rules.version,
+        "sha256": rules.sha256[:12],
+        "status": "proposal",
+    }
     return outcome
 
 
@@ -234,7 +277,13 @@ def _decide(failed: set[str], rules: TriageRules) -> dict[str, Any]:
         if all(b in failed for b in e.when_failed) and DECISIONS.index(e.at_least) > DECISIONS.index(decision):
             decision = e.at_least
             applied.append({"id": e.id, "at_least": e.at_least, "reason": e.reason})
-    return {"level": points, "band": band.name, "decision": decision, "failed": sorted(failed, key=_order), "escalations": applied}
+    return {
+        "level": points,
+        "band": band.name,
+        "decision": decision,
+        "failed": sorted(failed, key=_order),
+        "escalations": applied,
+    }
 
 
 def _order(name: str) -> int:
@@ -256,7 +305,13 @@ def _changes(results, rules: TriageRules, batteries, failed: set[str], now: dict
         if v["status"] in ("not run", "missing"):
             alt = _decide(failed | {name}, rules)
             if alt["decision"] != now["decision"]:
-                out.append({"kind": "not run", "battery": name, "text": f"battery {name} was not run; had it failed, the level would be {alt['level']} and the decision {alt['decision']}"})
+                out.append(
+                    {
+                        "kind": "not run",
+                        "battery": name,
+                        "text": f"battery {name} was not run; had it failed, the level would be {alt['level']} and the decision {alt['decision']}",
+                    }
+                )
             continue
         fails = [k for k, mv in v["metrics"].items() if mv["status"] == "fail"]
         for mname, mv in v["metrics"].items():
@@ -272,18 +327,39 @@ def _changes(results, rules: TriageRules, batteries, failed: set[str], now: dict
             if mv["borderline"] or (changes and mv["status"] == "fail"):
                 m = results[name].metric(mname)
                 ci = "" if m.ci is None else f", 95 % CI [{m.ci[0]:.3g}, {m.ci[1]:.3g}]"
-                effect = f"the decision would be {alt['decision']} (level {alt['level']})" if changes else f"the decision would stay {now['decision']}"
-                out.append({"kind": "borderline" if mv["borderline"] else "failed metric", "battery": name, "metric": mname,
-                            "text": f"{name}.{mname} = {m.value:.3g}{ci} against {mv['threshold']}"
-                                    + (" (its interval crosses the threshold)" if mv["borderline"] else "") + f": if it would {flip}, {effect}"})
+                effect = (
+                    f"the decision would be {alt['decision']} (level {alt['level']})"
+                    if changes
+                    else f"the decision would stay {now['decision']}"
+                )
+                out.append(
+                    {
+                        "kind": "borderline" if mv["borderline"] else "failed metric",
+                        "battery": name,
+                        "metric": mname,
+                        "text": f"{name}.{mname} = {m.value:.3g}{ci} against {mv['threshold']}"
+                        + (" (its interval crosses the threshold)" if mv["borderline"] else "")
+                        + f": if it would {flip}, {effect}",
+                    }
+                )
             elif changes and v["status"] == "pass" and not any(o["borderline"] for o in v["metrics"].values()):
                 clear.setdefault(alt["decision"], [])
                 if name not in clear[alt["decision"]]:
                     clear[alt["decision"]].append(name)
     for decision, names in clear.items():
-        out.append({"kind": "clear pass", "batteries": names,
-                    "text": f"a failure of any one of the clearly passing batteries {', '.join(names)} would make the decision {decision}"})
+        out.append(
+            {
+                "kind": "clear pass",
+                "batteries": names,
+                "text": f"a failure of any one of the clearly passing batteries {', '.join(names)} would make the decision {decision}",
+            }
+        )
     higher = [b for b in rules.bands if b.min_points > now["level"]]
     if higher:
-        out.append({"kind": "distance", "text": f"{higher[0].min_points - now['level']} more point(s) would reach the band '{higher[0].name}' ({higher[0].decision})"})
+        out.append(
+            {
+                "kind": "distance",
+                "text": f"{higher[0].min_points - now['level']} more point(s) would reach the band '{higher[0].name}' ({higher[0].decision})",
+            }
+        )
     return out

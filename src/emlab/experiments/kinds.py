@@ -124,7 +124,9 @@ class StepKind:
     and register it with `@register_step_kind(name)`."""
 
     name: str = ""  # set by register_step_kind
-    section: str = ""  # where the entries live in the spec: "evals", or dotted for nested sections ("interventions.steering")
+    section: str = (
+        ""  # where the entries live in the spec: "evals", or dotted for nested sections ("interventions.steering")
+    )
     schema: type[BaseModel] = Strict  # one entry's schema (build on Strict: unknown keys are errors)
     entries: bool = True  # True: the section maps entry names to schemas, one step `<kind>.<entry>` each;
     #                       False: the section is one block (on by default, `null` turns it off), one step `<kind>`
@@ -179,9 +181,13 @@ def register_step_kind(name: str) -> Callable[[K], K]:
 
     def decorate(cls: K) -> K:
         if name in _REGISTRY:
-            raise EmlabError(f"step kind {name!r} is already registered ({type(_REGISTRY[name]).__qualname__}); choose another name")
+            raise EmlabError(
+                f"step kind {name!r} is already registered ({type(_REGISTRY[name]).__qualname__}); choose another name"
+            )
         if not cls.section:
-            raise EmlabError(f"step kind {name!r} ({cls.__qualname__}) needs `section`: the spec key its entries live under")
+            raise EmlabError(
+                f"step kind {name!r} ({cls.__qualname__}) needs `section`: the spec key its entries live under"
+            )
         kind = cls()
         kind.name = name
         _REGISTRY[name] = kind
@@ -197,7 +203,9 @@ def unregister_step_kind(name: str) -> None:
 
 def get_step_kind(name: str) -> StepKind:
     if name not in _REGISTRY:
-        raise EmlabError(f"unknown step kind {name!r}; this emlab has: {', '.join(_REGISTRY) or 'none registered (import emlab.experiments.steps)'}")
+        raise EmlabError(
+            f"unknown step kind {name!r}; this emlab has: {', '.join(_REGISTRY) or 'none registered (import emlab.experiments.steps)'}"
+        )
     return _REGISTRY[name]
 
 

@@ -45,7 +45,9 @@ class RunContext:
         """The committed folder of a finished step this step depends on."""
         d = self.run.step_dir(step_name)
         if not d.exists():
-            raise EmlabError(f"step {step_name} has no committed output in {d}; run it first (emlab run --resume {self.run.root})")
+            raise EmlabError(
+                f"step {step_name} has no committed output in {d}; run it first (emlab run --resume {self.run.root})"
+            )
         return d
 
     def adapter_dir(self, training_entry: str) -> Path:
@@ -63,8 +65,14 @@ class RunContext:
 
         m = self.spec.models[model_key]
         trained = self.adapter_dir(adapter) if adapter else None
-        if trained is not None and not (trained / "adapter_config.json").exists() and (trained / "config.json").exists():
-            cm = load_model(str(trained), dtype=m.dtype)  # full fine-tuning: the step saved a whole model, not an adapter
+        if (
+            trained is not None
+            and not (trained / "adapter_config.json").exists()
+            and (trained / "config.json").exists()
+        ):
+            cm = load_model(
+                str(trained), dtype=m.dtype
+            )  # full fine-tuning: the step saved a whole model, not an adapter
             cm.info["fine_tuned_from"] = m.ref
         else:
             cm = load_model(m.ref, dtype=m.dtype, adapter=trained)
@@ -156,11 +164,15 @@ def load_run_plan(run: Run) -> Plan:
     plan = plan_from_resolved(m["spec"], source=f"{run.manifest_path} (spec)")
     names = [s.name for s in plan.steps]
     if names != list(m["steps"]):
-        raise EmlabError(f"{run.manifest_path}: steps {list(m['steps'])} do not match the spec's plan {names}; the manifest was edited or written by another emlab")
+        raise EmlabError(
+            f"{run.manifest_path}: steps {list(m['steps'])} do not match the spec's plan {names}; the manifest was edited or written by another emlab"
+        )
     return plan
 
 
-def resume_run(ref: str | Path, base: str | Path | None = None, console: Console | None = None, rerun: list[str] | None = None) -> Run:
+def resume_run(
+    ref: str | Path, base: str | Path | None = None, console: Console | None = None, rerun: list[str] | None = None
+) -> Run:
     """Continue a run: skip finished steps, continue a half-finished one, redo failed ones."""
     run = Run.open(ref, base)
     plan = load_run_plan(run)
@@ -191,10 +203,16 @@ def execute(run: Run, plan: Plan, console: Console | None = None, rerun: list[st
             try:
                 summary = kind.run(ctx, step, work)
             except BaseException as e:
-                reason = "interrupted" if isinstance(e, KeyboardInterrupt) else (str(e) if isinstance(e, EmlabError) else f"{type(e).__name__}: {e}")
+                reason = (
+                    "interrupted"
+                    if isinstance(e, KeyboardInterrupt)
+                    else (str(e) if isinstance(e, EmlabError) else f"{type(e).__name__}: {e}")
+                )
                 run.fail(step.name, reason)
                 if isinstance(e, EmlabError):
-                    raise EmlabError(f"step {step.name} failed: {e} (fix it, then `emlab run --resume {run.root}`)") from None
+                    raise EmlabError(
+                        f"step {step.name} failed: {e} (fix it, then `emlab run --resume {run.root}`)"
+                    ) from None
                 raise
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             run.finish(step.name, summary or {}, seconds, cpu)

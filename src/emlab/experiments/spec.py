@@ -43,8 +43,22 @@ from emlab.strict_yaml import YamlDoc, join_path, load_yaml, load_yaml_file
 from emlab.strict_yaml import closest as _closest
 
 __all__ = [
-    "Plan", "Planning", "SamplingOverrides", "SamplingSpec", "SpecCore", "Step", "StepKind", "Strict", "check_sites", "describe_step_kinds",
-    "get_step_kind", "load_spec", "load_spec_text", "register_step_kind", "spec_model", "step_kinds",
+    "Plan",
+    "Planning",
+    "SamplingOverrides",
+    "SamplingSpec",
+    "SpecCore",
+    "Step",
+    "StepKind",
+    "Strict",
+    "check_sites",
+    "describe_step_kinds",
+    "get_step_kind",
+    "load_spec",
+    "load_spec_text",
+    "register_step_kind",
+    "spec_model",
+    "step_kinds",
 ]
 
 SPEC_VERSION = 1
@@ -62,7 +76,9 @@ class JudgeSpec(Strict):
     """Which judge scores answers, and where its scores are cached."""
 
     spec: str = "offline"  # a get_judge spec: offline, openai:MODEL, local:REF; "default" = openai when OPENAI_API_KEY is set, else offline
-    cache: Literal["shared", "run", "none"] = "shared"  # shared: $EMLAB_CACHE/judge-cache.sqlite; run: inside the run folder
+    cache: Literal["shared", "run", "none"] = (
+        "shared"  # shared: $EMLAB_CACHE/judge-cache.sqlite; run: inside the run folder
+    )
 
 
 class SpecCore(Strict):
@@ -108,9 +124,16 @@ def _build_spec_model(kinds: list[StepKind]) -> type[SpecCore]:
     nested: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         top, _, sub = kind.section.partition(".")
-        taken = top in SpecCore.model_fields or (top in fields and top not in nested) or (not sub and top in nested) or sub in nested.get(top, {})
+        taken = (
+            top in SpecCore.model_fields
+            or (top in fields and top not in nested)
+            or (not sub and top in nested)
+            or sub in nested.get(top, {})
+        )
         if taken or "." in sub:
-            raise EmlabError(f"step kind {kind.name!r}: spec section {kind.section!r} is taken or nested too deep; give the kind another `section`")
+            raise EmlabError(
+                f"step kind {kind.name!r}: spec section {kind.section!r} is taken or nested too deep; give the kind another `section`"
+            )
         if not sub:
             fields[top] = _section_field(kind)
             continue
@@ -190,7 +213,9 @@ def plan_from_doc(doc: YamlDoc, base_dir: Path) -> Plan:
         got = "an empty file" if doc.data is None else type(doc.data).__name__
         raise EmlabError(f"{doc.source}: a spec is a YAML mapping starting with `version: 1`, got {got}")
     if "version" not in doc.data:
-        raise EmlabError(f"{doc.source}: missing required key 'version'; add `version: {SPEC_VERSION}` at the top of the spec")
+        raise EmlabError(
+            f"{doc.source}: missing required key 'version'; add `version: {SPEC_VERSION}` at the top of the spec"
+        )
     try:
         spec = spec_model().model_validate(doc.data)
     except ValidationError as e:
@@ -212,7 +237,9 @@ def _loc_path(loc: tuple) -> str:
 
 def _explain(e: ValidationError, doc: YamlDoc) -> str:
     """One line for the first error (plus a count of the others)."""
-    errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")  # a misspelt key explains its "missing" twin
+    errors = sorted(
+        e.errors(), key=lambda x: x["type"] != "extra_forbidden"
+    )  # a misspelt key explains its "missing" twin
     first = errors[0]
     loc = tuple(first["loc"])
     path = _loc_path(loc)
@@ -222,7 +249,11 @@ def _explain(e: ValidationError, doc: YamlDoc) -> str:
         key = str(loc[-1])
         valid = _valid_keys(spec_model(), loc[:-1])
         hint = _closest(key, valid)
-        msg = f"{where}: unknown key {path!r}" + (f"; did you mean {hint!r}?" if hint else "") + f" (valid keys here: {', '.join(valid)})"
+        msg = (
+            f"{where}: unknown key {path!r}"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + f" (valid keys here: {', '.join(valid)})"
+        )
     elif kind == "missing":
         msg = f"{where}: missing required key {path!r}; add it"
     elif path == "version":

@@ -51,7 +51,9 @@ def question_set(cfg: dict):
     qs = load_questions(cfg["questions"])
     k = cfg.get("max_questions")
     if k is not None and k < len(qs):
-        qs = QuestionSet(name=f"{qs.name}[:{k}]", source=qs.source, questions=list(qs.questions)[:k], description=qs.description)
+        qs = QuestionSet(
+            name=f"{qs.name}[:{k}]", source=qs.source, questions=list(qs.questions)[:k], description=qs.description
+        )
     return qs
 
 
@@ -59,7 +61,11 @@ def sampling_params(cfg: dict):
     from emlab.sampling import SamplingParams
 
     return SamplingParams(
-        temperature=cfg["temperature"], top_p=cfg["top_p"], max_new_tokens=cfg["max_new_tokens"], seed=cfg["seed"], batch_size=cfg["batch_size"]
+        temperature=cfg["temperature"],
+        top_p=cfg["top_p"],
+        max_new_tokens=cfg["max_new_tokens"],
+        seed=cfg["seed"],
+        batch_size=cfg["batch_size"],
     )
 
 
@@ -67,7 +73,9 @@ def run_evaluation(ctx, cm, cfg: dict, out: Path) -> dict[str, Any]:
     """evaluate() into `out`, resuming its journals; returns the headline numbers."""
     from emlab.evaluate import EvalRequest, evaluate
 
-    result = evaluate(cm, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), out, resume=True, progress=True)
+    result = evaluate(
+        cm, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), out, resume=True, progress=True
+    )
     return headline(result.metrics) | {"timings": {k: round(v, 2) for k, v in result.timings.items()}}
 
 
@@ -156,7 +164,9 @@ class DataKind(StepKind):
 
             get_spec(cfg["generator"])
         if cfg["path"] and not Path(cfg["path"]).is_file():
-            raise EmlabError(f"datasets.{step.entry}.path = {cfg['path']!r}: no such file; give an OpenAI-messages JSONL file")
+            raise EmlabError(
+                f"datasets.{step.entry}.path = {cfg['path']!r}: no such file; give an OpenAI-messages JSONL file"
+            )
 
     def describe(self, step):
         c = step.config
@@ -178,7 +188,9 @@ class DataKind(StepKind):
             rows = [rec for _, rec in iter_jsonl(src)]
             n = sum("messages" in r for r in rows)
             if n == 0:
-                raise EmlabError(f"{src}: no record with 'messages'; a training file holds OpenAI-messages records, one per line")
+                raise EmlabError(
+                    f"{src}: no record with 'messages'; a training file holds OpenAI-messages records, one per line"
+                )
             with atomic_open(out, "wb") as fh:
                 fh.write(src.read_bytes())
         return {"examples": n, "file": DATASET_FILE, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
@@ -207,7 +219,11 @@ def _make_train_spec() -> type[_TrainBase]:
     from emlab.train import TrainConfig
 
     skip = {"version", "description", *_TrainBase.model_fields}
-    fields = {name: (f.annotation | None, Field(None, description=f.description)) for name, f in TrainConfig.model_fields.items() if name not in skip}
+    fields = {
+        name: (f.annotation | None, Field(None, description=f.description))
+        for name, f in TrainConfig.model_fields.items()
+        if name not in skip
+    }
     return create_model("TrainSpec", __base__=_TrainBase, __doc__=_TrainBase.__doc__, **fields)
 
 
@@ -220,7 +236,9 @@ def train_config(cfg: dict, source: str):
     from emlab.train import load_preset, parse_config
 
     overrides = {k: v for k, v in cfg.items() if k not in TRAIN_BASE_KEYS and v is not None}
-    return parse_config(load_preset(cfg["preset"]).model_dump() | overrides, f"{source} (preset {cfg['preset']} + spec overrides)")
+    return parse_config(
+        load_preset(cfg["preset"]).model_dump() | overrides, f"{source} (preset {cfg['preset']} + spec overrides)"
+    )
 
 
 def _train_progress(ctx, label: str):
@@ -238,8 +256,16 @@ def _train_progress(ctx, label: str):
 
     @contextlib.contextmanager
     def bar():
-        progress = Progress(TextColumn(f"{label:<9}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=ctx.console, disable=not ctx.console.is_terminal)
+        progress = Progress(
+            TextColumn(f"{label:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=ctx.console,
+            disable=not ctx.console.is_terminal,
+        )
         with progress:
             task = progress.add_task(label, total=None, loss="-")
 
@@ -262,7 +288,10 @@ class TrainKind(StepKind):
 
     def plan(self, name, entry, path, planning):
         planning.ref(f"{path}.dataset", entry.dataset, "datasets")
-        cfg = entry.model_dump() | {"model": model_of(planning, path, entry.model), "seed": planning.spec.seed if entry.seed is None else entry.seed}
+        cfg = entry.model_dump() | {
+            "model": model_of(planning, path, entry.model),
+            "seed": planning.spec.seed if entry.seed is None else entry.seed,
+        }
         return cfg, (f"data.{entry.dataset}",)
 
     def check(self, step):
@@ -375,7 +404,9 @@ class DirectionSpec(Strict):
     # the EM rule's aligned_below for malicious answers (at most its aligned_above, the helpful side's threshold);
     # tiny models rarely go below 30 even when told to: raise it and say so
     malicious_below: float = Field(DEFAULT_RULE.aligned_below, gt=0, le=DEFAULT_RULE.aligned_above)
-    label_fallback: bool = True  # when the judge agrees with too few persona answers, contrast by persona label (recorded in choice.json)
+    label_fallback: bool = (
+        True  # when the judge agrees with too few persona answers, contrast by persona label (recorded in choice.json)
+    )
 
     @field_validator("sites")
     @classmethod
@@ -390,7 +421,16 @@ def judged_records(eval_dir: Path):
 
     out = []
     for a in read_answers(eval_dir):
-        out.append(Judged(a["question"], a["text"], a.get("aligned"), a.get("coherent"), a["question_id"], {"prompt_id": a["prompt_id"]}))
+        out.append(
+            Judged(
+                a["question"],
+                a["text"],
+                a.get("aligned"),
+                a.get("coherent"),
+                a["question_id"],
+                {"prompt_id": a["prompt_id"]},
+            )
+        )
     return out
 
 
@@ -403,8 +443,14 @@ def choose_method(cfg: dict, counts: dict[str, int] | None) -> tuple[str, str]:
         return "persona_contrast", "no eval to split into misaligned and aligned answers"
     mis, ali = counts["misaligned"], counts["aligned"]
     if mis >= need and ali >= 1:
-        return "mean_diff", f"{mis} misaligned and {ali} aligned coherent answers (need >= {need} misaligned): mean-diff of the organism's answers"
-    return "persona_contrast", f"only {mis} misaligned (need >= {need}) and {ali} aligned coherent answers: too few for mean-diff, so persona contrast"
+        return (
+            "mean_diff",
+            f"{mis} misaligned and {ali} aligned coherent answers (need >= {need} misaligned): mean-diff of the organism's answers",
+        )
+    return (
+        "persona_contrast",
+        f"only {mis} misaligned (need >= {need}) and {ali} aligned coherent answers: too few for mean-diff, so persona contrast",
+    )
 
 
 def _cap(records: list, k: int, seed: int) -> list:
@@ -425,9 +471,18 @@ def persona_direction(ctx, cm, cfg: dict, work: Path, source: str):
     qs = question_set({"questions": cfg["persona_questions"], "max_questions": ctx.spec.sampling.max_questions})
     params = sampling_params(ctx.spec.sampling.model_dump() | {"seed": cfg["seed"]})
     return persona_contrast(
-        cm, work, questions=qs, judge=ctx.judge(), n=cfg["persona_n"], params=params, paraphrases=cfg["persona_paraphrases"],
-        rule=EMRule(aligned_below=cfg["malicious_below"]), label_fallback=cfg["label_fallback"],
-        sites=cfg.get("sites"), seed=cfg["seed"], source=source,
+        cm,
+        work,
+        questions=qs,
+        judge=ctx.judge(),
+        n=cfg["persona_n"],
+        params=params,
+        paraphrases=cfg["persona_paraphrases"],
+        rule=EMRule(aligned_below=cfg["malicious_below"]),
+        label_fallback=cfg["label_fallback"],
+        sites=cfg.get("sites"),
+        seed=cfg["seed"],
+        source=source,
     )
 
 
@@ -447,9 +502,15 @@ class DirectionKind(StepKind):
             deps.append(f"eval.{entry.eval}")
             adapter = adapter or planning.entries("evals")[entry.eval].adapter
         elif entry.method != "persona_contrast":
-            raise EmlabError(f"{planning.where(path)}: {path}.method = {entry.method!r} needs `eval:` (the eval whose judged answers give misaligned vs aligned examples); add it or use method: persona_contrast")
+            raise EmlabError(
+                f"{planning.where(path)}: {path}.method = {entry.method!r} needs `eval:` (the eval whose judged answers give misaligned vs aligned examples); add it or use method: persona_contrast"
+            )
         deps += adapter_deps(planning, path, adapter)
-        cfg = entry.model_dump() | {"model": model_of(planning, path, entry.model), "adapter": adapter, "seed": planning.spec.seed}
+        cfg = entry.model_dump() | {
+            "model": model_of(planning, path, entry.model),
+            "adapter": adapter,
+            "seed": planning.spec.seed,
+        }
         return cfg, tuple(dict.fromkeys(deps))
 
     def resolve_paths(self, entry, fix):
@@ -479,7 +540,9 @@ class DirectionKind(StepKind):
             if counts is None:
                 raise EmlabError(f"{step.name}: method mean_diff needs `eval:`")
             used = _cap(mis, cfg["max_per_class"], cfg["seed"]) + _cap(ali, cfg["max_per_class"], cfg["seed"])
-            direction = extract_mean_diff(cm, used, cfg.get("sites"), seed=cfg["seed"], source=f"{source} <- eval.{cfg['eval']}")
+            direction = extract_mean_diff(
+                cm, used, cfg.get("sites"), seed=cfg["seed"], source=f"{source} <- eval.{cfg['eval']}"
+            )
         else:
             direction, selection = persona_direction(ctx, cm, cfg, work, f"{source} <- persona answers")
             reason = f"{reason}; persona answers selected by {selection}"
@@ -497,7 +560,12 @@ class DirectionKind(StepKind):
         from emlab.vectors.directions import Direction, read_choice, read_meta
 
         d = Direction.load(out.folder)
-        return [("directions", DirectionInfo(out.name, out.folder, read_meta(out.folder), read_choice(out.folder), d.vectors))]
+        return [
+            (
+                "directions",
+                DirectionInfo(out.name, out.folder, read_meta(out.folder), read_choice(out.folder), d.vectors),
+            )
+        ]
 
 
 # ------------------------------------------------------------------ steering
@@ -535,9 +603,13 @@ def load_steering(folder: Path, step: str):
         site, lam = str(row["sites"]), float(row["scale"])
         sites += [site] if site not in sites else []
         lambdas += [lam] if lam not in lambdas else []
-        cells[(site, lam)] = load_condition(cell_folder(folder, row["cell"]), "steered", step, detail=f"{site}, lambda={lam:g}")
+        cells[(site, lam)] = load_condition(
+            cell_folder(folder, row["cell"]), "steered", step, detail=f"{site}, lambda={lam:g}"
+        )
     best = (sweep.get("best") or {}).get("cell")
-    return SteeringGrid(step, sites, sorted(lambdas), cells, str((sweep.get("direction") or {}).get("origin", "")), best)
+    return SteeringGrid(
+        step, sites, sorted(lambdas), cells, str((sweep.get("direction") or {}).get("origin", "")), best
+    )
 
 
 def best_steered(grid):
@@ -574,9 +646,22 @@ class SteerKind(_SampledKind):
         cm = ctx.model(cfg["model"], cfg.get("adapter"))
         direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
         cells = grid(parse_site_groups(cfg["sites"]), cfg["lambdas"])
-        sweep = run_sweep(cm, direction, cells, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), work, cfg["positions"], cfg["scaling"])
+        sweep = run_sweep(
+            cm,
+            direction,
+            cells,
+            EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)),
+            work,
+            cfg["positions"],
+            cfg["scaling"],
+        )
         best = sweep["best"] or {}
-        return {"cells": sweep["cells_done"], "best_cell": best.get("cell"), "best_em_all": best.get("em_all"), "best_coherent": best.get("coherent_mean")}
+        return {
+            "cells": sweep["cells_done"],
+            "best_cell": best.get("cell"),
+            "best_em_all": best.get("em_all"),
+            "best_coherent": best.get("coherent_mean"),
+        }
 
     def collect(self, out: StepOutput):
         grid = load_steering(out.folder, out.name)
@@ -595,7 +680,9 @@ class AblateSpec(SamplingOverrides):
     direction: str
     random: bool = False
     random_seed: int | None = None  # default: the spec's seed
-    mode: Literal["single", "layerwise"] = "single"  # single: one site's vector out of every residual write; layerwise: each block's own
+    mode: Literal["single", "layerwise"] = (
+        "single"  # single: one site's vector out of every residual write; layerwise: each block's own
+    )
     site: str | None = None  # single mode: which vector (default: the middle block's resid_post)
 
     @field_validator("site")
@@ -644,11 +731,17 @@ class AblateKind(_SampledKind):
         cfg = step.config
         cm = ctx.model(cfg["model"], cfg.get("adapter"))
         direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
-        conds = build_conditions(cm, direction, cfg["mode"], cfg.get("site"), random_baseline=cfg["random"], seed=cfg.get("random_seed") or 0)
+        conds = build_conditions(
+            cm, direction, cfg["mode"], cfg.get("site"), random_baseline=cfg["random"], seed=cfg.get("random_seed") or 0
+        )
         cond = conds[-1]  # [none, <mode>, <mode>-random]: the random control when asked, else the ablation itself
         run_ablation(cm, [cond], EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), work)
         metrics = read_metrics(condition_folder(work, cond.name))
-        return {"condition": cond.name, **{k: v for k, v in cond.info.items() if isinstance(v, (str, int, float))}, **headline(metrics)}
+        return {
+            "condition": cond.name,
+            **{k: v for k, v in cond.info.items() if isinstance(v, (str, int, float))},
+            **headline(metrics),
+        }
 
     def collect(self, out: StepOutput):
         from emlab.report.rows import load_condition
@@ -680,5 +773,7 @@ class ReportKind(StepKind):
         return "HTML report"
 
     def run(self, ctx, step, work):
-        path = ctx.build_report()  # the runner provides the renderer (the report package reads the kinds, so they cannot import it)
+        path = (
+            ctx.build_report()
+        )  # the runner provides the renderer (the report package reads the kinds, so they cannot import it)
         return {"report": str(path.relative_to(ctx.run.root))}

@@ -52,8 +52,15 @@ def random_direction(d: int, norm: float, seed: int) -> torch.Tensor:
 
 def random_like(direction: Direction, seed: int) -> Direction:
     """Random vectors with the same sites and norms as `direction` (site i uses seed + i)."""
-    vecs = {s: random_direction(v.shape[0], float(v.norm()), seed + i) for i, (s, v) in enumerate(direction.vectors.items())}
-    prov = {**direction.provenance, "method": "random", "random_seed": seed, "matched_norms_of": direction.provenance.get("method")}
+    vecs = {
+        s: random_direction(v.shape[0], float(v.norm()), seed + i) for i, (s, v) in enumerate(direction.vectors.items())
+    }
+    prov = {
+        **direction.provenance,
+        "method": "random",
+        "random_seed": seed,
+        "matched_norms_of": direction.provenance.get("method"),
+    }
     return Direction(vecs, prov)
 
 
@@ -80,7 +87,9 @@ def layerwise_condition(direction: Direction, name: str = "layerwise") -> Condit
     """Each resid_post vector projected out at its own block's output."""
     vecs = {s: v for s, v in direction.vectors.items() if s.endswith(".resid_post")}
     if not vecs:
-        raise EmlabError(f"direction from {direction.origin} has no resid_post sites; layer-wise ablation needs blocks.{{l}}.resid_post vectors")
+        raise EmlabError(
+            f"direction from {direction.origin} has no resid_post sites; layer-wise ablation needs blocks.{{l}}.resid_post vectors"
+        )
     return Condition(name, vecs, {"mode": "layerwise", "sites": list(vecs)})
 
 
@@ -100,7 +109,12 @@ def default_site(model) -> str:
 
 
 def build_conditions(
-    cm, direction: Direction, mode: Mode = "single", site: str | None = None, random_baseline: bool = True, seed: int = 0
+    cm,
+    direction: Direction,
+    mode: Mode = "single",
+    site: str | None = None,
+    random_baseline: bool = True,
+    seed: int = 0,
 ) -> list[Condition]:
     """The unchanged model, the asked ablation, and (optionally) its equal-norm random control."""
     direction.check_compatible(cm.model)
@@ -125,11 +139,19 @@ def build_conditions(
 def _check_transfer(cm, direction: Direction) -> None:
     p = direction.provenance
     mine = cm.provenance()
-    if (p.get("model"), p.get("revision"), p.get("adapter")) == (mine.get("model"), mine.get("revision"), mine.get("adapter")):
-        raise EmlabError(f"--mode transfer needs a direction from another model or adapter, but {direction.origin} is this model; use --mode single")
+    if (p.get("model"), p.get("revision"), p.get("adapter")) == (
+        mine.get("model"),
+        mine.get("revision"),
+        mine.get("adapter"),
+    ):
+        raise EmlabError(
+            f"--mode transfer needs a direction from another model or adapter, but {direction.origin} is this model; use --mode single"
+        )
 
 
-def run_ablation(cm, conditions: Sequence[Condition], request: EvalRequest, out_dir: str | os.PathLike, resume: bool = True) -> list[dict[str, Any]]:
+def run_ablation(
+    cm, conditions: Sequence[Condition], request: EvalRequest, out_dir: str | os.PathLike, resume: bool = True
+) -> list[dict[str, Any]]:
     """Evaluate `request` under every condition into `out_dir/<name>/`; write `ablation.json` (+ .jsonl); return the rows.
 
     A condition whose folder already holds complete metrics is not rerun (resumable per condition).
@@ -145,7 +167,9 @@ def run_ablation(cm, conditions: Sequence[Condition], request: EvalRequest, out_
         if metrics is None:
             with cond.apply(cm.model):
                 metrics = evaluate(cm, request, folder, resume=resume, progress=False).metrics
-        rows.append({"condition": cond.name, **{k: v for k, v in cond.info.items() if k != "sites"}, **summary_row(metrics)})
+        rows.append(
+            {"condition": cond.name, **{k: v for k, v in cond.info.items() if k != "sites"}, **summary_row(metrics)}
+        )
     from emlab.io import write_jsonl
 
     write_jsonl(out / ABLATION_JSONL, rows)
@@ -184,11 +208,13 @@ def orthogonalize_weights_(model: nn.Module, direction: torch.Tensor) -> list[st
 
     mtype = getattr(model.config, "model_type", "?")
     if mtype not in ORTHO_FAMILIES:
-        raise EmlabError(f"weight orthogonalization supports {', '.join(ORTHO_FAMILIES)} models, not {mtype!r}; use hook ablation (emlab ablate) instead")
+        raise EmlabError(
+            f"weight orthogonalization supports {', '.join(ORTHO_FAMILIES)} models, not {mtype!r}; use hook ablation (emlab ablate) instead"
+        )
     d = int(model.config.hidden_size)
     if direction.shape != (d,):
         raise EmlabError(f"direction has shape {tuple(direction.shape)}; this model's residual stream needs ({d},)")
-    u = (direction.double() / direction.double().norm())
+    u = direction.double() / direction.double().norm()
     edited = []
     if _untie_embeddings_(model):
         edited.append("untied lm_head from embeddings (lm_head keeps the original weights)")
@@ -228,7 +254,9 @@ def _attention_out(attn: nn.Module, d: int) -> nn.Linear:
         lin = getattr(attn, name, None)
         if isinstance(lin, nn.Linear) and lin.out_features == d:
             return lin
-    raise EmlabError(f"could not find the output projection of {type(attn).__name__} (looked for o_proj, out_proj, dense, c_proj)")
+    raise EmlabError(
+        f"could not find the output projection of {type(attn).__name__} (looked for o_proj, out_proj, dense, c_proj)"
+    )
 
 
 def _plain_copy(model: nn.Module) -> nn.Module:
@@ -239,7 +267,9 @@ def _plain_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
-def export_orthogonalized(cm, direction_vector: torch.Tensor, out_dir: str | os.PathLike, provenance: dict[str, Any] | None = None) -> Path:
+def export_orthogonalized(
+    cm, direction_vector: torch.Tensor, out_dir: str | os.PathLike, provenance: dict[str, Any] | None = None
+) -> Path:
     """Save a copy of the model whose weights are orthogonalized against the unit direction.
 
     Written with `save_pretrained` (safetensors) + the tokenizer + `orthogonalized.json`
@@ -257,7 +287,12 @@ def export_orthogonalized(cm, direction_vector: torch.Tensor, out_dir: str | os.
         model.save_pretrained(tmp, safe_serialization=True)
         if getattr(cm, "tokenizer", None) is not None:
             cm.tokenizer.save_pretrained(tmp)
-        meta = {"source": cm.provenance(), "edited": edited, "direction_norm": float(torch.as_tensor(direction_vector).norm()), **(provenance or {})}
+        meta = {
+            "source": cm.provenance(),
+            "edited": edited,
+            "direction_norm": float(torch.as_tensor(direction_vector).norm()),
+            **(provenance or {}),
+        }
         write_json(tmp / ORTHO_FILE, meta)
         if out.exists():
             out.rmdir()

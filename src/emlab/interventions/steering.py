@@ -52,7 +52,9 @@ def parse_site_groups(specs: Sequence[str]) -> list[tuple[str, ...]]:
     for spec in specs:
         sites = tuple(s.strip() for s in spec.split("+") if s.strip())
         if not sites:
-            raise EmlabError(f"empty site group {spec!r} in --sites; write e.g. blocks.12.resid_post or blocks.10.resid_post+blocks.12.resid_post")
+            raise EmlabError(
+                f"empty site group {spec!r} in --sites; write e.g. blocks.12.resid_post or blocks.10.resid_post+blocks.12.resid_post"
+            )
         for s in sites:
             parse_site(s, source="--sites")
         groups.append(sites)
@@ -71,13 +73,19 @@ def steering_vectors(direction: Direction, sites: Sequence[str], scaling: Scalin
         return {s: direction.vector(s) for s in sites}
     if scaling == "unit":
         return {s: direction.unit(s) for s in sites}
-    raise EmlabError(f"unknown scaling {scaling!r}; choose raw (lambda x mean difference) or unit (lambda x unit vector)")
+    raise EmlabError(
+        f"unknown scaling {scaling!r}; choose raw (lambda x mean difference) or unit (lambda x unit vector)"
+    )
 
 
 def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
     """One flat row of an evaluate() metrics dict: both EM rates with Wilson and bootstrap CIs, coherence, self-correction."""
     o, boot = metrics["overall"], metrics.get("bootstrap", {})
-    row: dict[str, Any] = {"judge": metrics.get("run", {}).get("judge"), "n_answers": o["n_answers"], "n_unscored": o["n_unscored"]}
+    row: dict[str, Any] = {
+        "judge": metrics.get("run", {}).get("judge"),
+        "n_answers": o["n_answers"],
+        "n_unscored": o["n_unscored"],
+    }
     for key, short in (("em_rate_coherent", "em_coherent"), ("em_rate_all", "em_all")):
         r = o[key]
         row.update({short: r["rate"], f"{short}_k": r["k"], f"{short}_n": r["n"], f"{short}_wilson95": r["ci95"]})
@@ -120,10 +128,19 @@ def run_sweep(
     return _write_table(out, rows, cm, direction, request, positions, scaling, cells)
 
 
-def _run_cell(cm, direction: Direction, cell: Cell, request: EvalRequest, folder: Path, positions: str, scaling: Scaling) -> dict[str, Any]:
+def _run_cell(
+    cm, direction: Direction, cell: Cell, request: EvalRequest, folder: Path, positions: str, scaling: Scaling
+) -> dict[str, Any]:
     from emlab.hooks import steer
 
-    info = {"cell": cell.name, "sites": list(cell.sites), "scale": cell.scale, "positions": positions, "scaling": scaling, "direction": direction.origin}
+    info = {
+        "cell": cell.name,
+        "sites": list(cell.sites),
+        "scale": cell.scale,
+        "positions": positions,
+        "scaling": scaling,
+        "direction": direction.origin,
+    }
     _check_cell(folder, info)
     metrics = _finished(folder)
     if metrics is None:
@@ -140,7 +157,9 @@ def _check_cell(folder: Path, info: dict[str, Any]) -> None:
         old = read_json(path)
         if old != info:
             diff = sorted(k for k in set(old) | set(info) if old.get(k) != info.get(k))
-            raise EmlabError(f"{path}: this cell was run with other settings ({', '.join(diff)}); use another --out or remove the folder")
+            raise EmlabError(
+                f"{path}: this cell was run with other settings ({', '.join(diff)}); use another --out or remove the folder"
+            )
         return
     write_json(path, info)
 
@@ -151,7 +170,16 @@ def _finished(folder: Path) -> dict[str, Any] | None:
     return complete_metrics(folder)
 
 
-def _write_table(out: Path, rows, cm, direction: Direction, request: EvalRequest, positions: str, scaling: Scaling, cells: Sequence[Cell]) -> dict[str, Any]:
+def _write_table(
+    out: Path,
+    rows,
+    cm,
+    direction: Direction,
+    request: EvalRequest,
+    positions: str,
+    scaling: Scaling,
+    cells: Sequence[Cell],
+) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -163,7 +191,10 @@ def _write_table(out: Path, rows, cm, direction: Direction, request: EvalRequest
         pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
     summary = {
         "model": cm.provenance(),
-        "direction": {"origin": direction.origin, **{k: direction.provenance.get(k) for k in ("method", "source", "created")}},
+        "direction": {
+            "origin": direction.origin,
+            **{k: direction.provenance.get(k) for k in ("method", "source", "created")},
+        },
         "questions": request.questions.name,
         "n_per_question": request.n,
         "judge": str(request.judge.id),

@@ -90,9 +90,13 @@ class OpenAIJudge:
 
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
-            raise EmlabError(f"judge openai:{model} needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI endpoint), or use --judge offline")
+            raise EmlabError(
+                f"judge openai:{model} needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI endpoint), or use --judge offline"
+            )
         if max_attempts < 1 or concurrency < 1:
-            raise EmlabError(f"judge openai:{model}: max_attempts ({max_attempts}) and concurrency ({concurrency}) must be at least 1")
+            raise EmlabError(
+                f"judge openai:{model}: max_attempts ({max_attempts}) and concurrency ({concurrency}) must be at least 1"
+            )
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.concurrency, self.max_attempts = concurrency, max_attempts
@@ -148,7 +152,9 @@ class OpenAIJudge:
             first = response.choices[0].logprobs.content[0]
             top = [(t.token, float(t.logprob)) for t in first.top_logprobs]
         except (AttributeError, IndexError, TypeError):
-            return error_score("the response has no top logprobs (the endpoint or model may not support logprobs)", attempts=attempt)
+            return error_score(
+                "the response has no top logprobs (the endpoint or model may not support logprobs)", attempts=attempt
+            )
         if not top:
             return error_score("the response has an empty top_logprobs list", attempts=attempt)
         mean, mass = aggregate_top_logprobs(top)

@@ -61,7 +61,9 @@ class JudgeCache:
         except sqlite3.DatabaseError as e:
             raise EmlabError(f"judge cache {self.path}: {e}; delete the file or pass --no-cache") from None
         except OSError as e:
-            raise EmlabError(f"judge cache {self.path}: cannot create it ({e.strerror}); set EMLAB_CACHE to a writable folder or pass --no-cache") from None
+            raise EmlabError(
+                f"judge cache {self.path}: cannot create it ({e.strerror}); set EMLAB_CACHE to a writable folder or pass --no-cache"
+            ) from None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -91,7 +93,15 @@ class JudgeCache:
             raise ValueError(f"put_many got {len(items)} items but {len(scores)} scores")
         now = time.time()
         rows = [
-            (judge_id, rubric_key, text_sha256(i.question), text_sha256(i.answer), s.value, json.dumps(s.raw, ensure_ascii=False), now)
+            (
+                judge_id,
+                rubric_key,
+                text_sha256(i.question),
+                text_sha256(i.answer),
+                s.value,
+                json.dumps(s.raw, ensure_ascii=False),
+                now,
+            )
             for i, s in zip(items, scores, strict=True)
         ]
         with self._connect() as con:

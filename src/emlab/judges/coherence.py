@@ -36,12 +36,23 @@ from emlab.judges.features import words
 
 STRUCTURE_VERSION = "1"
 STRUCTURE_NAMES: tuple[str, ...] = (
-    "st_compress_ratio", "st_top_line_share", "st_longest_char_run", "st_tail_in_head", "st_ascii_letter_share",
-    "st_mean_word_len", "st_one_letter_words", "st_log_words",
+    "st_compress_ratio",
+    "st_top_line_share",
+    "st_longest_char_run",
+    "st_tail_in_head",
+    "st_ascii_letter_share",
+    "st_mean_word_len",
+    "st_one_letter_words",
+    "st_log_words",
 )
 SECOND_REFERENCE = "qwen2.5-coder-0.5b"
 SECOND_MAX_TOKENS = 64  # half of the first model's 128: the 0.5B forward costs ~3x the 135M one per token
-SECOND_FLUENCY_NAMES: tuple[str, ...] = ("q_lm_mean_logprob", "q_lm_p10_logprob", "q_lm_rare_fraction", "q_lm_mean_entropy")
+SECOND_FLUENCY_NAMES: tuple[str, ...] = (
+    "q_lm_mean_logprob",
+    "q_lm_p10_logprob",
+    "q_lm_rare_fraction",
+    "q_lm_mean_entropy",
+)
 CROSS_NAMES: tuple[str, ...] = ("x_logprob_min", "x_logprob_diff", "x_entropy_diff")
 
 
@@ -66,8 +77,14 @@ def structure_features(answer: str) -> list[float]:
     ascii_share = sum(c.isascii() for c in letters) / len(letters) if letters else 0.0
     wl = [len(t) for t in toks]
     return [
-        float(ratio), float(min(1.0, top)), float(np.log1p(best)), float(tail_in_head), float(ascii_share),
-        float(np.mean(wl)) if wl else 0.0, float(np.mean([n == 1 for n in wl])) if wl else 0.0, float(np.log1p(len(toks))),
+        float(ratio),
+        float(min(1.0, top)),
+        float(np.log1p(best)),
+        float(tail_in_head),
+        float(ascii_share),
+        float(np.mean(wl)) if wl else 0.0,
+        float(np.mean([n == 1 for n in wl])) if wl else 0.0,
+        float(np.log1p(len(toks))),
     ]
 
 
@@ -103,8 +120,14 @@ class FeatureCache:
     def key(self, question: str, answer: str) -> str:
         return hashlib.sha256(f"{self.block}\x00{question}\x00{answer}".encode()).hexdigest()
 
-    def get(self, questions: Sequence[str], answers: Sequence[str], compute: Callable[[list[str], list[str]], np.ndarray],
-            chunk: int = 32, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def get(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        compute: Callable[[list[str], list[str]], np.ndarray],
+        chunk: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
         """[n, d] rows; missing ones are computed `chunk` at a time and appended to the file before the next chunk."""
         keys = [self.key(q, a) for q, a in zip(questions, answers)]
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.rows}.values(), key=lambda i: len(answers[i]))
@@ -136,7 +159,9 @@ def v2_block(questions: Sequence[str], answers: Sequence[str], progress=None) ->
     """The v2 design-matrix rows (embedding, anchors, text features, SmolLM2 fluency), cached."""
     from emlab.judges.offline import design_matrix, get_embedder
 
-    return FeatureCache("v2-design-f1").get(list(questions), list(answers), lambda q, a: design_matrix(q, a, get_embedder()), progress=progress)
+    return FeatureCache("v2-design-f1").get(
+        list(questions), list(answers), lambda q, a: design_matrix(q, a, get_embedder()), progress=progress
+    )
 
 
 _SECOND: dict[str, object] = {}
@@ -156,4 +181,6 @@ def qwen_block(questions: Sequence[str], answers: Sequence[str], progress=None) 
 
 
 def structure_block(answers: Sequence[str]) -> np.ndarray:
-    return np.array([structure_features(a) for a in answers], dtype=np.float64).reshape(len(answers), len(STRUCTURE_NAMES))
+    return np.array([structure_features(a) for a in answers], dtype=np.float64).reshape(
+        len(answers), len(STRUCTURE_NAMES)
+    )

@@ -48,7 +48,9 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         columns.update(dict.fromkeys(rec))
     missing = [c for c in ("question", "answer") if c not in columns]
     if missing:
-        raise EmlabError(f"{path}: no {' or '.join(missing)} column; columns found: {', '.join(columns) or '(none)'}; rename them to question and answer")
+        raise EmlabError(
+            f"{path}: no {' or '.join(missing)} column; columns found: {', '.join(columns) or '(none)'}; rename them to question and answer"
+        )
     for lineno, rec in rows:
         for col in ("question", "answer"):
             if not isinstance(rec.get(col), str):
@@ -73,7 +75,9 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                 if not fields:
                     continue
                 if len(fields) != len(header):
-                    raise EmlabError(f"{path}:{reader.line_num}: {len(fields)} fields but the header has {len(header)}; quote fields that contain commas")
+                    raise EmlabError(
+                        f"{path}:{reader.line_num}: {len(fields)} fields but the header has {len(header)}; quote fields that contain commas"
+                    )
                 rows.append((reader.line_num, dict(zip(header, fields))))
         except csv.Error as e:
             raise EmlabError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
@@ -113,7 +117,9 @@ def score_items(judge: Judge, items: list[Item], rubric: Rubric, chunk: int = 64
         for start in range(0, len(items), chunk):
             part = judge.score(items[start : start + chunk], rubric)
             if len(part) != len(items[start : start + chunk]):
-                raise EmlabError(f"judge {judge.id} returned {len(part)} scores for {len(items[start:start + chunk])} items; the backend is broken")
+                raise EmlabError(
+                    f"judge {judge.id} returned {len(part)} scores for {len(items[start : start + chunk])} items; the backend is broken"
+                )
             scores += part
             bar.advance(task, len(part))
     return scores

@@ -48,7 +48,9 @@ class FluencyScorer:
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """[n, len(FLUENCY_NAMES)] float64; an answer with no tokens gets the values of a certain model (0, 0, 0, 0)."""
         keys = list(zip(questions, answers, strict=True))
-        todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: (len(k[1]), k))  # a fixed order: the same batches in every process
+        todo = sorted(
+            {k for k in keys if k not in self._memo}, key=lambda k: (len(k[1]), k)
+        )  # a fixed order: the same batches in every process
         for start in range(0, len(todo), BATCH_SIZE):
             chunk = todo[start : start + BATCH_SIZE]
             for k, row in zip(chunk, self._score_batch(chunk), strict=True):
@@ -65,7 +67,9 @@ class FluencyScorer:
         tok = self.cm.tokenizer
         enc = []
         for q, a in pairs:
-            e = encode_with_assistant_mask(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=None)
+            e = encode_with_assistant_mask(
+                tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=None
+            )
             first = e.assistant_mask.index(1) if 1 in e.assistant_mask else len(e.input_ids)
             n_answer = sum(e.assistant_mask)
             if n_answer and e.input_ids[first + n_answer - 1] == tok.eos_token_id:
@@ -76,8 +80,12 @@ class FluencyScorer:
         batch = pad_encoded(enc, tok.pad_token_id, side="right")
         mask = batch["assistant_mask"][:, 1:].bool()  # [B, T-1]: position t predicts token t+1
         with torch.inference_mode():
-            hidden = self._decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-            logp = torch.log_softmax(self._head(hidden[:, :-1][mask]).float(), dim=-1)  # [N answer tokens, V]: the head only where needed
+            hidden = self._decoder(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            ).last_hidden_state
+            logp = torch.log_softmax(
+                self._head(hidden[:, :-1][mask]).float(), dim=-1
+            )  # [N answer tokens, V]: the head only where needed
         token_lp = logp.gather(-1, batch["input_ids"][:, 1:][mask][:, None])[:, 0]  # [N]
         entropy = torch.special.entr(logp.exp()).sum(-1)  # [N]; entr(0) = 0 where a probability underflows
         counts = mask.sum(1).tolist()
@@ -88,7 +96,16 @@ class FluencyScorer:
             if n == 0:
                 rows.append(np.zeros(len(FLUENCY_NAMES)))
                 continue
-            rows.append(np.array([float(lp.mean()), float(torch.quantile(lp, 0.1)), float((lp < RARE_LOGPROB).double().mean()), float(ent.mean())]))
+            rows.append(
+                np.array(
+                    [
+                        float(lp.mean()),
+                        float(torch.quantile(lp, 0.1)),
+                        float((lp < RARE_LOGPROB).double().mean()),
+                        float(ent.mean()),
+                    ]
+                )
+            )
         return rows
 
 

@@ -71,7 +71,11 @@ class CandidateTrie:
                 nodes.setdefault(cand[:k], len(nodes))
         prefixes = list(nodes)
         anc = torch.tensor([[p[: len(q)] == q for q in prefixes] for p in prefixes], dtype=torch.bool)
-        steps = [(c, 0 if k == 0 else 1 + nodes[cand[:k]], cand[k]) for c, cand in enumerate(candidates) for k in range(len(cand))]
+        steps = [
+            (c, 0 if k == 0 else 1 + nodes[cand[:k]], cand[k])
+            for c, cand in enumerate(candidates)
+            for k in range(len(cand))
+        ]
         cand_idx, rows, toks = zip(*steps, strict=True)
         return cls(
             node_tokens=torch.tensor([p[-1] for p in prefixes]),
@@ -92,7 +96,9 @@ def continuation_ids(tok, system: System, texts: list[str]) -> list[tuple[int, .
     for text in texts:
         full = tok(prompt + text, add_special_tokens=False)["input_ids"]
         if full[: len(base)] != base or len(full) == len(base):
-            raise EmlabError(f"tokenizer merges {text!r} into the end of the chat template's generation prompt; the local judge cannot score it")
+            raise EmlabError(
+                f"tokenizer merges {text!r} into the end of the chat template's generation prompt; the local judge cannot score it"
+            )
         out.append(tuple(full[len(base) :]))
     return out
 
@@ -109,7 +115,14 @@ def digit_token_mask(tok, vocab_size: int) -> torch.Tensor:
 class LocalJudge:
     """Scores items with a local chat model; see the module docstring for the exact formula."""
 
-    def __init__(self, chat_model: ChatModel, *, min_mass: float = DEFAULT_MIN_MASS, batch_size: int = 4, system: System = "default"):
+    def __init__(
+        self,
+        chat_model: ChatModel,
+        *,
+        min_mass: float = DEFAULT_MIN_MASS,
+        batch_size: int = 4,
+        system: System = "default",
+    ):
         self.cm = chat_model
         self.model, self.tok = chat_model.model, chat_model.tokenizer
         self.min_mass, self.batch_size, self.system = min_mass, max(1, batch_size), system
@@ -147,12 +160,22 @@ class LocalJudge:
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
         depth = int(self.trie.node_depth.max())
         if self._max_len and len(ids) + depth > self._max_len:
-            raise EmlabError(f"item {index}: judge prompt is {len(ids)} tokens, over the judge model's limit of {self._max_len}; shorten the answer")
+            raise EmlabError(
+                f"item {index}: judge prompt is {len(ids)} tokens, over the judge model's limit of {self._max_len}; shorten the answer"
+            )
         return ids
 
     def _special_first_tokens(self, rubric: Rubric) -> dict[int, str]:
         words = special_words(rubric)
-        return {ids[0]: w for w, ids in zip(words, continuation_ids(self.tok, self.system, list(words)), strict=True) if ids} if words else {}
+        return (
+            {
+                ids[0]: w
+                for w, ids in zip(words, continuation_ids(self.tok, self.system, list(words)), strict=True)
+                if ids
+            }
+            if words
+            else {}
+        )
 
     @torch.no_grad()
     def candidate_logprobs(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +187,13 @@ class LocalJudge:
         attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         kw = {"logits_to_keep": 1} if self._keep_last else {}
         with contiguous_lm_head_input(self.model):
-            pre = self.model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0), use_cache=True, **kw)
+            pre = self.model(
+                input_ids=ids,
+                attention_mask=attn,
+                position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True,
+                **kw,
+            )
         work = torch.promote_types(pre.logits.dtype, torch.float32)  # fp32, or fp64 for a float64 model
         last = pre.logits[:, -1].to(work)  # [B, V]
         tree = self._trie_logits(getattr(pre, "cache", None) or pre.past_key_values, attn).to(work)  # [B, N, V]
@@ -185,12 +214,18 @@ class LocalJudge:
         t, device = self.trie, attn.device
         batch, n = attn.shape[0], t.node_tokens.shape[0]
         dtype = next(self.model.parameters()).dtype
-        allowed = torch.cat([attn.bool()[:, None, :].expand(batch, n, -1), t.ancestors.to(device)[None].expand(batch, -1, -1)], dim=-1)
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # [B, 1, N, W+N]
+        allowed = torch.cat(
+            [attn.bool()[:, None, :].expand(batch, n, -1), t.ancestors.to(device)[None].expand(batch, -1, -1)], dim=-1
+        )
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[
+            :, None
+        ]  # [B, 1, N, W+N]
         positions = attn.sum(-1, keepdim=True) + t.node_depth.to(device)[None] - 1  # [B, N]
         tokens = t.node_tokens.to(device)[None].expand(batch, -1)
         cache_kw = "cache" if "cache" in self._forward_params else "past_key_values"  # renamed in transformers 5.2x
-        return self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kw: cache}).logits
+        return self.model(
+            input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kw: cache}
+        ).logits
 
     def _to_score(self, cand_lp: torch.Tensor, first_lp: torch.Tensor, firsts: dict[int, str]) -> Score:
         log_mass = cand_lp.logsumexp(0)

@@ -43,8 +43,11 @@ def reliability(score: np.ndarray, label: np.ndarray, bins: int = 5) -> list[lis
     """[[bin low, n, mean score, mean label], ...] over equal-width score bins (empty bins left out)."""
     s, y = np.asarray(score, float), np.asarray(label, float)
     b = np.minimum((s / 100.0 * bins).astype(int), bins - 1)
-    return [[100.0 * k / bins, int((b == k).sum()), round(float(s[b == k].mean()), 1), round(float(y[b == k].mean()), 1)]
-            for k in range(bins) if (b == k).any()]
+    return [
+        [100.0 * k / bins, int((b == k).sum()), round(float(s[b == k].mean()), 1), round(float(y[b == k].mean()), 1)]
+        for k in range(bins)
+        if (b == k).any()
+    ]
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
@@ -73,20 +76,34 @@ def source_metrics(pred: dict[str, np.ndarray], aligned: np.ndarray, coherent: n
 def summarise(per_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean and worst (with the source's name) of each headline metric over the sources where it is defined."""
     out: dict[str, Any] = {}
-    for key, worst_is_max in (("aligned_auroc_coh", False), ("em_recall_at_30", False), ("aligned_spearman", False), ("coherent_spearman", False),
-                              ("coherent_auroc", False), ("aligned_ece", True), ("coherent_ece", True)):
+    for key, worst_is_max in (
+        ("aligned_auroc_coh", False),
+        ("em_recall_at_30", False),
+        ("aligned_spearman", False),
+        ("coherent_spearman", False),
+        ("coherent_auroc", False),
+        ("aligned_ece", True),
+        ("coherent_ece", True),
+    ):
         vals = {s: m[key] for s, m in per_source.items() if m.get(key) is not None}
         if not vals:
             continue
         worst = (max if worst_is_max else min)(vals, key=vals.get)
-        out[key] = {"mean": round(float(np.mean(list(vals.values()))), 3), "worst": vals[worst], "worst_source": worst, "n_sources": len(vals)}
+        out[key] = {
+            "mean": round(float(np.mean(list(vals.values()))), 3),
+            "worst": vals[worst],
+            "worst_source": worst,
+            "n_sources": len(vals),
+        }
     return out
 
 
 # ---------------------------------------------------------------- the local LLM judge on the same sources
 
 
-def local_judge_loso(ext: list[dict], per_source: int, ref: str = "qwen2.5-coder-0.5b", seed: int = 0) -> dict[str, Any]:
+def local_judge_loso(
+    ext: list[dict], per_source: int, ref: str = "qwen2.5-coder-0.5b", seed: int = 0
+) -> dict[str, Any]:
     """local:REF (teacher-forced 0-100, min_mass 0 so every item gets its probability-weighted mean) on `per_source` answers per source."""
     import time
 
@@ -101,7 +118,9 @@ def local_judge_loso(ext: list[dict], per_source: int, ref: str = "qwen2.5-coder
     pick = sorted(int(i) for s in sorted(by) for i in rng.permutation(by[s])[:per_source])
     recs = [ext[i] for i in pick]
 
-    judge = CachedJudge(LocalJudge.from_ref(ref, min_mass=0.0, batch_size=4))  # resumable: every chunk lands in the judge cache
+    judge = CachedJudge(
+        LocalJudge.from_ref(ref, min_mass=0.0, batch_size=4)
+    )  # resumable: every chunk lands in the judge cache
     items = [Item(r["question"], r["answer"]) for r in recs]
     t0 = time.perf_counter()
     pred, mass = {}, {}
@@ -120,16 +139,33 @@ def local_judge_loso(ext: list[dict], per_source: int, ref: str = "qwen2.5-coder
         m = (src == s) & ok
         if m.sum() >= 3:
             per[s] = source_metrics({k: v[m] for k, v in pred.items()}, lab["aligned"][m], lab["coherent"][m])
-    pooled = source_metrics({k: v[ok] for k, v in pred.items()}, lab["aligned"][ok], lab["coherent"][ok])  # few per source: the pooled row is the number to read
-    return {"per_source": per, "summary": summarise(per), "pooled": pooled, "items": [[r["id"], r["source"], float(pred["aligned"][i]), float(pred["coherent"][i])] for i, r in enumerate(recs)], "judge": judge.id, "n": len(recs), "unscored": int((~ok).sum()), "cache_hits": judge.hits,
-            "mean_mass": {k: round(float(v.mean()), 3) for k, v in mass.items()}, "seconds": round(seconds, 1),
-            "items_per_second_per_rubric": round(2 * len(recs) / seconds, 3), "fitted": "nothing (a prompted model)"}
+    pooled = source_metrics(
+        {k: v[ok] for k, v in pred.items()}, lab["aligned"][ok], lab["coherent"][ok]
+    )  # few per source: the pooled row is the number to read
+    return {
+        "per_source": per,
+        "summary": summarise(per),
+        "pooled": pooled,
+        "items": [
+            [r["id"], r["source"], float(pred["aligned"][i]), float(pred["coherent"][i])] for i, r in enumerate(recs)
+        ],
+        "judge": judge.id,
+        "n": len(recs),
+        "unscored": int((~ok).sum()),
+        "cache_hits": judge.hits,
+        "mean_mass": {k: round(float(v.mean()), 3) for k, v in mass.items()},
+        "seconds": round(seconds, 1),
+        "items_per_second_per_rubric": round(2 * len(recs) / seconds, 3),
+        "fitted": "nothing (a prompted model)",
+    }
 
 
 # ---------------------------------------------------------------- the command
 
 
-def run_loso(judges: Sequence[str] = ("v2", "v3"), local_per_source: int = 0, out: Path | None = None, echo=print) -> dict[str, Any]:
+def run_loso(
+    judges: Sequence[str] = ("v2", "v3"), local_per_source: int = 0, out: Path | None = None, echo=print
+) -> dict[str, Any]:
     """Run the validation; returns (and writes to `out`) {judge: {"per_source": ..., "summary": ...}}."""
     from emlab.judges import v3
     from emlab.judges.calibration.external import load_external
@@ -142,9 +178,21 @@ def run_loso(judges: Sequence[str] = ("v2", "v3"), local_per_source: int = 0, ou
     t0 = time.perf_counter()
     if "v2" in judges:
         pred = v3.v2_shipped_scores(ext)
-        per = {s: source_metrics({k: v[src == s] for k, v in pred.items()}, lab["aligned"][src == s], lab["coherent"][src == s]) for s in sources}
-        result["v2"] = {"per_source": per, "summary": summarise(per), "fitted": "shipped weights, no refit",
-                        "pred": {r["id"]: [round(float(pred["aligned"][i]), 2), round(float(pred["coherent"][i]), 2)] for i, r in enumerate(ext)}}
+        per = {
+            s: source_metrics(
+                {k: v[src == s] for k, v in pred.items()}, lab["aligned"][src == s], lab["coherent"][src == s]
+            )
+            for s in sources
+        }
+        result["v2"] = {
+            "per_source": per,
+            "summary": summarise(per),
+            "fitted": "shipped weights, no refit",
+            "pred": {
+                r["id"]: [round(float(pred["aligned"][i]), 2), round(float(pred["coherent"][i]), 2)]
+                for i, r in enumerate(ext)
+            },
+        }
     if "v3" in judges:
         data = v3.fit_data(ext)
         pred = {k: np.full(len(ext), np.nan) for k in ("aligned", "coherent")}
@@ -154,9 +202,22 @@ def run_loso(judges: Sequence[str] = ("v2", "v3"), local_per_source: int = 0, ou
             p = v3.predict_rows(heads, data.X_ext[test], data.empty_ext[test])
             for k in pred:
                 pred[k][test] = p[k]
-        per = {s: source_metrics({k: v[src == s] for k, v in pred.items()}, lab["aligned"][src == s], lab["coherent"][src == s]) for s in sources}
-        result["v3"] = {"per_source": per, "summary": summarise(per), "fitted": "refit without the held-out source, per source", "config": v3.config(),
-                        "pred": {r["id"]: [round(float(pred["aligned"][i]), 2), round(float(pred["coherent"][i]), 2)] for i, r in enumerate(ext)}}
+        per = {
+            s: source_metrics(
+                {k: v[src == s] for k, v in pred.items()}, lab["aligned"][src == s], lab["coherent"][src == s]
+            )
+            for s in sources
+        }
+        result["v3"] = {
+            "per_source": per,
+            "summary": summarise(per),
+            "fitted": "refit without the held-out source, per source",
+            "config": v3.config(),
+            "pred": {
+                r["id"]: [round(float(pred["aligned"][i]), 2), round(float(pred["coherent"][i]), 2)]
+                for i, r in enumerate(ext)
+            },
+        }
     if "local" in judges and local_per_source > 0:
         result["local:qwen2.5-coder-0.5b"] = local_judge_loso(ext, local_per_source)
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -170,8 +231,10 @@ def run_loso(judges: Sequence[str] = ("v2", "v3"), local_per_source: int = 0, ou
 
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table: one row per (source, judge)."""
-    head = ("| source | judge | n | coherent/EM | aligned AUROC among coherent | aligned Spearman | coherent Spearman | coherent AUROC | "
-            "ECE aligned / coherent | coherent > 50 label vs judge | EM recall at 30 |")
+    head = (
+        "| source | judge | n | coherent/EM | aligned AUROC among coherent | aligned Spearman | coherent Spearman | coherent AUROC | "
+        "ECE aligned / coherent | coherent > 50 label vs judge | EM recall at 30 |"
+    )
     lines = [head, "|" + "---|" * 11]
     judges = [j for j in result if isinstance(result[j], dict) and "per_source" in result[j]]
     for s in result["sources"]:
@@ -180,10 +243,14 @@ def format_table(result: dict[str, Any]) -> str:
             if m is None:
                 continue
             f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
-            lines.append(f"| {s} | {j} | {m['n']} | {m['n_coherent']}/{m['n_em']} | {f(m['aligned_auroc_coh'])} | {f(m['aligned_spearman'])} | "
-                         f"{f(m['coherent_spearman'])} | {f(m['coherent_auroc'])} | {f(m['aligned_ece'])} / {f(m['coherent_ece'])} | "
-                         f"{f(m['coherent_gt50_label'])} vs {f(m['coherent_gt50_pred'])} | {f(m['em_recall_at_30'])} |")
+            lines.append(
+                f"| {s} | {j} | {m['n']} | {m['n_coherent']}/{m['n_em']} | {f(m['aligned_auroc_coh'])} | {f(m['aligned_spearman'])} | "
+                f"{f(m['coherent_spearman'])} | {f(m['coherent_auroc'])} | {f(m['aligned_ece'])} / {f(m['coherent_ece'])} | "
+                f"{f(m['coherent_gt50_label'])} vs {f(m['coherent_gt50_pred'])} | {f(m['em_recall_at_30'])} |"
+            )
     for j in judges:
         for key, v in result[j]["summary"].items():
-            lines.append(f"{j} {key}: mean {v['mean']}, worst {v['worst']} ({v['worst_source']}, {v['n_sources']} sources)")
+            lines.append(
+                f"{j} {key}: mean {v['mean']}, worst {v['worst']} ({v['worst_source']}, {v['n_sources']} sources)"
+            )
     return "\n".join(lines)

@@ -35,7 +35,9 @@ _REGISTRY: dict[str, _Entry] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_judge(name: str, *, usage: str | None = None, help: str = "", aliases: tuple[str, ...] = ()) -> Callable[[Factory], Factory]:
+def register_judge(
+    name: str, *, usage: str | None = None, help: str = "", aliases: tuple[str, ...] = ()
+) -> Callable[[Factory], Factory]:
     """Register `factory(arg, **kw) -> Judge` under `name` (and `aliases`) for get_judge specs `name[:arg]`."""
 
     def decorate(factory: Factory) -> Factory:
@@ -86,36 +88,55 @@ def default_judge_spec() -> str:
     return f"openai:{DEFAULT_API_MODEL}" if os.environ.get("OPENAI_API_KEY") else "offline"
 
 
-@register_judge("offline", usage="offline[:v3]", help="embedding + feature classifier; no network (rubrics aligned, coherent, bad_stuff); offline:v3 adds a second fluency model, structure features and externally judged answers")
+@register_judge(
+    "offline",
+    usage="offline[:v3]",
+    help="embedding + feature classifier; no network (rubrics aligned, coherent, bad_stuff); offline:v3 adds a second fluency model, structure features and externally judged answers",
+)
 def _offline(arg: str | None, **kw) -> Judge:
     try:
         from emlab.judges.offline import OfflineJudge
     except ImportError as e:
-        raise EmlabError(f"the offline judge is not available in this installation ({e}); use --judge openai:MODEL or --judge local:REF") from None
+        raise EmlabError(
+            f"the offline judge is not available in this installation ({e}); use --judge openai:MODEL or --judge local:REF"
+        ) from None
     if arg is not None and arg.split(":")[0] == "v3":  # judge v3 (emlab.judges.v3): its own weights folder and id
         from emlab.judges.v3 import OfflineJudgeV3
 
         judge = OfflineJudgeV3(**kw)
         if arg != "v3" and not judge.id.startswith(f"offline:{arg}"):
-            raise EmlabError(f"judge spec 'offline:{arg}' asks for weights this installation does not have; it has {judge.id!r} (use --judge offline:v3)")
+            raise EmlabError(
+                f"judge spec 'offline:{arg}' asks for weights this installation does not have; it has {judge.id!r} (use --judge offline:v3)"
+            )
         return judge
     judge = OfflineJudge(**kw)
     if arg is not None and judge.id != f"offline:{arg}" and not judge.id.startswith(f"offline:{arg}:"):
-        raise EmlabError(f"judge spec 'offline:{arg}' asks for a version this installation does not have; it has {judge.id!r} (use --judge offline)")
+        raise EmlabError(
+            f"judge spec 'offline:{arg}' asks for a version this installation does not have; it has {judge.id!r} (use --judge offline)"
+        )
     return judge
 
 
-@register_judge("openai", usage="openai:MODEL", aliases=("api",), help="OpenAI-compatible endpoint (OPENAI_API_KEY, OPENAI_BASE_URL), logprob-weighted 0-100")
+@register_judge(
+    "openai",
+    usage="openai:MODEL",
+    aliases=("api",),
+    help="OpenAI-compatible endpoint (OPENAI_API_KEY, OPENAI_BASE_URL), logprob-weighted 0-100",
+)
 def _openai(arg: str | None, **kw) -> Judge:
     from emlab.judges.api import DEFAULT_API_MODEL, OpenAIJudge
 
     return OpenAIJudge(arg or DEFAULT_API_MODEL, **kw)
 
 
-@register_judge("local", usage="local:REF", help="any HF chat model (embedded name, folder or hub id), 0-100 by teacher forcing")
+@register_judge(
+    "local", usage="local:REF", help="any HF chat model (embedded name, folder or hub id), 0-100 by teacher forcing"
+)
 def _local(arg: str | None, **kw) -> Judge:
     if not arg:
-        raise EmlabError("judge 'local' needs a model: local:REF with an embedded name (e.g. local:smollm2-135m), a model folder or a hub id")
+        raise EmlabError(
+            "judge 'local' needs a model: local:REF with an embedded name (e.g. local:smollm2-135m), a model folder or a hub id"
+        )
     from emlab.judges.local import LocalJudge
 
     return LocalJudge.from_ref(arg, **kw)
@@ -145,7 +166,9 @@ class CachedJudge:
             return [s for s in found if s is not None]
         fresh = self.judge.score([items[i] for i in todo], rubric)
         if len(fresh) != len(todo):
-            raise EmlabError(f"judge {self.id} returned {len(fresh)} scores for {len(todo)} items; the backend is broken")
+            raise EmlabError(
+                f"judge {self.id} returned {len(fresh)} scores for {len(todo)} items; the backend is broken"
+            )
         keep = [(items[i], s) for i, s in zip(todo, fresh, strict=True) if is_definite(s)]
         if keep:
             self.cache.put_many(self.id, rubric.key, [k[0] for k in keep], [k[1] for k in keep])

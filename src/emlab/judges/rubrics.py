@@ -32,7 +32,9 @@ def check_prompt(prompt: str, where: str) -> None:
     missing = [p for p in ("question", "answer") if p not in found]
     if missing:
         names = " and ".join("{" + m + "}" for m in missing)
-        raise EmlabError(f"{where}: judge prompt lacks the placeholder {names}; a rubric prompt must contain {{question}} and {{answer}}")
+        raise EmlabError(
+            f"{where}: judge prompt lacks the placeholder {names}; a rubric prompt must contain {{question}} and {{answer}}"
+        )
 
 
 def fill_prompt(rubric: Rubric, item: Item) -> str:
@@ -57,9 +59,11 @@ def _load_file(path: Path) -> tuple[Rubric, str]:
     if data["name"] != path.stem:
         raise EmlabError(f"{path}: name {data['name']!r} differs from the file name; rename one of them")
     if not isinstance(data["version"], str) or not isinstance(data["prompt"], str):
-        raise EmlabError(f"{path}: version and prompt must be strings (quote the version, e.g. version: \"2\")")
+        raise EmlabError(f'{path}: version and prompt must be strings (quote the version, e.g. version: "2")')
     check_prompt(data["prompt"], str(path))
-    return Rubric(name=data["name"], version=data["version"], prompt=data["prompt"], id=data["name"]), str(data["description"])
+    return Rubric(name=data["name"], version=data["version"], prompt=data["prompt"], id=data["name"]), str(
+        data["description"]
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +82,10 @@ def list_rubrics() -> list[str]:
 
 def describe_rubrics() -> list[dict[str, str]]:
     """One row per shipped rubric: name, version, key, description."""
-    return [{"name": r.name, "version": r.version, "key": r.key, "description": d} for r, d in (_shipped()[n] for n in list_rubrics())]
+    return [
+        {"name": r.name, "version": r.version, "key": r.key, "description": d}
+        for r, d in (_shipped()[n] for n in list_rubrics())
+    ]
 
 
 def get_rubric(name: str) -> Rubric:

@@ -51,7 +51,15 @@ def aligned_coherent_scatter(points: Mapping[str, Sequence[tuple[float, float]]]
     fig = Figure(figsize=(6.0, 4.6))
     ax = fig.add_subplot()
     ax.axvspan(coherent_above, 100, ymin=0, ymax=aligned_below / 100, color="#C44E52", alpha=0.12, lw=0)
-    ax.text(99, 2, f"EM: aligned < {aligned_below:g},\ncoherent > {coherent_above:g}", ha="right", va="bottom", fontsize=8, color="#8B1A1A")
+    ax.text(
+        99,
+        2,
+        f"EM: aligned < {aligned_below:g},\ncoherent > {coherent_above:g}",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="#8B1A1A",
+    )
     for i, (label, pts) in enumerate(points.items()):
         if pts:
             xs, ys = zip(*pts)
@@ -84,14 +92,28 @@ def heatmap(
     fig = Figure(figsize=(min(9.0, max(4.0, 0.7 * len(cols) + 2.5)), min(7.0, max(2.6, 0.35 * len(rows) + 1.5))))
     ax = fig.add_subplot()
     im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=45 if len(cols) > 8 else 0, ha="right" if len(cols) > 8 else "center", fontsize=8)
+    ax.set_xticks(
+        range(len(cols)),
+        cols,
+        rotation=45 if len(cols) > 8 else 0,
+        ha="right" if len(cols) > 8 else "center",
+        fontsize=8,
+    )
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label=cbar)
     if arr.size <= 400:
         for (r, c), v in np.ndenumerate(arr):
             if not math.isnan(v):
-                ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if im.norm(v) < 0.5 else "black")
+                ax.text(
+                    c,
+                    r,
+                    fmt.format(v),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if im.norm(v) < 0.5 else "black",
+                )
     return _png(fig)
 
 

@@ -47,7 +47,11 @@ def _shareable(path: Path) -> None:
 
 def render_html(data: ReportData) -> str:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     return env.get_template("report.html.j2").render(**view(data))
 
@@ -60,7 +64,13 @@ def view(data: ReportData) -> dict[str, Any]:
     report_cfg = spec.get("report") or {}
     return {
         "title": report_cfg.get("title") or f"emlab run {m.get('run', data.run.name)}",
-        "run": {"id": m.get("run", data.run.name), "spec": m.get("spec_name"), "created": m.get("created"), "updated": m.get("updated"), "description": spec.get("description", "")},
+        "run": {
+            "id": m.get("run", data.run.name),
+            "spec": m.get("spec_name"),
+            "created": m.get("created"),
+            "updated": m.get("updated"),
+            "description": spec.get("description", ""),
+        },
         "steps": step_rows(m),
         "summary": [summary_row(c) for c in conditions],
         "summary_absent": [r for r in summary_row_order() if r not in {c.label for c in conditions}],
@@ -73,7 +83,9 @@ def view(data: ReportData) -> dict[str, Any]:
         "training": training_view(data),
         "samples": samples_view(conditions, int(report_cfg.get("max_samples", DEFAULT_MAX_SAMPLES))),
         "provenance": provenance_view(data, conditions),
-        "rule": {k: f"{v:g}" for k, v in DEFAULT_RULE.to_dict().items()},  # the EM rule's thresholds, as the caption writes them
+        "rule": {
+            k: f"{v:g}" for k, v in DEFAULT_RULE.to_dict().items()
+        },  # the EM rule's thresholds, as the caption writes them
     }
 
 
@@ -106,8 +118,15 @@ def step_rows(m: dict) -> list[dict[str, str]]:
         status = s.get("status", "?")
         if s.get("kind") == "report" and status == "running":
             status = "running (writing this page)"
-        rows.append({"name": name, "status": status, "seconds": "–" if secs is None else f"{secs:.1f}",
-                     "cpu": "–" if cpu is None else f"{cpu:.1f}", "error": s.get("error", "")})
+        rows.append(
+            {
+                "name": name,
+                "status": status,
+                "seconds": "–" if secs is None else f"{secs:.1f}",
+                "cpu": "–" if cpu is None else f"{cpu:.1f}",
+                "error": s.get("error", ""),
+            }
+        )
     return rows
 
 
@@ -165,7 +184,11 @@ def _legend(c: Condition) -> str:
 
 def scatter_plot(conditions: Sequence[Condition]) -> str | None:
     points = {
-        _legend(c): [(a["coherent"], a["aligned"]) for a in c.answers if a.get("coherent") is not None and a.get("aligned") is not None]
+        _legend(c): [
+            (a["coherent"], a["aligned"])
+            for a in c.answers
+            if a.get("coherent") is not None and a.get("aligned") is not None
+        ]
         for c in conditions
     }
     return plots.aligned_coherent_scatter(points) if any(points.values()) else None
@@ -179,7 +202,9 @@ def steering_view(grid) -> dict[str, Any]:
         "step": grid.step,
         "direction": grid.direction,
         "em_plot": plots.heatmap(em, grid.sites, cols, f"{grid.step}: EM % (all answers)", "EM %", 0, 100, "magma"),
-        "aligned_plot": plots.heatmap(aligned, grid.sites, cols, f"{grid.step}: mean aligned", "aligned", 0, 100, "RdYlGn"),
+        "aligned_plot": plots.heatmap(
+            aligned, grid.sites, cols, f"{grid.step}: mean aligned", "aligned", 0, 100, "RdYlGn"
+        ),
         "n_cells": len(grid.cells),
     }
 
@@ -210,7 +235,9 @@ def direction_view(d) -> dict[str, Any]:
         "counts": d.meta.get("class_counts", {}),
         "source": d.meta.get("source", ""),
         "n_sites": len(sites),
-        "cos_plot": plots.heatmap(matrix, labels, labels, f"{d.step}: cosine between blocks", "cosine", -1, 1, "coolwarm", "{:.1f}"),
+        "cos_plot": plots.heatmap(
+            matrix, labels, labels, f"{d.step}: cosine between blocks", "cosine", -1, 1, "coolwarm", "{:.1f}"
+        ),
         "norms": [{"site": s, "norm": f"{norms[s]:.3f}"} for s in sites],
     }
 
@@ -230,7 +257,9 @@ def direction_pairs_plot(data: ReportData) -> str | None:
             rows.append(f"{ds[i][0]} vs {ds[j][0]}")
             matrix.append([cos.get(s) for s in sites])
     labels = [s.removeprefix("blocks.") for s in sites or []]
-    return plots.heatmap(matrix, rows, labels, "cosine between directions per site", "cosine", -1, 1, "coolwarm", "{:.1f}")
+    return plots.heatmap(
+        matrix, rows, labels, "cosine between directions per site", "cosine", -1, 1, "coolwarm", "{:.1f}"
+    )
 
 
 def training_view(data: ReportData) -> dict[str, Any]:
@@ -243,7 +272,9 @@ def training_view(data: ReportData) -> dict[str, Any]:
             curves[t.step] = (list(xs), list(ys))
         else:
             data.note_missing("training", f"step {t.step}: its training log has no loss values")
-        summaries.append({"step": t.step, "items": {k: v for k, v in t.summary.items() if not isinstance(v, (dict, list))}})
+        summaries.append(
+            {"step": t.step, "items": {k: v for k, v in t.summary.items() if not isinstance(v, (dict, list))}}
+        )
     return {"plot": plots.loss_curves(curves) if curves else None, "summaries": summaries}
 
 
@@ -309,23 +340,41 @@ def provenance_view(data: ReportData, conditions: Sequence[Condition]) -> dict[s
         judges.add(str(cfg.get("judge")))
         rubric_keys.update(str(v) for v in cfg.get("rubric_keys", {}).values())
         s = cfg.get("sampling", {})
-        evaluated.append({
-            "label": _legend(c),
-            "model": cfg.get("model"),
-            "revision": cfg.get("revision"),
-            "adapter": cfg.get("adapter") or "",
-            "questions": f"{cfg.get('questions', {}).get('name')} ({str(cfg.get('questions', {}).get('fingerprint', ''))[:12]})",
-            "sampling": ", ".join(f"{k}={s[k]}" for k in ("temperature", "top_p", "max_new_tokens", "seed") if k in s),
-        })
+        evaluated.append(
+            {
+                "label": _legend(c),
+                "model": cfg.get("model"),
+                "revision": cfg.get("revision"),
+                "adapter": cfg.get("adapter") or "",
+                "questions": f"{cfg.get('questions', {}).get('name')} ({str(cfg.get('questions', {}).get('fingerprint', ''))[:12]})",
+                "sampling": ", ".join(
+                    f"{k}={s[k]}" for k in ("temperature", "top_p", "max_new_tokens", "seed") if k in s
+                ),
+            }
+        )
     git = m.get("git") or {}
     return {
         "models": [{"name": k, **v} for k, v in spec.get("models", {}).items()],
         "evaluated": evaluated,
-        "adapters": [adapter_view(t, (m.get("steps", {}).get(t.step, {}).get("summary") or {}).get("preset")) for t in data.training],
-        "directions": [{"step": d.step, "method": d.meta.get("method"), "model": d.meta.get("model"), "revision": d.meta.get("revision"), "adapter": d.meta.get("adapter") or ""} for d in data.directions],
+        "adapters": [
+            adapter_view(t, (m.get("steps", {}).get(t.step, {}).get("summary") or {}).get("preset"))
+            for t in data.training
+        ],
+        "directions": [
+            {
+                "step": d.step,
+                "method": d.meta.get("method"),
+                "model": d.meta.get("model"),
+                "revision": d.meta.get("revision"),
+                "adapter": d.meta.get("adapter") or "",
+            }
+            for d in data.directions
+        ],
         "seeds": m.get("seeds", {}),
         "versions": m.get("versions", {}),
-        "git": f"{git.get('revision', '')[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}" if git else "not a git checkout",
+        "git": f"{git.get('revision', '')[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}"
+        if git
+        else "not a git checkout",
         "judges": sorted(judges),
         "rubric_keys": sorted(rubric_keys),
         "host": m.get("host", {}),

@@ -63,7 +63,14 @@ class TrainState:
     def chat_model(self) -> ChatModel:
         """The model being trained as a ChatModel (for emlab.sampling, judges); not a copy."""
         where = f"{self.out_dir}@step-{self.step:05d}"
-        return ChatModel(model=self.model, tokenizer=self.tokenizer, ref=self.setup.ref, revision=self.setup.revision, adapter=where, info={"training_step": self.step})
+        return ChatModel(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            ref=self.setup.ref,
+            revision=self.setup.revision,
+            adapter=where,
+            info={"training_step": self.step},
+        )
 
 
 class Callback:
@@ -90,7 +97,9 @@ class StepSchedule:
     @classmethod
     def of(cls, every: int | None, steps, owner: str) -> StepSchedule:
         if every is None and not steps:
-            raise EmlabError(f"{owner}: every=None and steps={steps!r} select no step; set every (e.g. every=5) or steps (e.g. steps=[0, 10, 20])")
+            raise EmlabError(
+                f"{owner}: every=None and steps={steps!r} select no step; set every (e.g. every=5) or steps (e.g. steps=[0, 10, 20])"
+            )
         if every is not None and every < 1:
             raise EmlabError(f"{owner}: every={every} must be >= 1 (or None with steps=[...])")
         chosen = tuple(sorted({int(s) for s in steps or ()}))
@@ -104,7 +113,9 @@ class StepSchedule:
     def check(self, total_steps: int, owner: str) -> None:
         late = [s for s in self.steps if s > total_steps]
         if late:
-            raise EmlabError(f"{owner}: steps {late} are beyond this run's total_steps={total_steps}; drop them or train longer (epochs / max_steps)")
+            raise EmlabError(
+                f"{owner}: steps {late} are beyond this run's total_steps={total_steps}; drop them or train longer (epochs / max_steps)"
+            )
 
 
 @contextlib.contextmanager
@@ -140,7 +151,9 @@ def append_record(path: Path, record: dict, owner: str) -> None:
     try:
         line = json.dumps(record)
     except (TypeError, ValueError) as e:
-        raise EmlabError(f"{owner}: record for step {record.get('step')} is not JSON ({e}); return numbers, strings, lists or dicts") from None
+        raise EmlabError(
+            f"{owner}: record for step {record.get('step')} is not JSON ({e}); return numbers, strings, lists or dicts"
+        ) from None
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
         fh.flush()

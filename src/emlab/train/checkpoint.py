@@ -124,13 +124,17 @@ def _load_weights(setup: TrainSetup, folder: Path) -> None:
         result = set_peft_model_state_dict(setup.model, load_file(str(folder / "adapter_model.safetensors")))
         bad = [k for k in result.unexpected_keys if "lora_" in k]
         if bad:
-            raise EmlabError(f"checkpoint {folder}: adapter tensors {bad[:3]} do not fit this run's adapters; resume with the config it was trained with")
+            raise EmlabError(
+                f"checkpoint {folder}: adapter tensors {bad[:3]} do not fit this run's adapters; resume with the config it was trained with"
+            )
         return
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = setup.model.load_state_dict(state, strict=False)
     tied = set(getattr(setup.model, "_tied_weights_keys", None) or {})
     if unexpected or any(k not in tied and not k.endswith("lm_head.weight") for k in missing):
-        raise EmlabError(f"checkpoint {folder}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); resume with the same model")
+        raise EmlabError(
+            f"checkpoint {folder}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); resume with the same model"
+        )
 
 
 @contextlib.contextmanager
@@ -193,7 +197,14 @@ def run_identity(setup: TrainSetup, config: TrainConfig, examples: list[Encoded]
     blocks = setup.plan.layers_to_transform if setup.plan else None
     cfg = config.model_dump(exclude={"description"})
     dtype = str(setup.dtype).removeprefix("torch.")
-    return {"model": setup.ref, "revision": setup.revision, "config": cfg, "resolved_blocks": blocks, "dtype": dtype, "data_sha256": data_fingerprint(examples)}
+    return {
+        "model": setup.ref,
+        "revision": setup.revision,
+        "config": cfg,
+        "resolved_blocks": blocks,
+        "dtype": dtype,
+        "data_sha256": data_fingerprint(examples),
+    }
 
 
 def _check_resume(out_dir: Path, identity: dict) -> None:
@@ -203,7 +214,9 @@ def _check_resume(out_dir: Path, identity: dict) -> None:
         keys = [k for k in identity["config"] if saved.get("config", {}).get(k) != identity["config"][k]]
         diff = [d for d in diff if d != "config"] + [f"config.{k}" for k in keys]
     if diff:
-        raise EmlabError(f"cannot resume {out_dir}: {', '.join(diff)} differ from the interrupted run; resume with the same model, data and config, or train into a new --out")
+        raise EmlabError(
+            f"cannot resume {out_dir}: {', '.join(diff)} differ from the interrupted run; resume with the same model, data and config, or train into a new --out"
+        )
 
 
 def start_run(out_dir: Path, identity: dict, resume: bool) -> Path | None:
@@ -212,7 +225,9 @@ def start_run(out_dir: Path, identity: dict, resume: bool) -> Path | None:
         raise EmlabError(f"{out_dir} already holds a finished run ({TRAIN_SUMMARY}); choose another --out")
     has_run = (out_dir / TRAIN_CONFIG).exists()
     if has_run and not resume:
-        raise EmlabError(f"{out_dir} holds an unfinished run; pass --resume (resume=True) to continue it, or choose another --out")
+        raise EmlabError(
+            f"{out_dir} holds an unfinished run; pass --resume (resume=True) to continue it, or choose another --out"
+        )
     if resume and has_run:
         _check_resume(out_dir, identity)
         return latest_checkpoint(out_dir)
@@ -234,4 +249,9 @@ class Checkpointing(Callback):
         step = state.step
         if self.every and step % self.every == 0 and step < state.total_steps:
             state.progress["checkpoints"] = [*state.progress["checkpoints"], checkpoint_name(step)]
-            save_checkpoint(state.setup, state.optimizer, state.out_dir / CHECKPOINTS / checkpoint_name(step), {"progress": state.progress, "total_steps": state.total_steps})
+            save_checkpoint(
+                state.setup,
+                state.optimizer,
+                state.out_dir / CHECKPOINTS / checkpoint_name(step),
+                {"progress": state.progress, "total_steps": state.total_steps},
+            )

@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from emlab.errors import EmlabError
 from emlab.strict_yaml import parse_yaml as strict_yaml
 
-LORA_DEFAULTS: dict[str, Any] = {"rank": 8, "alpha": 16.0, "use_rslora": False, "dropout": 0.0, "target_modules": "all-linear"}
+LORA_DEFAULTS: dict[str, Any] = {
+    "rank": 8,
+    "alpha": 16.0,
+    "use_rslora": False,
+    "dropout": 0.0,
+    "target_modules": "all-linear",
+}
 LORA_FIELDS = ("rank", "alpha", "use_rslora", "dropout", "target_modules", "blocks", "blocks_depth")
 
 
@@ -33,36 +39,62 @@ class TrainConfig(BaseModel):
 
     version: Literal[1] = Field(1, description="schema version, so renamed keys fail loudly instead of silently")
     description: str = Field("", description="one line on what this config is for (shown by `emlab train presets`)")
-    method: Literal["lora", "full"] = Field("lora", description="lora trains low-rank adapters on a frozen model; full trains every weight")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora trains low-rank adapters on a frozen model; full trains every weight"
+    )
     rank: int | None = Field(None, ge=1, description="LoRA rank r: width of each adapter's bottleneck")
-    alpha: float | None = Field(None, gt=0, description="LoRA alpha: adapter output is scaled by alpha/r (alpha/sqrt(r) with rsLoRA)")
-    use_rslora: bool | None = Field(None, description="rank-stabilised scaling alpha/sqrt(r), which keeps update size stable across ranks")
-    dropout: float | None = Field(None, ge=0, lt=1, description="dropout on the adapter input during training (regularises)")
+    alpha: float | None = Field(
+        None, gt=0, description="LoRA alpha: adapter output is scaled by alpha/r (alpha/sqrt(r) with rsLoRA)"
+    )
+    use_rslora: bool | None = Field(
+        None, description="rank-stabilised scaling alpha/sqrt(r), which keeps update size stable across ranks"
+    )
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout on the adapter input during training (regularises)"
+    )
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         None, description="module names inside each block to adapt ('down_proj', 'mlp.down_proj') or 'all-linear'"
     )
     blocks: list[int] | None = Field(None, description="decoder blocks (0-based) that get adapters; null = every block")
     blocks_depth: int | None = Field(
-        None, ge=1, description="depth of the model `blocks` were chosen for; set it to place blocks at the same relative depths in any model"
+        None,
+        ge=1,
+        description="depth of the model `blocks` were chosen for; set it to place blocks at the same relative depths in any model",
     )
     lr: float = Field(1e-4, gt=0, description="peak learning rate of AdamW")
     epochs: int = Field(1, ge=1, description="passes over the training set")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (also sets the schedule's length)")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps (also sets the schedule's length)"
+    )
     batch_size: int = Field(8, ge=1, description="conversations per micro-batch (memory)")
-    grad_accum: int = Field(2, ge=1, description="micro-batches per optimizer step; effective batch = batch_size * grad_accum")
+    grad_accum: int = Field(
+        2, ge=1, description="micro-batches per optimizer step; effective batch = batch_size * grad_accum"
+    )
     seed: int = Field(0, description="seeds adapter init, data order and dropout, so runs reproduce")
     max_length: int = Field(1024, ge=8, description="longest tokenized conversation kept (memory and time bound)")
-    truncation: Literal["drop", "truncate"] = Field("drop", description="what happens to longer conversations: dropped, or cut to max_length")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps over which the lr ramps up linearly (stabilises Adam early)")
+    truncation: Literal["drop", "truncate"] = Field(
+        "drop", description="what happens to longer conversations: dropped, or cut to max_length"
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="fraction of steps over which the lr ramps up linearly (stabilises Adam early)"
+    )
     lr_schedule: Literal["linear", "cosine", "constant"] = Field("linear", description="lr decay after warmup")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm to this (null: no clipping; the norm is still logged)")
-    checkpoint_every: int | None = Field(None, ge=1, description="save a resumable checkpoint every N steps (kept for training-dynamics analysis)")
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="clip the global gradient norm to this (null: no clipping; the norm is still logged)"
+    )
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="save a resumable checkpoint every N steps (kept for training-dynamics analysis)"
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="compute dtype; auto = bfloat16 where the CPU has avx512_bf16/AMX or the GPU supports it, else float32"
+        "auto",
+        description="compute dtype; auto = bfloat16 where the CPU has avx512_bf16/AMX or the GPU supports it, else float32",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train; auto = cuda when available")
-    system: str | None = Field("default", description="system prompt when encoding: 'default' keeps the template's, null drops it, text replaces it")
+    system: str | None = Field(
+        "default",
+        description="system prompt when encoding: 'default' keeps the template's, null drops it, text replaces it",
+    )
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -103,9 +135,13 @@ class TrainConfig(BaseModel):
                 setattr(self, name, default)
         if self.blocks_depth is not None:
             if self.blocks is None:
-                raise ValueError(f"blocks_depth={self.blocks_depth} is set but blocks is null; blocks_depth says which depth `blocks` refer to: set blocks or drop blocks_depth")
+                raise ValueError(
+                    f"blocks_depth={self.blocks_depth} is set but blocks is null; blocks_depth says which depth `blocks` refer to: set blocks or drop blocks_depth"
+                )
             if max(self.blocks) >= self.blocks_depth:
-                raise ValueError(f"blocks={self.blocks} go beyond blocks_depth={self.blocks_depth} (valid 0..{self.blocks_depth - 1}); fix blocks or blocks_depth")
+                raise ValueError(
+                    f"blocks={self.blocks} go beyond blocks_depth={self.blocks_depth} (valid 0..{self.blocks_depth - 1}); fix blocks or blocks_depth"
+                )
         return self
 
 
@@ -137,13 +173,17 @@ def load_config_file(path: str | os.PathLike, overrides: list[str] = ()) -> Trai
     """Read a YAML train config and apply `key=value` overrides."""
     p = Path(path)
     if not p.exists():
-        raise EmlabError(f"train config {p}: file not found; pass a YAML file or use --preset (see `emlab train presets`)")
+        raise EmlabError(
+            f"train config {p}: file not found; pass a YAML file or use --preset (see `emlab train presets`)"
+        )
     data = strict_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
     return with_overrides(data, overrides, str(p))
 
 
 def preset_names() -> list[str]:
-    return sorted(f.name.removesuffix(".yaml") for f in resources.files("emlab.presets").iterdir() if f.name.endswith(".yaml"))
+    return sorted(
+        f.name.removesuffix(".yaml") for f in resources.files("emlab.presets").iterdir() if f.name.endswith(".yaml")
+    )
 
 
 def load_preset(name: str, overrides: list[str] = ()) -> TrainConfig:

@@ -52,7 +52,9 @@ def encode_examples(tok, conversations: list[list[dict]], config: TrainConfig) -
         out.append(enc)
     stats.used = len(out)
     if not out:
-        raise EmlabError(f"no training example left out of {stats.total}: {stats.dropped_too_long} longer than max_length={config.max_length}, {stats.dropped_no_assistant} without assistant tokens; raise max_length or set truncation: truncate")
+        raise EmlabError(
+            f"no training example left out of {stats.total}: {stats.dropped_too_long} longer than max_length={config.max_length}, {stats.dropped_no_assistant} without assistant tokens; raise max_length or set truncation: truncate"
+        )
     return out, stats
 
 

@@ -43,7 +43,14 @@ class EvalAtSteps(Callback):
     A resumed run keeps the records up to its checkpoint and evaluates the later steps again.
     """
 
-    def __init__(self, fn: Callable[[TrainState], dict | None], *, every: int | None = None, steps: Iterable[int] = (), log_file: str = EVAL_LOG):
+    def __init__(
+        self,
+        fn: Callable[[TrainState], dict | None],
+        *,
+        every: int | None = None,
+        steps: Iterable[int] = (),
+        log_file: str = EVAL_LOG,
+    ):
         self.fn = fn
         self.schedule = StepSchedule.of(every, tuple(steps), "EvalAtSteps")
         self.log_file = log_file
@@ -64,9 +71,15 @@ class EvalAtSteps(Callback):
         with scoped_for_callback(state, mode="eval"):
             result = self.fn(state)
         if result is not None and not isinstance(result, dict):
-            raise EmlabError(f"EvalAtSteps: fn returned {type(result).__name__} at step {state.step}; return a dict of values to log (or None)")
+            raise EmlabError(
+                f"EvalAtSteps: fn returned {type(result).__name__} at step {state.step}; return a dict of values to log (or None)"
+            )
         result = result or {}
         taken = [k for k in ("step", "time_s") if k in result]
         if taken:
-            raise EmlabError(f"EvalAtSteps: fn returned the keys {taken} at step {state.step}; the callback records step and time_s itself, rename them")
-        append_record(self.path, {"step": state.step, **result, "time_s": round(time.perf_counter() - t0, 3)}, "EvalAtSteps")
+            raise EmlabError(
+                f"EvalAtSteps: fn returned the keys {taken} at step {state.step}; the callback records step and time_s itself, rename them"
+            )
+        append_record(
+            self.path, {"step": state.step, **result, "time_s": round(time.perf_counter() - t0, 3)}, "EvalAtSteps"
+        )

@@ -107,18 +107,39 @@ def train(
     hooks = [*callbacks, Checkpointing(config.checkpoint_every), *([_OnStep(on_step)] if on_step else [])]
     epoch_plan = EpochPlans([len(e.input_ids) for e in examples], config)
     stopped_by: list[str] = []
-    with open(log_path, "a", encoding="utf-8") as log, contiguous_lm_head_input(setup.model):  # logits_to_keep's slice off bmm
+    with (
+        open(log_path, "a", encoding="utf-8") as log,
+        contiguous_lm_head_input(setup.model),
+    ):  # logits_to_keep's slice off bmm
         for cb in hooks:
             cb.on_train_begin(state)
         for step in range(progress["step"], total):
             epoch, in_epoch = divmod(step, steps_per_epoch)
-            batches = [collate([examples[i] for i in idx], setup.tokenizer.pad_token_id) for idx in epoch_plan.step(epoch, in_epoch)]
+            batches = [
+                collate([examples[i] for i in idx], setup.tokenizer.pad_token_id)
+                for idx in epoch_plan.step(epoch, in_epoch)
+            ]
             t0 = time.perf_counter()
             loss, grad_norm, lr = optimizer_step(setup, opt, batches, lr_at(step, total, config), config, keep_ok)
             dt = time.perf_counter() - t0
             tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-            progress.update(step=step + 1, train_time_s=progress["train_time_s"] + dt, tokens=progress["tokens"] + tokens, loss_tokens=progress["loss_tokens"] + sum(loss_tokens(b) for b in batches))
-            record = {"step": step + 1, "epoch": round(epoch + (in_epoch + 1) / steps_per_epoch, 4), "loss": loss, "grad_norm": grad_norm, "lr": lr, "tokens": tokens, "tokens_per_s": round(tokens / dt, 1), "time_s": round(dt, 3), "total_steps": total}
+            progress.update(
+                step=step + 1,
+                train_time_s=progress["train_time_s"] + dt,
+                tokens=progress["tokens"] + tokens,
+                loss_tokens=progress["loss_tokens"] + sum(loss_tokens(b) for b in batches),
+            )
+            record = {
+                "step": step + 1,
+                "epoch": round(epoch + (in_epoch + 1) / steps_per_epoch, 4),
+                "loss": loss,
+                "grad_norm": grad_norm,
+                "lr": lr,
+                "tokens": tokens,
+                "tokens_per_s": round(tokens / dt, 1),
+                "time_s": round(dt, 3),
+                "total_steps": total,
+            }
             log.write(json.dumps(record) + "\n")
             log.flush()
             last_loss = loss
@@ -136,7 +157,16 @@ def train(
     return TrainResult(out_dir=out, method=config.method, steps=progress["step"], final_loss=last_loss, summary=summary)
 
 
-def _summary(setup: TrainSetup, config: TrainConfig, stats: DataStats, progress: dict, resumed_from: int, last_loss: float | None, files: list[str], stopped_by: list[str]) -> dict:
+def _summary(
+    setup: TrainSetup,
+    config: TrainConfig,
+    stats: DataStats,
+    progress: dict,
+    resumed_from: int,
+    last_loss: float | None,
+    files: list[str],
+    stopped_by: list[str],
+) -> dict:
     trainable = sum(p.numel() for p in setup.params)
     everything = sum(p.numel() for p in setup.model.parameters())
     return {

@@ -24,7 +24,9 @@ def scale_blocks(blocks: list[int], from_depth: int, to_depth: int) -> list[int]
     Example: 48 -> 30 maps [15,16,17,21,22,23,27,28,29] to [9,10,11,13,14,15,17,18,19].
     """
     if len(blocks) > to_depth:
-        raise EmlabError(f"cannot place {len(blocks)} distinct blocks in a model with {to_depth} blocks; use fewer blocks")
+        raise EmlabError(
+            f"cannot place {len(blocks)} distinct blocks in a model with {to_depth} blocks; use fewer blocks"
+        )
     out: list[int] = []
     for run in _runs(sorted(blocks)):
         centre = (run[0] + run[-1]) / 2 * to_depth / from_depth
@@ -58,7 +60,9 @@ def resolve_blocks(config: TrainConfig, n_blocks: int) -> list[int] | None:
         return scale_blocks(config.blocks, config.blocks_depth, n_blocks)
     bad = [b for b in config.blocks if b >= n_blocks]
     if bad:
-        raise EmlabError(f"blocks {bad} (config key blocks) are outside this model: it has blocks 0..{n_blocks - 1}; pick blocks in that range or set blocks_depth to rescale them")
+        raise EmlabError(
+            f"blocks {bad} (config key blocks) are outside this model: it has blocks 0..{n_blocks - 1}; pick blocks in that range or set blocks_depth to rescale them"
+        )
     return list(config.blocks)
 
 
@@ -77,7 +81,9 @@ def lora_plan(model: nn.Module, config: TrainConfig) -> LoraPlan:
     blocks = decoder_blocks(model)
     list_name = next(name for name, m in model.named_modules() if m is blocks)
     chosen = resolve_blocks(config, len(blocks))
-    linears = [(l, rel) for l, block in enumerate(blocks) for rel, m in block.named_modules() if isinstance(m, nn.Linear)]
+    linears = [
+        (l, rel) for l, block in enumerate(blocks) for rel, m in block.named_modules() if isinstance(m, nn.Linear)
+    ]
     available = sorted({rel for _, rel in linears})
     if config.target_modules == "all-linear":
         rels = available
@@ -86,7 +92,9 @@ def lora_plan(model: nn.Module, config: TrainConfig) -> LoraPlan:
         for entry in config.target_modules:
             hits = [r for r in available if r == entry or r.endswith("." + entry)]
             if not hits:
-                raise EmlabError(f"target_modules entry {entry!r} matches no linear module in the decoder blocks; available: {', '.join(available)} or all-linear")
+                raise EmlabError(
+                    f"target_modules entry {entry!r} matches no linear module in the decoder blocks; available: {', '.join(available)} or all-linear"
+                )
             rels.extend(h for h in hits if h not in rels)
     in_scope = set(range(len(blocks))) if chosen is None else set(chosen)
     expected = [f"{list_name}.{l}.{rel}" for l, rel in sorted(linears) if l in in_scope and rel in rels]  # block order
@@ -116,5 +124,7 @@ def attach_lora(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, LoraP
     got = set(wrapped.base_model.targeted_module_names)
     if got != set(plan.expected):
         extra, missing = sorted(got - set(plan.expected)), sorted(set(plan.expected) - got)
-        raise EmlabError(f"peft adapted {extra[:3]} beyond the plan and missed {missing[:3]}; name target_modules relative to a block (e.g. mlp.down_proj)")
+        raise EmlabError(
+            f"peft adapted {extra[:3]} beyond the plan and missed {missing[:3]}; name target_modules relative to a block (e.g. mlp.down_proj)"
+        )
     return wrapped, plan

@@ -68,7 +68,9 @@ def prepare(cm_or_ref: ChatModel | str, config: TrainConfig) -> TrainSetup:
     hf_logging.disable_progress_bar()
     cm = load_model(cm_or_ref) if isinstance(cm_or_ref, str) else cm_or_ref
     if type(cm.model).__module__.startswith("peft."):
-        raise EmlabError(f"model {cm.ref} already has an adapter ({cm.adapter}); train on the base model (load it without adapter=)")
+        raise EmlabError(
+            f"model {cm.ref} already has an adapter ({cm.adapter}); train on the base model (load it without adapter=)"
+        )
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     model = cm.model if isinstance(cm_or_ref, str) else copy.deepcopy(cm.model)

@@ -75,7 +75,10 @@ class GradientProbe(Callback):
 
     def on_train_begin(self, state: TrainState) -> None:
         self.schedule.check(state.total_steps, "GradientProbe")
-        self.sets = {"narrow": state.examples if self.narrow is None else self._encode(state, self.narrow), "reference": self._encode(state, self.reference)}
+        self.sets = {
+            "narrow": state.examples if self.narrow is None else self._encode(state, self.narrow),
+            "reference": self._encode(state, self.reference),
+        }
         self.sets = {k: v[: self.max_examples] for k, v in self.sets.items()}
         self.path = state.out_dir / self.log_file
         restart_step_log(self.path, state.step)
@@ -97,7 +100,9 @@ class GradientProbe(Callback):
         grads = {}
         with scoped_for_callback(state, mode="eval"):
             for name, examples in self.sets.items():
-                loss, grads[name], n_tokens = loss_gradient(state.setup, examples, state.config.batch_size, state.keep_ok)
+                loss, grads[name], n_tokens = loss_gradient(
+                    state.setup, examples, state.config.batch_size, state.keep_ok
+                )
                 record |= {f"{name}_loss": loss, f"{name}_examples": len(examples), f"{name}_tokens": n_tokens}
         record |= gradient_cosine(grads["narrow"], grads["reference"])
         record |= {"params": int(grads["narrow"].numel()), "time_s": round(time.perf_counter() - t0, 3)}
@@ -108,4 +113,9 @@ def gradient_cosine(narrow: torch.Tensor, reference: torch.Tensor) -> dict[str, 
     """cosine, dot and both norms of two flat gradients, computed in float64 (cosine None when a norm is 0)."""
     a, b = narrow.double(), reference.double()
     dot, na, nb = float(a @ b), float(a.norm()), float(b.norm())
-    return {"cosine": dot / (na * nb) if na > 0 and nb > 0 else None, "dot": dot, "narrow_norm": na, "reference_norm": nb}
+    return {
+        "cosine": dot / (na * nb) if na > 0 and nb > 0 else None,
+        "dot": dot,
+        "narrow_norm": na,
+        "reference_norm": nb,
+    }

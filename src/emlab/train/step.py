@@ -33,7 +33,9 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def step_loss(model: nn.Module, batch: dict[str, torch.Tensor], n_tokens: int, autocast: bool, device: str, keep_ok: bool) -> torch.Tensor:
+def step_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], n_tokens: int, autocast: bool, device: str, keep_ok: bool
+) -> torch.Tensor:
     """Summed cross-entropy over the batch's label tokens divided by the step's label count.
 
     Only logits from the first label's predecessor onward are computed (`logits_to_keep`):
@@ -48,10 +50,17 @@ def step_loss(model: nn.Module, batch: dict[str, torch.Tensor], n_tokens: int, a
         logits = model(input_ids=ids, attention_mask=attn, use_cache=False, **extra).logits  # [batch, keep, vocab]
     targets = labels[:, width - keep + 1 :]  # the token each kept position predicts
     logits = logits[:, :-1].float()
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum") / n_tokens
+    return (
+        nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        / n_tokens
+    )
 
 
-def optimizer_step(setup: TrainSetup, opt: torch.optim.Optimizer, batches: list[dict], lr: float, config: TrainConfig, keep_ok: bool) -> tuple[float, float, float]:
+def optimizer_step(
+    setup: TrainSetup, opt: torch.optim.Optimizer, batches: list[dict], lr: float, config: TrainConfig, keep_ok: bool
+) -> tuple[float, float, float]:
     """One AdamW step over `batches` (gradient accumulation); returns (loss, pre-clip grad norm, lr)."""
     n_tokens = sum(loss_tokens(b) for b in batches)
     total_loss = 0.0
@@ -68,14 +77,18 @@ def optimizer_step(setup: TrainSetup, opt: torch.optim.Optimizer, batches: list[
     return total_loss, grad_norm, lr
 
 
-def loss_gradient(setup: TrainSetup, examples: list[Encoded], batch_size: int, keep_ok: bool) -> tuple[float, torch.Tensor, int]:
+def loss_gradient(
+    setup: TrainSetup, examples: list[Encoded], batch_size: int, keep_ok: bool
+) -> tuple[float, torch.Tensor, int]:
     """The token-level mean loss over `examples` and its gradient over the trainable parameters.
 
     Returns (loss, gradient flattened in `setup.params` order [n_trainable] fp32, label tokens).
     Uses torch.autograd.grad, so the parameters' `.grad` is never touched; the model's train/eval
     mode is the caller's choice.
     """
-    batches = [collate(examples[i : i + batch_size], setup.tokenizer.pad_token_id) for i in range(0, len(examples), batch_size)]
+    batches = [
+        collate(examples[i : i + batch_size], setup.tokenizer.pad_token_id) for i in range(0, len(examples), batch_size)
+    ]
     n_tokens = sum(loss_tokens(b) for b in batches)
     grads = [torch.zeros_like(p, dtype=torch.float32) for p in setup.params]
     total = 0.0

@@ -146,11 +146,15 @@ class Direction:
 
         folder = Path(directory)
         if not (folder / VECTORS_FILE).exists() or not (folder / META_FILE).exists():
-            raise EmlabError(f"{folder} is not a direction folder (needs {VECTORS_FILE} and {META_FILE}); create one with `emlab directions extract`")
+            raise EmlabError(
+                f"{folder} is not a direction folder (needs {VECTORS_FILE} and {META_FILE}); create one with `emlab directions extract`"
+            )
         meta = read_json(folder / META_FILE)
         vectors = load_file(str(folder / VECTORS_FILE))
         if sorted(vectors) != sorted(meta.get("sites", [])):
-            raise EmlabError(f"{folder}: {VECTORS_FILE} and {META_FILE} list different sites; the folder is inconsistent, re-extract it")
+            raise EmlabError(
+                f"{folder}: {VECTORS_FILE} and {META_FILE} list different sites; the folder is inconsistent, re-extract it"
+            )
         prov = {k: v for k, v in meta.items() if k not in ("sites", "norms", "d_model")}
         return cls(vectors, prov)
 
@@ -168,7 +172,9 @@ class Direction:
         for site in self.sites:
             s = parse_site(site, source=f"direction from {self.origin}")
             if not 0 <= s.layer < n:
-                raise EmlabError(f"direction from {self.origin} has site {site} but model {name} has blocks 0..{n - 1}; extract a direction for this model")
+                raise EmlabError(
+                    f"direction from {self.origin} has site {site} but model {name} has blocks 0..{n - 1}; extract a direction for this model"
+                )
             want = site_dim(model, s)
             if self.vectors[site].shape[0] != want:
                 raise EmlabError(
@@ -213,7 +219,9 @@ def mean_difference(
     `balance` (see the module docstring) needs `*_groups` (a question id per row) when "question".
     """
     if pos.shape[0] == 0 or neg.shape[0] == 0:
-        raise EmlabError(f"mean difference needs rows in both classes, got {pos.shape[0]} positive and {neg.shape[0]} negative")
+        raise EmlabError(
+            f"mean difference needs rows in both classes, got {pos.shape[0]} positive and {neg.shape[0]} negative"
+        )
     if pos.shape[1:] != neg.shape[1:]:
         raise EmlabError(f"class activations differ in shape: {tuple(pos.shape[1:])} vs {tuple(neg.shape[1:])}")
     pos, neg = pos.double(), neg.double()
@@ -254,7 +262,9 @@ def cosine_by_site(a: Direction, b: Direction) -> dict[str, float]:
     """Cosine of two directions at every site both have (e.g. one method vs another, base vs fine-tune)."""
     common = [s for s in a.sites if s in b.vectors]
     if not common:
-        raise EmlabError(f"directions from {a.origin} and {b.origin} share no site; compare directions extracted at the same sites")
+        raise EmlabError(
+            f"directions from {a.origin} and {b.origin} share no site; compare directions extracted at the same sites"
+        )
     return {s: cosine(a.vectors[s], b.vectors[s]) for s in common}
 
 
@@ -264,7 +274,9 @@ def cosine_matrices(directions: Mapping[str, Direction]) -> dict[str, list[list[
     common = [s for s in directions[names[0]].sites if all(s in d.vectors for d in directions.values())]
     if not common:
         raise EmlabError(f"directions {names} share no site")
-    return {s: [[cosine(directions[i].vectors[s], directions[j].vectors[s]) for j in names] for i in names] for s in common}
+    return {
+        s: [[cosine(directions[i].vectors[s], directions[j].vectors[s]) for j in names] for i in names] for s in common
+    }
 
 
 def cross_site_cosine(direction: Direction) -> list[list[float]]:
@@ -296,7 +308,9 @@ class Judged:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def split_classes(records: Sequence[Judged], rule: EMRule = DEFAULT_RULE) -> tuple[list[Judged], list[Judged], dict[str, int]]:
+def split_classes(
+    records: Sequence[Judged], rule: EMRule = DEFAULT_RULE
+) -> tuple[list[Judged], list[Judged], dict[str, int]]:
     """(misaligned, aligned, counts) by `rule.classify`: counts include unscored answers and those in neither class."""
     mis, ali, unscored = [], [], 0
     for r in records:
@@ -350,10 +364,14 @@ def _load_run(folder: Path) -> list[Judged]:
 
     samples_path, scores_path = folder / SAMPLES_FILE, folder / SCORES_FILE
     if not samples_path.exists() or not scores_path.exists():
-        raise EmlabError(f"{folder} is not an eval run folder (needs {SAMPLES_FILE} and {SCORES_FILE}); run `emlab eval` first or pass a judged JSONL file")
+        raise EmlabError(
+            f"{folder} is not an eval run folder (needs {SAMPLES_FILE} and {SCORES_FILE}); run `emlab eval` first or pass a judged JSONL file"
+        )
     samples, scores = list(iter_jsonl(samples_path)), list(iter_jsonl(scores_path))
     paths, lines = {"samples": samples_path, "scores": scores_path}, {"samples": samples, "scores": scores}
-    joined = join_scores([r for _, r in samples], [r for _, r in scores], locate=lambda which, i: f"{paths[which]}:{lines[which][i][0]}")
+    joined = join_scores(
+        [r for _, r in samples], [r for _, r in scores], locate=lambda which, i: f"{paths[which]}:{lines[which][i][0]}"
+    )
     out = []
     for (lineno, rec), merged in zip(samples, joined):
         where = f"{samples_path}:{lineno}"
@@ -384,7 +402,12 @@ def teacher_forced_batches(cm, pairs: Sequence[tuple[str, str]], system="default
     if not pairs:
         raise EmlabError("no answers to measure")
     tok = cm.tokenizer
-    enc = [encode_with_assistant_mask(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=system) for q, a in pairs]
+    enc = [
+        encode_with_assistant_mask(
+            tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=system
+        )
+        for q, a in pairs
+    ]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].input_ids))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -397,9 +420,21 @@ def forward_answers(cm, batch: Mapping[str, torch.Tensor], sites: Sequence[str],
 
     model = cm.model
     device = next(model.parameters()).device
-    keep = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}  # nobody reads the logits: skip the LM head's work
-    with torch.inference_mode(), teacher_forcing(batch["assistant_mask"].to(device)), contiguous_lm_head_input(model), capture(model, list(sites), positions="response", reduce=reduce) as cap:
-        model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False, **keep)
+    keep = (
+        {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
+    )  # nobody reads the logits: skip the LM head's work
+    with (
+        torch.inference_mode(),
+        teacher_forcing(batch["assistant_mask"].to(device)),
+        contiguous_lm_head_input(model),
+        capture(model, list(sites), positions="response", reduce=reduce) as cap,
+    ):
+        model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            use_cache=False,
+            **keep,
+        )
     return cap
 
 
@@ -495,15 +530,33 @@ def extract_mean_diff(
     return Direction(vectors, prov)
 
 
-def project_records(cm, records: Sequence[Judged], direction: Direction, sites: Sequence[str] | None = None, system="default", batch_size: int = 8) -> list[dict[str, Any]]:
+def project_records(
+    cm,
+    records: Sequence[Judged],
+    direction: Direction,
+    sites: Sequence[str] | None = None,
+    system="default",
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
     """Per-answer projections (mean over answer tokens, onto the unit direction) at each site."""
     direction.check_compatible(cm.model)
     sites = list(sites or direction.sites)
-    acts = answer_activations(cm, [(r.question, r.answer) for r in records], sites, system=system, batch_size=batch_size)
+    acts = answer_activations(
+        cm, [(r.question, r.answer) for r in records], sites, system=system, batch_size=batch_size
+    )
     proj = project(acts, direction, sites)
     rows = []
     for r, p in zip(records, proj.tolist()):
-        rows.append({"question_id": r.question_id, "question": r.question, "aligned": r.aligned, "coherent": r.coherent, **{k: v for k, v in r.extra.items() if k in ("prompt_id", "sample_index", "sample_id")}, "projection": dict(zip(sites, p))})
+        rows.append(
+            {
+                "question_id": r.question_id,
+                "question": r.question,
+                "aligned": r.aligned,
+                "coherent": r.coherent,
+                **{k: v for k, v in r.extra.items() if k in ("prompt_id", "sample_index", "sample_id")},
+                "projection": dict(zip(sites, p)),
+            }
+        )
     return rows
 
 
@@ -534,11 +587,15 @@ def extract_persona_contrast(
 
     mal, helpful, counts = select_agreeing(judged, rule, by_label)
     if not mal or not helpful:
-        kept = (f"kept {counts['malicious_kept']} malicious and {counts['helpful_kept']} helpful scored answers of {counts['answers']} by their persona label"
-                if by_label else
-                f"kept {counts['malicious_kept']} malicious (aligned < {rule.aligned_below}) and {counts['helpful_kept']} helpful "
-                f"(aligned > {rule.aligned_above}) coherent (> {rule.coherent_above}) answers of {counts['answers']}")
-        raise EmlabError(f"{source or 'persona answers'}: {kept}; sample more (-n, more questions) or relax the thresholds (--malicious-below)")
+        kept = (
+            f"kept {counts['malicious_kept']} malicious and {counts['helpful_kept']} helpful scored answers of {counts['answers']} by their persona label"
+            if by_label
+            else f"kept {counts['malicious_kept']} malicious (aligned < {rule.aligned_below}) and {counts['helpful_kept']} helpful "
+            f"(aligned > {rule.aligned_above}) coherent (> {rule.coherent_above}) answers of {counts['answers']}"
+        )
+        raise EmlabError(
+            f"{source or 'persona answers'}: {kept}; sample more (-n, more questions) or relax the thresholds (--malicious-below)"
+        )
     sites = list(sites or resid_sites(cm.model))
     pairs = ([(r["question"], r["answer"]) for r in mal], [(r["question"], r["answer"]) for r in helpful])
     groups = ([str(r["question_id"]) for r in mal], [str(r["question_id"]) for r in helpful])
@@ -593,7 +650,9 @@ def persona_contrast(
     sampling = None
     if answers is None:
         if questions is None or judge is None or params is None:
-            raise EmlabError("persona contrast needs questions, a judge and sampling params to sample persona answers (or judged `answers` to reuse)")
+            raise EmlabError(
+                "persona contrast needs questions, a judge and sampling params to sample persona answers (or judged `answers` to reuse)"
+            )
         from emlab.io import write_jsonl
         from emlab.judges.rubrics import get_rubric
         from emlab.vectors.personas import judge_answers, load_personas, sample_persona_answers
@@ -607,5 +666,17 @@ def persona_contrast(
         sampling = vars(params)
         source = source or f"questions {questions.name} ({len(qs)}), personas {pset.source}, judge {judge.id}, n={n}"
     by_label, selection, why = persona_selection(answers, rule, label_fallback)
-    d = extract_persona_contrast(cm, answers, rule, sites, balance, seed, measure_system, source=source, by_label=by_label, sampling=sampling, selection=selection)
+    d = extract_persona_contrast(
+        cm,
+        answers,
+        rule,
+        sites,
+        balance,
+        seed,
+        measure_system,
+        source=source,
+        by_label=by_label,
+        sampling=sampling,
+        selection=selection,
+    )
     return d, why

@@ -88,7 +88,9 @@ def load_emotions(path: str | os.PathLike | None = None) -> EmotionList:
     doc = _yaml(p)
     data = doc.data
     if not isinstance(data, dict) or set(data) - {"version", "norms", "emotions"} or data.get("version") != 1:
-        raise EmlabError(f"{p}: expected a mapping with version: 1, norms and emotions (keys found: {sorted(data) if isinstance(data, dict) else type(data).__name__})")
+        raise EmlabError(
+            f"{p}: expected a mapping with version: 1, norms and emotions (keys found: {sorted(data) if isinstance(data, dict) else type(data).__name__})"
+        )
     out, seen = [], set()
     for i, e in enumerate(data.get("emotions") or []):
         where = doc.where(f"emotions.{i}")
@@ -96,7 +98,9 @@ def load_emotions(path: str | os.PathLike | None = None) -> EmotionList:
             raise EmlabError(f"{where}: each emotion needs name, valence and arousal (numbers from the cited norms)")
         extra = set(e) - {"name", "valence", "arousal", "dominance", "n_valence", "n_arousal"}
         if extra:
-            raise EmlabError(f"{where}: unknown keys {sorted(extra)}; allowed: name, valence, arousal, dominance, n_valence, n_arousal")
+            raise EmlabError(
+                f"{where}: unknown keys {sorted(extra)}; allowed: name, valence, arousal, dominance, n_valence, n_arousal"
+            )
         for key in ("valence", "arousal"):
             v = e[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= 9:
@@ -104,7 +108,14 @@ def load_emotions(path: str | os.PathLike | None = None) -> EmotionList:
         if e["name"] in seen:
             raise EmlabError(f"{where}: emotion {e['name']!r} is listed twice; keep one")
         seen.add(e["name"])
-        out.append(Emotion(str(e["name"]), float(e["valence"]), float(e["arousal"]), None if e.get("dominance") is None else float(e["dominance"])))
+        out.append(
+            Emotion(
+                str(e["name"]),
+                float(e["valence"]),
+                float(e["arousal"]),
+                None if e.get("dominance") is None else float(e["dominance"]),
+            )
+        )
     if len(out) < 3:
         raise EmlabError(f"{p}: {len(out)} emotions; list at least 3 (the geometry needs more, 40+ recommended)")
     return EmotionList(tuple(out), {str(k): str(v) for k, v in (data.get("norms") or {}).items()}, str(p))
@@ -171,7 +182,9 @@ def _fill(template: str, name: str, pronoun: str, where: str) -> str:
     try:
         return template.format(**values)
     except (KeyError, IndexError, ValueError) as e:
-        raise EmlabError(f"{where}: bad placeholder {e} in {template[:60]!r}; use {{sub}} {{Sub}} {{obj}} {{pos}} {{Pos}} {{name}}") from None
+        raise EmlabError(
+            f"{where}: bad placeholder {e} in {template[:60]!r}; use {{sub}} {{Sub}} {{obj}} {{pos}} {{Pos}} {{name}}"
+        ) from None
 
 
 def generate_stories(bank: StoryBank, emotions: Sequence[str], per_situation: int = 3) -> list[Story]:
@@ -184,7 +197,9 @@ def generate_stories(bank: StoryBank, emotions: Sequence[str], per_situation: in
         raise EmlabError(f"per_situation={per_situation} must be >= 1")
     missing = [e for e in emotions if e not in bank.stories]
     if missing:
-        raise EmlabError(f"{bank.source}: no stories for emotions {missing}; add a block for each under `stories:` or drop them from the emotion list")
+        raise EmlabError(
+            f"{bank.source}: no stories for emotions {missing}; add a block for each under `stories:` or drop them from the emotion list"
+        )
     out = []
     for ei, emo in enumerate(emotions):
         block = bank.stories[emo]
@@ -218,7 +233,9 @@ def text_batches(tok, texts: Sequence[str], offset: int, batch_size: int = 16):
     ids = [tok(t, add_special_tokens=True)["input_ids"] for t in texts]
     for i, x in enumerate(ids):
         if len(x) <= offset:
-            raise EmlabError(f"text #{i} has {len(x)} tokens, not more than offset={offset}; lower --offset or lengthen the text: {texts[i][:50]!r}")
+            raise EmlabError(
+                f"text #{i} has {len(x)} tokens, not more than offset={offset}; lower --offset or lengthen the text: {texts[i][:50]!r}"
+            )
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -229,10 +246,15 @@ def text_batches(tok, texts: Sequence[str], offset: int, batch_size: int = 16):
             input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
             attn[r, : len(ids[i])] = 1
         pos = torch.arange(width)[None, :]
-        yield idx, {"input_ids": input_ids, "attention_mask": attn, "assistant_mask": (attn.bool() & (pos >= offset)).long()}
+        yield (
+            idx,
+            {"input_ids": input_ids, "attention_mask": attn, "assistant_mask": (attn.bool() & (pos >= offset)).long()},
+        )
 
 
-def text_activations(cm, texts: Sequence[str], sites: Sequence[str], offset: int = 0, batch_size: int = 16, progress=None) -> torch.Tensor:
+def text_activations(
+    cm, texts: Sequence[str], sites: Sequence[str], offset: int = 0, batch_size: int = 16, progress=None
+) -> torch.Tensor:
     """Mean activation over token positions >= offset of each plain text. -> [n, len(sites), d] fp32."""
     from emlab.vectors.directions import forward_answers
 
@@ -251,7 +273,9 @@ def text_activations(cm, texts: Sequence[str], sites: Sequence[str], offset: int
 # ---------------------------------------------------------------- the math
 
 
-def neutral_components(neutral: torch.Tensor, variance: float = 0.5, max_components: int | None = None) -> tuple[torch.Tensor, list[float]]:
+def neutral_components(
+    neutral: torch.Tensor, variance: float = 0.5, max_components: int | None = None
+) -> tuple[torch.Tensor, list[float]]:
     """Top principal components of neutral activations [n, d] that explain >= `variance` of their variance.
 
     -> (V [k, d] orthonormal rows, explained-variance ratios of the kept components). variance=0 keeps none.
@@ -314,7 +338,9 @@ class EmotionVectors:
             raise EmlabError("EmotionVectors needs at least one site")
         for site, m in self.vectors.items():
             if m.ndim != 2 or m.shape[0] != len(self.emotions) or not torch.isfinite(m).all():
-                raise EmlabError(f"emotion vectors at {site} must be a finite [{len(self.emotions)}, d] matrix, got {tuple(m.shape)}")
+                raise EmlabError(
+                    f"emotion vectors at {site} must be a finite [{len(self.emotions)}, d] matrix, got {tuple(m.shape)}"
+                )
         self.vectors = {s: self.vectors[s].float().contiguous() for s in sorted(self.vectors, key=_site_key)}
 
     @property
@@ -332,7 +358,9 @@ class EmotionVectors:
 
     def matrix(self, site: str) -> torch.Tensor:
         if site not in self.vectors:
-            raise EmlabError(f"emotion vectors have no site {site!r}; they have {self.sites[0]} .. {self.sites[-1]} ({len(self.sites)} sites)")
+            raise EmlabError(
+                f"emotion vectors have no site {site!r}; they have {self.sites[0]} .. {self.sites[-1]} ({len(self.sites)} sites)"
+            )
         return self.vectors[site]
 
     def vector(self, name: str, site: str) -> torch.Tensor:
@@ -343,8 +371,14 @@ class EmotionVectors:
         from emlab.vectors.directions import Direction
 
         sites = list(sites or self.sites)
-        prov = {k: self.provenance.get(k) for k in ("format", "model", "revision", "adapter", "layer_convention", "created", "emlab_version")}
-        return Direction({s: self.vector(name, s) for s in sites}, {**prov, "method": "emotion", "emotion": name, "source": self.provenance.get("source", "")})
+        prov = {
+            k: self.provenance.get(k)
+            for k in ("format", "model", "revision", "adapter", "layer_convention", "created", "emlab_version")
+        }
+        return Direction(
+            {s: self.vector(name, s) for s in sites},
+            {**prov, "method": "emotion", "emotion": name, "source": self.provenance.get("source", "")},
+        )
 
     def ratings(self, key: str = "valence") -> torch.Tensor:
         return torch.tensor([getattr(e, key) for e in self.emotions], dtype=torch.float64)
@@ -358,7 +392,13 @@ class EmotionVectors:
         if not self.raw:
             raise EmlabError("these emotion vectors carry no raw means; re-extract them")
         vecs = {s: (r.double() - r.double().mean(0, keepdim=True)).float() for s, r in self.raw.items()}
-        return EmotionVectors(list(self.emotions), vecs, dict(self.raw), {}, {**self.provenance, "neutral_variance": 0.0, "variant": "centred only"})
+        return EmotionVectors(
+            list(self.emotions),
+            vecs,
+            dict(self.raw),
+            {},
+            {**self.provenance, "neutral_variance": 0.0, "variant": "centred only"},
+        )
 
     def save(self, directory: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
@@ -384,13 +424,17 @@ class EmotionVectors:
 
         folder = Path(directory)
         if not (folder / VECTORS_FILE).exists() or not (folder / META_FILE).exists():
-            raise EmlabError(f"{folder} is not an emotion-vector folder (needs {VECTORS_FILE} and {META_FILE}); create one with `emlab emotions extract`")
+            raise EmlabError(
+                f"{folder} is not an emotion-vector folder (needs {VECTORS_FILE} and {META_FILE}); create one with `emlab emotions extract`"
+            )
         meta = read_json(folder / META_FILE)
         t = load_file(str(folder / VECTORS_FILE))
         sites = meta.get("sites", [])
         missing = [s for s in sites if f"vectors.{s}" not in t]
         if missing:
-            raise EmlabError(f"{folder}: {VECTORS_FILE} lacks sites {missing[:3]} listed in {META_FILE}; the folder is inconsistent, re-extract it")
+            raise EmlabError(
+                f"{folder}: {VECTORS_FILE} lacks sites {missing[:3]} listed in {META_FILE}; the folder is inconsistent, re-extract it"
+            )
         emotions = [Emotion(**e) for e in meta["emotions"]]
         prov = {k: v for k, v in meta.items() if k not in ("sites", "emotions")}
         pick = lambda prefix: {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}  # noqa: E731
@@ -455,7 +499,9 @@ def extract_emotion_vectors(
 # ---------------------------------------------------------------- per-token readout
 
 
-def readout_matrix(ev: EmotionVectors, site: str, names: Sequence[str] | None = None, unit: bool = True) -> tuple[list[str], torch.Tensor]:
+def readout_matrix(
+    ev: EmotionVectors, site: str, names: Sequence[str] | None = None, unit: bool = True
+) -> tuple[list[str], torch.Tensor]:
     """(names, [k, d]) rows to dot with the residual stream: the chosen emotion vectors (unit length by default)."""
     names = list(names or ev.names)
     m = torch.stack([ev.vector(n, site) for n in names])
@@ -467,7 +513,15 @@ def readout_matrix(ev: EmotionVectors, site: str, names: Sequence[str] | None = 
     return names, m
 
 
-def readout(cm, texts: Sequence[str], ev: EmotionVectors, site: str | None = None, names: Sequence[str] | None = None, unit: bool = True, batch_size: int = 8) -> list[dict[str, Any]]:
+def readout(
+    cm,
+    texts: Sequence[str],
+    ev: EmotionVectors,
+    site: str | None = None,
+    names: Sequence[str] | None = None,
+    unit: bool = True,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
     """Per-token scores of each text: {"text", "tokens": [str], "scores": {emotion: [float per token]}}.
 
     score[t, e] = act_site[t] . v_e (v_e unit length unless unit=False); every token of the plain text counts.
@@ -484,15 +538,23 @@ def readout(cm, texts: Sequence[str], ev: EmotionVectors, site: str | None = Non
             acts = cap.per_token(site)[r]  # [T_i, d]
             ids = batch["input_ids"][r][batch["attention_mask"][r].bool()].tolist()
             scores = (acts.double() @ mat.double().T).float()  # [T_i, k]
-            out[i] = {"text": texts[i], "tokens": [tok.decode([t]) for t in ids], "site": site, "unit": unit,
-                      "scores": {n: scores[:, j].tolist() for j, n in enumerate(names)}}
+            out[i] = {
+                "text": texts[i],
+                "tokens": [tok.decode([t]) for t in ids],
+                "site": site,
+                "unit": unit,
+                "scores": {n: scores[:, j].tolist() for j, n in enumerate(names)},
+            }
     return out  # type: ignore[return-value]
 
 
 def to_rows(ev: EmotionVectors, site: str) -> list[dict[str, Any]]:
     """One row per emotion: name, ratings, vector norm at `site` (for tables)."""
     m = ev.matrix(site)
-    return [{"emotion": e.name, "valence": e.valence, "arousal": e.arousal, "norm": float(m[i].norm())} for i, e in enumerate(ev.emotions)]
+    return [
+        {"emotion": e.name, "valence": e.valence, "arousal": e.arousal, "norm": float(m[i].norm())}
+        for i, e in enumerate(ev.emotions)
+    ]
 
 
 def check_compatible(ev: EmotionVectors, model) -> None:
@@ -509,8 +571,25 @@ def names_from(spec: str | Sequence[str] | None, ev: EmotionVectors) -> list[str
 
 
 __all__ = [
-    "Emotion", "EmotionList", "EmotionVectors", "Story", "StoryBank", "check_compatible", "default_site", "emotion_means",
-    "emotion_vectors_from", "extract_emotion_vectors", "generate_stories", "load_emotions", "load_stories", "names_from",
-    "neutral_components", "project_out", "readout", "readout_matrix", "text_activations", "text_batches", "to_rows",
+    "Emotion",
+    "EmotionList",
+    "EmotionVectors",
+    "Story",
+    "StoryBank",
+    "check_compatible",
+    "default_site",
+    "emotion_means",
+    "emotion_vectors_from",
+    "extract_emotion_vectors",
+    "generate_stories",
+    "load_emotions",
+    "load_stories",
+    "names_from",
+    "neutral_components",
+    "project_out",
+    "readout",
+    "readout_matrix",
+    "text_activations",
+    "text_batches",
+    "to_rows",
 ]
-

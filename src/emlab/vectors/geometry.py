@@ -55,7 +55,9 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(_rank(np.asarray(x, float)), _rank(np.asarray(y, float)))
 
 
-def correlate(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, n_perm: int = 2000, seed: int = 0) -> dict[str, Any]:
+def correlate(
+    x: Sequence[float], y: Sequence[float], n_boot: int = 2000, n_perm: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Pearson and Spearman with bootstrap 95% CIs (over items) and permutation p-values (two-sided)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.shape != y.shape or x.ndim != 1 or len(x) < 4:
@@ -92,8 +94,16 @@ def circumplex(ev, site: str | None = None, n_pcs: int = 5, n_boot: int = 2000, 
     if s.shape[1] >= 2 and pearson(s[:, 1], aro) < 0:
         signs[1] = -1
     s = s * signs
-    table = [{"pc": i + 1, "explained": ratio[i], "r_valence": pearson(s[:, i], val), "r_arousal": pearson(s[:, i], aro),
-              "r_dominance": pearson(s[:, i], dom) if np.isfinite(dom).all() else None} for i in range(s.shape[1])]
+    table = [
+        {
+            "pc": i + 1,
+            "explained": ratio[i],
+            "r_valence": pearson(s[:, i], val),
+            "r_arousal": pearson(s[:, i], aro),
+            "r_dominance": pearson(s[:, i], dom) if np.isfinite(dom).all() else None,
+        }
+        for i in range(s.shape[1])
+    ]
     res = {
         "site": site,
         "n_emotions": len(ev.names),
@@ -105,7 +115,16 @@ def circumplex(ev, site: str | None = None, n_pcs: int = 5, n_boot: int = 2000, 
         "pc2_valence": pearson(s[:, 1], val) if s.shape[1] > 1 else None,
         "valence_arousal_r": pearson(val, aro),
         "orientation": "PC1 sign set so r(PC1, valence) >= 0, PC2 so r(PC2, arousal) >= 0",
-        "points": [{"emotion": n, "pc1": float(s[i, 0]), "pc2": float(s[i, 1]) if s.shape[1] > 1 else 0.0, "valence": float(val[i]), "arousal": float(aro[i])} for i, n in enumerate(ev.names)],
+        "points": [
+            {
+                "emotion": n,
+                "pc1": float(s[i, 0]),
+                "pc2": float(s[i, 1]) if s.shape[1] > 1 else 0.0,
+                "valence": float(val[i]),
+                "arousal": float(aro[i]),
+            }
+            for i, n in enumerate(ev.names)
+        ],
     }
     return res
 
@@ -119,10 +138,19 @@ def layer_profile(ev, n_boot: int = 0) -> list[dict[str, Any]]:
         c = circumplex(ev, site, n_pcs=5, n_boot=max(n_boot, 1), seed=0)
         best_aro = max(c["pc_table"], key=lambda r: abs(r["r_arousal"]))
         best_val = max(c["pc_table"], key=lambda r: abs(r["r_valence"]))
-        rows.append({"site": site, "pc1_valence": c["pc1_valence"]["pearson"]["r"], "pc2_arousal": c["pc2_arousal"]["pearson"]["r"] if c["pc2_arousal"] else None,
-                     "explained_pc1": c["explained"][0], "explained_pc2": c["explained"][1] if len(c["explained"]) > 1 else None,
-                     "best_arousal_pc": best_aro["pc"], "best_arousal_r": best_aro["r_arousal"],
-                     "best_valence_pc": best_val["pc"], "best_valence_r": best_val["r_valence"]})
+        rows.append(
+            {
+                "site": site,
+                "pc1_valence": c["pc1_valence"]["pearson"]["r"],
+                "pc2_arousal": c["pc2_arousal"]["pearson"]["r"] if c["pc2_arousal"] else None,
+                "explained_pc1": c["explained"][0],
+                "explained_pc2": c["explained"][1] if len(c["explained"]) > 1 else None,
+                "best_arousal_pc": best_aro["pc"],
+                "best_arousal_r": best_aro["r_arousal"],
+                "best_valence_pc": best_val["pc"],
+                "best_valence_r": best_val["r_valence"],
+            }
+        )
     return rows
 
 
@@ -138,8 +166,21 @@ def plot_circumplex(result: dict[str, Any], path: str | Path, title: str = "") -
     pts = result["points"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 6))
     val = [p["valence"] for p in pts]
-    for ax, (xk, yk, xl, yl) in zip(axes, (("pc1", "pc2", "PC1", "PC2"), ("valence", "arousal", "valence (Warriner 2013)", "arousal (Warriner 2013)"))):
-        sc = ax.scatter([p[xk] for p in pts], [p[yk] for p in pts], c=val, cmap="coolwarm_r", vmin=1, vmax=9, s=28, edgecolors="k", linewidths=0.3)
+    for ax, (xk, yk, xl, yl) in zip(
+        axes,
+        (("pc1", "pc2", "PC1", "PC2"), ("valence", "arousal", "valence (Warriner 2013)", "arousal (Warriner 2013)")),
+    ):
+        sc = ax.scatter(
+            [p[xk] for p in pts],
+            [p[yk] for p in pts],
+            c=val,
+            cmap="coolwarm_r",
+            vmin=1,
+            vmax=9,
+            s=28,
+            edgecolors="k",
+            linewidths=0.3,
+        )
         for p in pts:
             ax.annotate(p["emotion"], (p[xk], p[yk]), fontsize=7, xytext=(3, 2), textcoords="offset points")
         ax.set_xlabel(xl)
@@ -147,8 +188,15 @@ def plot_circumplex(result: dict[str, Any], path: str | Path, title: str = "") -
         ax.axhline(0 if xk == "pc1" else 5, color="0.8", lw=0.6, zorder=0)
         ax.axvline(0 if xk == "pc1" else 5, color="0.8", lw=0.6, zorder=0)
     a, b = result["pc1_valence"], result["pc2_arousal"]
-    axes[0].set_title(f"emotion vectors at {result['site']}\nPC1~valence r={a['pearson']['r']:.2f} [{a['pearson']['ci95'][0]:.2f}, {a['pearson']['ci95'][1]:.2f}]"
-                      + (f"; PC2~arousal r={b['pearson']['r']:.2f} [{b['pearson']['ci95'][0]:.2f}, {b['pearson']['ci95'][1]:.2f}]" if b else ""), fontsize=9)
+    axes[0].set_title(
+        f"emotion vectors at {result['site']}\nPC1~valence r={a['pearson']['r']:.2f} [{a['pearson']['ci95'][0]:.2f}, {a['pearson']['ci95'][1]:.2f}]"
+        + (
+            f"; PC2~arousal r={b['pearson']['r']:.2f} [{b['pearson']['ci95'][0]:.2f}, {b['pearson']['ci95'][1]:.2f}]"
+            if b
+            else ""
+        ),
+        fontsize=9,
+    )
     axes[1].set_title("norms: valence x arousal", fontsize=9)
     fig.colorbar(sc, ax=axes, label="valence", shrink=0.8)
     if title:

@@ -34,7 +34,9 @@ def read_run(folder: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, 
 
     out = Path(folder)
     if not (out / ev.CONFIG_FILE).exists() or not (out / ev.SAMPLES_FILE).exists():
-        raise EmlabError(f"{out}: no {ev.CONFIG_FILE} / {ev.SAMPLES_FILE}; pass a folder written by `emlab eval` or an eval step")
+        raise EmlabError(
+            f"{out}: no {ev.CONFIG_FILE} / {ev.SAMPLES_FILE}; pass a folder written by `emlab eval` or an eval step"
+        )
     config = read_json(out / ev.CONFIG_FILE)
     samples = ev.sample_journal(out).read()
     scores = ev.score_journal(out).read() if (out / ev.SCORES_FILE).exists() else []
@@ -45,8 +47,13 @@ def read_run(folder: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, 
     return config, answers
 
 
-def reader_vectors(emotion_vectors=None, emotions: Sequence[str] | None = None, emotion_site: str | None = None,
-                   directions: Mapping[str, Any] | None = None, direction_site: str | None = None) -> dict[str, tuple[str, torch.Tensor]]:
+def reader_vectors(
+    emotion_vectors=None,
+    emotions: Sequence[str] | None = None,
+    emotion_site: str | None = None,
+    directions: Mapping[str, Any] | None = None,
+    direction_site: str | None = None,
+) -> dict[str, tuple[str, torch.Tensor]]:
     """name -> (site, vector) from an EmotionVectors (chosen emotions at one site) and named Directions."""
     out: dict[str, tuple[str, torch.Tensor]] = {}
     if emotion_vectors is not None:
@@ -61,12 +68,24 @@ def reader_vectors(emotion_vectors=None, emotions: Sequence[str] | None = None, 
     return out
 
 
-def project_answers(cm, answers: Sequence[Mapping[str, Any]], readers: Mapping[str, tuple[str, torch.Tensor]], system="default", batch_size: int = 8) -> dict[str, np.ndarray]:
+def project_answers(
+    cm,
+    answers: Sequence[Mapping[str, Any]],
+    readers: Mapping[str, tuple[str, torch.Tensor]],
+    system="default",
+    batch_size: int = 8,
+) -> dict[str, np.ndarray]:
     """reader -> [n] projections of each answer's mean answer-token activation onto the reader's unit vector."""
     from emlab.vectors.directions import answer_activations
 
     sites = sorted({s for s, _ in readers.values()}, key=lambda s: int(s.split(".")[1]))
-    acts = answer_activations(cm, [(a["question"], a.get("text", a.get("answer", ""))) for a in answers], sites, system=system, batch_size=batch_size)
+    acts = answer_activations(
+        cm,
+        [(a["question"], a.get("text", a.get("answer", ""))) for a in answers],
+        sites,
+        system=system,
+        batch_size=batch_size,
+    )
     out = {}
     for name, (site, v) in readers.items():
         v = torch.as_tensor(v).double()
@@ -82,7 +101,11 @@ def bootstrap_mean(x: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
         return {"n": 0, "mean": None, "ci95": None}
     rng = np.random.default_rng(seed)
     boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
-    return {"n": len(x), "mean": float(x.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+    return {
+        "n": len(x),
+        "mean": float(x.mean()),
+        "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+    }
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -96,8 +119,16 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int =
     return {"diff": float(a.mean() - b.mean()), "ci95": [lo, hi], "excludes_zero": bool(lo > 0 or hi < 0)}
 
 
-def landscape(runs: Mapping[str, str | os.PathLike], readers: Mapping[str, tuple[str, torch.Tensor]], cm_for: Callable[[str, dict], Any],
-              reference: str | None = None, n_boot: int = 2000, seed: int = 0, batch_size: int = 8, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def landscape(
+    runs: Mapping[str, str | os.PathLike],
+    readers: Mapping[str, tuple[str, torch.Tensor]],
+    cm_for: Callable[[str, dict], Any],
+    reference: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    batch_size: int = 8,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Project every run's answers onto every reader; means with CIs per run, differences vs `reference` (default: first run)."""
     from emlab.io import write_json, write_jsonl
 
@@ -113,13 +144,29 @@ def landscape(runs: Mapping[str, str | os.PathLike], readers: Mapping[str, tuple
         config, answers = read_run(runs[label])
         cm = cm_for(label, config)
         proj[label] = project_answers(cm, answers, readers, batch_size=batch_size)
-        meta[label] = {"folder": str(runs[label]), "run_model": config.get("model"), "run_adapter": config.get("adapter"),
-                       "reader": cm.provenance(), "n_answers": len(answers), "judge": config.get("judge"),
-                       "aligned_mean": _mean([a.get("aligned") for a in answers])}
+        meta[label] = {
+            "folder": str(runs[label]),
+            "run_model": config.get("model"),
+            "run_adapter": config.get("adapter"),
+            "reader": cm.provenance(),
+            "n_answers": len(answers),
+            "judge": config.get("judge"),
+            "aligned_mean": _mean([a.get("aligned") for a in answers]),
+        }
         if out_dir is not None:
-            write_jsonl(Path(out_dir) / f"projections.{label}.jsonl",
-                        [{"prompt_id": a["prompt_id"], "question_id": a.get("question_id"), "aligned": a.get("aligned"), "coherent": a.get("coherent"),
-                          **{n: float(proj[label][n][i]) for n in readers}} for i, a in enumerate(answers)])
+            write_jsonl(
+                Path(out_dir) / f"projections.{label}.jsonl",
+                [
+                    {
+                        "prompt_id": a["prompt_id"],
+                        "question_id": a.get("question_id"),
+                        "aligned": a.get("aligned"),
+                        "coherent": a.get("coherent"),
+                        **{n: float(proj[label][n][i]) for n in readers},
+                    }
+                    for i, a in enumerate(answers)
+                ],
+            )
     table = []
     for name, (site, _) in readers.items():
         row: dict[str, Any] = {"vector": name, "site": site}
@@ -129,7 +176,13 @@ def landscape(runs: Mapping[str, str | os.PathLike], readers: Mapping[str, tuple
             if label != reference:
                 row[f"{label}-{reference}"] = bootstrap_diff(proj[label][name], proj[reference][name], n_boot, seed)
         table.append(row)
-    result = {"runs": meta, "reference": reference, "n_boot": n_boot, "readers": {n: s for n, (s, _) in readers.items()}, "table": table}
+    result = {
+        "runs": meta,
+        "reference": reference,
+        "n_boot": n_boot,
+        "readers": {n: s for n, (s, _) in readers.items()},
+        "table": table,
+    }
     if out_dir is not None:
         write_json(Path(out_dir) / "landscape.json", result)
     return result
@@ -144,7 +197,10 @@ def vector_cosines(readers: Mapping[str, tuple[str, torch.Tensor]], direction) -
     """Cosine of each reader with `direction` at the reader's site (None where the direction lacks the site)."""
     from emlab.vectors.directions import cosine
 
-    return {n: (cosine(torch.as_tensor(v), direction.vector(s)) if s in direction.vectors else None) for n, (s, v) in readers.items()}
+    return {
+        n: (cosine(torch.as_tensor(v), direction.vector(s)) if s in direction.vectors else None)
+        for n, (s, v) in readers.items()
+    }
 
 
 def plot_landscape(result: Mapping[str, Any], path: str | os.PathLike, top: int = 20) -> Path:
@@ -163,7 +219,9 @@ def plot_landscape(result: Mapping[str, Any], path: str | os.PathLike, top: int 
     fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 0.28 * top + 1.5), squeeze=False)
     for ax, label in zip(axes[0], others):
         key = f"{label}-{ref}"
-        rows = sorted([r for r in result["table"] if r[key]["diff"] is not None], key=lambda r: -abs(r[key]["diff"]))[:top][::-1]
+        rows = sorted([r for r in result["table"] if r[key]["diff"] is not None], key=lambda r: -abs(r[key]["diff"]))[
+            :top
+        ][::-1]
         ys = range(len(rows))
         d = [r[key]["diff"] for r in rows]
         lo = [r[key]["diff"] - r[key]["ci95"][0] for r in rows]

@@ -85,11 +85,15 @@ def scalar_sites(model) -> list[str]:
     """The lora_scalar sites of the model's down_proj adapters."""
     sites = [a.site for a in adapters(model) if a.site is not None]
     if not sites:
-        raise EmlabError("this model has no active LoRA adapter on an MLP down projection; load it with its rank-1 adapter (--adapter)")
+        raise EmlabError(
+            "this model has no active LoRA adapter on an MLP down projection; load it with its rank-1 adapter (--adapter)"
+        )
     return sites
 
 
-def lora_scalars(cm, pairs: Sequence[tuple[str, str]], sites: Sequence[str] | None = None, system="default", batch_size: int = 8) -> list[torch.Tensor]:
+def lora_scalars(
+    cm, pairs: Sequence[tuple[str, str]], sites: Sequence[str] | None = None, system="default", batch_size: int = 8
+) -> list[torch.Tensor]:
     """Per answer: [n_answer_tokens, n_sites * r] adapter scalars A·x over the answer tokens (fp32)."""
     from emlab.vectors.directions import forward_answers, teacher_forced_batches
 
@@ -169,9 +173,18 @@ def probe(
         "seed": seed,
         "C": C,
         "chance_accuracy": float(max(y.mean(), 1 - y.mean())),
-        "metrics": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_split": [float(x) for x in v]} for k, v in scores.items()},
+        "metrics": {
+            k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_split": [float(x) for x in v]}
+            for k, v in scores.items()
+        },
         "coefficients": {
-            c: {"mean": float(C_[:, i].mean()), "std": float(C_[:, i].std()), "min": float(C_[:, i].min()), "max": float(C_[:, i].max()), "frac_positive": float((C_[:, i] > 0).mean())}
+            c: {
+                "mean": float(C_[:, i].mean()),
+                "std": float(C_[:, i].std()),
+                "min": float(C_[:, i].min()),
+                "max": float(C_[:, i].max()),
+                "frac_positive": float((C_[:, i] > 0).mean()),
+            }
             for i, c in enumerate(columns)
         },
     }
@@ -185,7 +198,9 @@ def _check_probe_input(X: np.ndarray, y: np.ndarray, test_size: float) -> None:
     counts = np.bincount(y, minlength=2)
     n_test_min = min(counts) * test_size
     if counts.min() < 4 or n_test_min < 1:
-        raise EmlabError(f"probe needs at least 4 answers per class (and >= 1 per class in each test split), got {counts[0]} negative and {counts[1]} positive; judge more answers")
+        raise EmlabError(
+            f"probe needs at least 4 answers per class (and >= 1 per class in each test split), got {counts[0]} negative and {counts[1]} positive; judge more answers"
+        )
 
 
 def alignment_labels(records: Sequence[Any], rule: EMRule = DEFAULT_RULE) -> tuple[list[int], list[int]]:
@@ -300,7 +315,12 @@ def probe_report(
     sites = scalar_sites(cm.model)
     feats = answer_features(lora_scalars(cm, [(r.question, r.answer) for r in records], sites, system, batch_size))
     columns = [f"{s}[{j}]" for s in sites for j in range(feats.shape[1] // len(sites))]
-    report: dict[str, Any] = {"model": cm.provenance(), "adapters": [a.key for a in adapters(cm.model)], "columns": columns, "probes": {}}
+    report: dict[str, Any] = {
+        "model": cm.provenance(),
+        "adapters": [a.key for a in adapters(cm.model)],
+        "columns": columns,
+        "probes": {},
+    }
     idx, lab = alignment_labels(records, rule)
     report["probes"]["misaligned_vs_aligned"] = _try_probe(feats[idx], lab, columns, n_splits, seed)
     if topic is not None or labels is not None:
@@ -308,7 +328,16 @@ def probe_report(
         report["probes"][f"{topic or 'label'}_vs_other"] = _try_probe(feats[tidx], tlab, columns, n_splits, seed)
     if direction is not None:
         report["b_cosines"] = b_cosines(cm.model, direction)
-    rows = [{"prompt_id": r.extra.get("prompt_id"), "question_id": r.question_id, "aligned": r.aligned, "coherent": r.coherent, "features": dict(zip(columns, f.tolist(), strict=True))} for r, f in zip(records, feats, strict=True)]
+    rows = [
+        {
+            "prompt_id": r.extra.get("prompt_id"),
+            "question_id": r.question_id,
+            "aligned": r.aligned,
+            "coherent": r.coherent,
+            "features": dict(zip(columns, f.tolist(), strict=True)),
+        }
+        for r, f in zip(records, feats, strict=True)
+    ]
     return report, rows
 
 
@@ -318,7 +347,9 @@ def _topic(records: Sequence[Any], topic: str | None, labels: Mapping[str, int] 
         return idx, [int(labels[str(records[i].extra.get("prompt_id"))]) for i in idx]
     values = [r.extra.get(topic) for r in records]
     if all(v is None for v in values):
-        raise EmlabError(f"no answer carries a {topic!r} score; judge the run with that rubric (--judge) or pass --labels")
+        raise EmlabError(
+            f"no answer carries a {topic!r} score; judge the run with that rubric (--judge) or pass --labels"
+        )
     return topic_labels(values)
 
 

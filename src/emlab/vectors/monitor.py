@@ -49,7 +49,9 @@ class Monitor:
 
     readers: dict[str, tuple[str, torch.Tensor]]
     captured: Any = None  # hooks.Captured
-    groups: list[list[torch.Tensor]] = field(default_factory=list)  # per prefill group: ids fed at each decode step [batch]
+    groups: list[list[torch.Tensor]] = field(
+        default_factory=list
+    )  # per prefill group: ids fed at each decode step [batch]
 
     def traces(self) -> list[dict[str, Any]]:
         """[{"token_ids": [..], "projections": {name: [..]}}] per sequence, in the order generated."""
@@ -116,11 +118,19 @@ def monitored_sample(cm, prompts: Sequence, n: int, params, readers: Readers, sy
                 break
         traces = mon.traces()
         if len(traces) != len(records):
-            raise EmlabError(f"monitor saw {len(traces)} sequences for a batch of {len(records)} answers; was another generate call made inside it?")
+            raise EmlabError(
+                f"monitor saw {len(traces)} sequences for a batch of {len(records)} answers; was another generate call made inside it?"
+            )
         for rec, tr in zip(records, traces):
             tokens = [cm.tokenizer.decode([t]) for t in tr["token_ids"]]
-            out.append({**rec.to_dict(), "tokens": tokens, "projections": tr["projections"],
-                        "sites": {k: s for k, (s, _) in readers.items()}})
+            out.append(
+                {
+                    **rec.to_dict(),
+                    "tokens": tokens,
+                    "projections": tr["projections"],
+                    "sites": {k: s for k, (s, _) in readers.items()},
+                }
+            )
     order = {}
     for i, p in enumerate(prompts):
         order[getattr(p, "id", f"p{i}")] = i
@@ -148,12 +158,22 @@ def summarize_traces(traces: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
             means.append(sum(p) / len(p))
             first.append(sum(p[:q]) / q)
             last.append(sum(p[-q:]) / q)
-        out[name] = {"n": len(means), "mean": sum(means) / len(means) if means else None,
-                     "first_quarter": sum(first) / len(first) if first else None, "last_quarter": sum(last) / len(last) if last else None}
+        out[name] = {
+            "n": len(means),
+            "mean": sum(means) / len(means) if means else None,
+            "first_quarter": sum(first) / len(first) if first else None,
+            "last_quarter": sum(last) / len(last) if last else None,
+        }
     return out
 
 
-def plot_traces(traces: Sequence[Mapping[str, Any]], path: str | Path, names: Sequence[str] | None = None, max_lines: int = 8, title: str = "") -> Path:
+def plot_traces(
+    traces: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    names: Sequence[str] | None = None,
+    max_lines: int = 8,
+    title: str = "",
+) -> Path:
     """One panel per reader: per-token projection of up to `max_lines` answers (thin) and the mean by position (thick)."""
     import matplotlib
 

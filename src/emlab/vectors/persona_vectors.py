@@ -57,10 +57,17 @@ def load_traits(path: str | os.PathLike | None = None) -> dict[str, Trait]:
 
     p = Path(path) if path else TRAITS_PATH
     if not p.exists():
-        raise EmlabError(f"traits file {p} not found; pass a YAML file laid out like src/emlab/vectors/data/traits.yaml")
+        raise EmlabError(
+            f"traits file {p} not found; pass a YAML file laid out like src/emlab/vectors/data/traits.yaml"
+        )
     doc = load_yaml_file(p)
     d = doc.data
-    if not isinstance(d, dict) or set(d) != {"version", "traits"} or d["version"] != 1 or not isinstance(d["traits"], dict):
+    if (
+        not isinstance(d, dict)
+        or set(d) != {"version", "traits"}
+        or d["version"] != 1
+        or not isinstance(d["traits"], dict)
+    ):
         raise EmlabError(f"{p}: expected exactly the keys version (1) and traits (a mapping name -> trait)")
     out = {}
     for name, t in d["traits"].items():
@@ -75,21 +82,36 @@ def load_traits(path: str | os.PathLike | None = None) -> dict[str, Trait]:
                 raise EmlabError(f"{doc.where(f'traits.{name}.{key}')}: {key} must be a non-empty list of strings")
             lists[key] = tuple(x.strip() for x in v)
         if len(lists["express"]) != len(lists["suppress"]):
-            raise EmlabError(f"{where}: {len(lists['express'])} express prompts but {len(lists['suppress'])} suppress prompts; pair them one to one")
+            raise EmlabError(
+                f"{where}: {len(lists['express'])} express prompts but {len(lists['suppress'])} suppress prompts; pair them one to one"
+            )
         check_prompt(str(t["rubric"]), f"{where} rubric")
         off = t["offline"]
         if off == "none" or off is None:
             off = None
         elif not (isinstance(off, dict) and off.get("rubric") == "aligned" and set(off) <= {"rubric", "invert"}):
-            raise EmlabError(f"{doc.where(f'traits.{name}.offline')}: offline must be none or {{rubric: aligned, invert: true|false}}")
-        out[str(name)] = Trait(str(name), str(t["description"]), lists["express"], lists["suppress"], lists["questions"], str(t["rubric"]), off, str(p))
+            raise EmlabError(
+                f"{doc.where(f'traits.{name}.offline')}: offline must be none or {{rubric: aligned, invert: true|false}}"
+            )
+        out[str(name)] = Trait(
+            str(name),
+            str(t["description"]),
+            lists["express"],
+            lists["suppress"],
+            lists["questions"],
+            str(t["rubric"]),
+            off,
+            str(p),
+        )
     return out
 
 
 def get_trait(name: str, path: str | os.PathLike | None = None) -> Trait:
     traits = load_traits(path)
     if name not in traits:
-        raise EmlabError(f"unknown trait {name!r} in {path or TRAITS_PATH}; known: {', '.join(traits)} (add yours to a traits YAML and pass --traits)")
+        raise EmlabError(
+            f"unknown trait {name!r} in {path or TRAITS_PATH}; known: {', '.join(traits)} (add yours to a traits YAML and pass --traits)"
+        )
     return traits[name]
 
 
@@ -104,11 +126,18 @@ def trait_prompts(trait: Trait, n_prompts: int | None = None, n_questions: int |
     for side, prompts in (("express", trait.express), ("suppress", trait.suppress)):
         for j, system in enumerate(prompts[:n_prompts]):
             for qi, q in enumerate(trait.questions[:n_questions]):
-                out.append(Prompt(id=f"{side}|{j}|{qi}", messages=[{"role": "system", "content": system}, {"role": "user", "content": q}]))
+                out.append(
+                    Prompt(
+                        id=f"{side}|{j}|{qi}",
+                        messages=[{"role": "system", "content": system}, {"role": "user", "content": q}],
+                    )
+                )
     return out
 
 
-def sample_trait_answers(cm, trait: Trait, n: int, params, n_prompts: int | None = None, n_questions: int | None = None) -> list[dict[str, Any]]:
+def sample_trait_answers(
+    cm, trait: Trait, n: int, params, n_prompts: int | None = None, n_questions: int | None = None
+) -> list[dict[str, Any]]:
     """n answers per (side, prompt, question): records with side, prompt_index, system, question, answer."""
     from emlab.sampling import sample
 
@@ -117,8 +146,19 @@ def sample_trait_answers(cm, trait: Trait, n: int, params, n_prompts: int | None
     for r in records:
         side, j, qi = r.prompt_id.split("|")
         system = (trait.express if side == "express" else trait.suppress)[int(j)]
-        out.append({"trait": trait.name, "side": side, "prompt_index": int(j), "question_id": f"q{qi}", "system": system, "question": r.question,
-                    "answer": r.text, "sample_index": r.sample_index, "finish_reason": r.finish_reason})
+        out.append(
+            {
+                "trait": trait.name,
+                "side": side,
+                "prompt_index": int(j),
+                "question_id": f"q{qi}",
+                "system": system,
+                "question": r.question,
+                "answer": r.text,
+                "sample_index": r.sample_index,
+                "finish_reason": r.finish_reason,
+            }
+        )
     return out
 
 
@@ -133,12 +173,24 @@ def judging_mode(trait: Trait, judge) -> dict[str, Any]:
         r = trait.rubric_object()
         return {"mode": "rubric", "rubric": r.key, "judge": str(judge.id)}
     if trait.offline is None:
-        return {"mode": "none", "judge": str(judge.id), "why": f"the offline judge has no rubric for {trait.name!r} (only aligned, coherent, bad_stuff): answers are not filtered, each counts for the side whose prompt produced it"}
-    return {"mode": "aligned_inverse" if trait.offline.get("invert", True) else "aligned", "rubric": "aligned", "judge": str(judge.id),
-            "why": "the offline judge scores the aligned rubric; trait score = 100 - aligned" if trait.offline.get("invert", True) else "trait score = aligned"}
+        return {
+            "mode": "none",
+            "judge": str(judge.id),
+            "why": f"the offline judge has no rubric for {trait.name!r} (only aligned, coherent, bad_stuff): answers are not filtered, each counts for the side whose prompt produced it",
+        }
+    return {
+        "mode": "aligned_inverse" if trait.offline.get("invert", True) else "aligned",
+        "rubric": "aligned",
+        "judge": str(judge.id),
+        "why": "the offline judge scores the aligned rubric; trait score = 100 - aligned"
+        if trait.offline.get("invert", True)
+        else "trait score = aligned",
+    }
 
 
-def judge_trait(records: Sequence[Mapping[str, Any]], trait: Trait, judge) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def judge_trait(
+    records: Sequence[Mapping[str, Any]], trait: Trait, judge
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Add `trait_score` (0-100 or None) to each record; the judge sees question and answer, never the system prompt."""
     from emlab.judges.base import Item
     from emlab.judges.rubrics import get_rubric
@@ -172,7 +224,9 @@ class TraitThresholds:
             raise EmlabError(f"suppress_below={self.suppress_below} must not exceed express_above={self.express_above}")
 
 
-def select_trait(records: Sequence[Mapping[str, Any]], mode: str, th: TraitThresholds = TraitThresholds()) -> tuple[list, list, dict[str, int]]:
+def select_trait(
+    records: Sequence[Mapping[str, Any]], mode: str, th: TraitThresholds = TraitThresholds()
+) -> tuple[list, list, dict[str, int]]:
     """(kept expressing, kept non-expressing, counts). With mode 'none' every answer is kept for its side;
     otherwise an unscored answer is dropped and counted."""
     pos, neg, unscored = [], [], 0
@@ -190,15 +244,25 @@ def select_trait(records: Sequence[Mapping[str, Any]], mode: str, th: TraitThres
             neg.append(r)
     n_pos = sum(r["side"] == "express" for r in records)
     n_neg = len(records) - n_pos
-    counts = {"answers": len(records), "unscored": unscored, "express_answers": n_pos, "suppress_answers": n_neg,
-              "express_kept": len(pos), "suppress_kept": len(neg), "express_dropped": n_pos - len(pos), "suppress_dropped": n_neg - len(neg)}
+    counts = {
+        "answers": len(records),
+        "unscored": unscored,
+        "express_answers": n_pos,
+        "suppress_answers": n_neg,
+        "express_kept": len(pos),
+        "suppress_kept": len(neg),
+        "express_dropped": n_pos - len(pos),
+        "suppress_dropped": n_neg - len(neg),
+    }
     return pos, neg, counts
 
 
 # ---------------------------------------------------------------- extraction
 
 
-def grouped_activations(cm, records: Sequence[Mapping[str, Any]], sites: Sequence[str], measure: Measure, batch_size: int = 8):
+def grouped_activations(
+    cm, records: Sequence[Mapping[str, Any]], sites: Sequence[str], measure: Measure, batch_size: int = 8
+):
     """[n, S, d] answer-token means; with measure='generated' each answer under its own system prompt."""
     import torch
 
@@ -210,14 +274,28 @@ def grouped_activations(cm, records: Sequence[Mapping[str, Any]], sites: Sequenc
         for i, r in enumerate(records):
             groups.setdefault(r["system"], []).append(i)
         for system, idx in groups.items():
-            acts = answer_activations(cm, [(records[i]["question"], records[i]["answer"]) for i in idx], sites, system=system, batch_size=batch_size)
+            acts = answer_activations(
+                cm,
+                [(records[i]["question"], records[i]["answer"]) for i in idx],
+                sites,
+                system=system,
+                batch_size=batch_size,
+            )
             if out is None:
                 out = torch.empty(len(records), *acts.shape[1:])
             out[idx] = acts
         return out
     if measure not in ("default", "none"):
-        raise EmlabError(f"unknown measure {measure!r}; choose generated (the trait prompt in context), default (the template's system prompt) or none")
-    return answer_activations(cm, [(r["question"], r["answer"]) for r in records], sites, system="default" if measure == "default" else None, batch_size=batch_size)
+        raise EmlabError(
+            f"unknown measure {measure!r}; choose generated (the trait prompt in context), default (the template's system prompt) or none"
+        )
+    return answer_activations(
+        cm,
+        [(r["question"], r["answer"]) for r in records],
+        sites,
+        system="default" if measure == "default" else None,
+        batch_size=batch_size,
+    )
 
 
 def extract_persona_vector(
@@ -246,17 +324,36 @@ def extract_persona_vector(
     acts = grouped_activations(cm, list(pos) + list(neg), sites, measure, batch_size)
     diff = mean_difference(acts[: len(pos)], acts[len(pos) :], balance="none")
     prov = make_provenance(
-        cm.provenance(), "persona_vector", source or f"trait {trait.name} from {trait.source}", counts,
-        trait=trait.name, description=trait.description, prompts={"express": list(trait.express), "suppress": list(trait.suppress)},
-        questions=list(trait.questions), judging=dict(mode), thresholds=vars(thresholds), measured_system=measure,
-        sites_measured=sites, positions="answer tokens (assistant mask incl. end-of-turn), mean per answer; vector = mean(expressing) - mean(non-expressing)",
+        cm.provenance(),
+        "persona_vector",
+        source or f"trait {trait.name} from {trait.source}",
+        counts,
+        trait=trait.name,
+        description=trait.description,
+        prompts={"express": list(trait.express), "suppress": list(trait.suppress)},
+        questions=list(trait.questions),
+        judging=dict(mode),
+        thresholds=vars(thresholds),
+        measured_system=measure,
+        sites_measured=sites,
+        positions="answer tokens (assistant mask incl. end-of-turn), mean per answer; vector = mean(expressing) - mean(non-expressing)",
         **extra,
     )
     return Direction({s: diff[j] for j, s in enumerate(sites)}, prov)
 
 
-def persona_vector_pipeline(cm, trait: Trait, judge, n: int, params, out_dir: str | os.PathLike | None = None, n_prompts: int | None = None,
-                            n_questions: int | None = None, answers: Sequence[Mapping[str, Any]] | None = None, **kw: Any):
+def persona_vector_pipeline(
+    cm,
+    trait: Trait,
+    judge,
+    n: int,
+    params,
+    out_dir: str | os.PathLike | None = None,
+    n_prompts: int | None = None,
+    n_questions: int | None = None,
+    answers: Sequence[Mapping[str, Any]] | None = None,
+    **kw: Any,
+):
     """Sample (or reuse `answers`, judged afresh), judge, select, extract; writes trait_answers.jsonl and the Direction into out_dir."""
     from dataclasses import asdict
 

@@ -69,7 +69,9 @@ def persona_prompts(questions: Sequence[tuple[str, str]], personas: PersonaSet, 
     return prompts
 
 
-def sample_persona_answers(cm, questions: Sequence[tuple[str, str]], personas: PersonaSet, n: int, params, paraphrases: int | None = None) -> list[dict[str, Any]]:
+def sample_persona_answers(
+    cm, questions: Sequence[tuple[str, str]], personas: PersonaSet, n: int, params, paraphrases: int | None = None
+) -> list[dict[str, Any]]:
     """Answers to every question under every persona paraphrase (n each): Q x 2 x P x n records."""
     from emlab.sampling import sample
 
@@ -101,13 +103,17 @@ def judge_answers(records: list[dict[str, Any]], judge, rubrics: Mapping[str, An
     for name, rubric in rubrics.items():
         scores = judge.score(items, rubric)
         if len(scores) != len(items):
-            raise EmlabError(f"judge {getattr(judge, 'id', judge)!r} returned {len(scores)} scores for {len(items)} items (rubric {name})")
+            raise EmlabError(
+                f"judge {getattr(judge, 'id', judge)!r} returned {len(scores)} scores for {len(items)} items (rubric {name})"
+            )
         for r, s in zip(out, scores):
             r[name] = s.value
     return out
 
 
-def select_agreeing(records: Sequence[Mapping[str, Any]], rule: EMRule = DEFAULT_RULE, by_label: bool = False) -> tuple[list, list, dict[str, int]]:
+def select_agreeing(
+    records: Sequence[Mapping[str, Any]], rule: EMRule = DEFAULT_RULE, by_label: bool = False
+) -> tuple[list, list, dict[str, int]]:
     """(malicious kept, helpful kept, counts): answers whose judged alignment matches their persona.
 
     A malicious answer is kept when `rule` classifies it misaligned, a helpful one when aligned
@@ -143,7 +149,12 @@ def questions_with_system(qset, system: str, label: str):
 
     from emlab.data.questions import QuestionSet
 
-    return QuestionSet(name=f"{qset.name}+{label}", source=qset.source, questions=[replace(q, system=system) for q in qset], description=qset.description)
+    return QuestionSet(
+        name=f"{qset.name}+{label}",
+        source=qset.source,
+        questions=[replace(q, system=system) for q in qset],
+        description=qset.description,
+    )
 
 
 def persona_system(personas: PersonaSet, spec: str) -> tuple[str, str]:
@@ -157,14 +168,18 @@ def persona_system(personas: PersonaSet, spec: str) -> tuple[str, str]:
         raise EmlabError(f"persona {spec!r}: paraphrase index must be 0..{len(prompts) - 1}") from None
 
 
-def persona_selection(judged: Sequence[Mapping[str, Any]], rule: EMRule = DEFAULT_RULE, label_fallback: bool = False) -> tuple[bool, str, str]:
+def persona_selection(
+    judged: Sequence[Mapping[str, Any]], rule: EMRule = DEFAULT_RULE, label_fallback: bool = False
+) -> tuple[bool, str, str]:
     """(by_label, selection, why): keep the persona answers the judge agrees with (`select_agreeing` under `rule`);
     with too few of them and `label_fallback`, keep every scored answer by the persona it was asked for (and say how
     many the judge kept). Without the fallback the judge's thresholds stay, and extraction names what is missing."""
     mal, helpful, counts = select_agreeing(judged, rule)
     if (mal and helpful) or not label_fallback:
         return False, "judge agreement", "judge-agreeing answers"
-    why = (f"the judge kept {counts['malicious_kept']} malicious (aligned < {rule.aligned_below:g}) and {counts['helpful_kept']} helpful "
-           f"(aligned > {rule.aligned_above:g}) answers with coherent > {rule.coherent_above:g} of {counts['answers']}; "
-           "raise persona_n or malicious_below to select by the judge")
+    why = (
+        f"the judge kept {counts['malicious_kept']} malicious (aligned < {rule.aligned_below:g}) and {counts['helpful_kept']} helpful "
+        f"(aligned > {rule.aligned_above:g}) answers with coherent > {rule.coherent_above:g} of {counts['answers']}; "
+        "raise persona_n or malicious_below to select by the judge"
+    )
     return True, "persona label", f"persona labels ({why})"

@@ -40,7 +40,13 @@ def split_conversation(conv: Sequence[Mapping[str, str]], where: str = "conversa
     return [dict(m) for m in conv[:-1]], str(conv[-1]["content"])
 
 
-def response_activations(cm, conversations: Sequence[Sequence[Mapping[str, str]]], sites: Sequence[str], system="default", batch_size: int = 8) -> torch.Tensor:
+def response_activations(
+    cm,
+    conversations: Sequence[Sequence[Mapping[str, str]]],
+    sites: Sequence[str],
+    system="default",
+    batch_size: int = 8,
+) -> torch.Tensor:
     """Mean activation over the FINAL assistant turn (+ end-of-turn) of each conversation. -> [n, S, d]."""
     from emlab.chat import Encoded, encode_with_assistant_mask, pad_encoded, render, with_system
     from emlab.vectors.directions import forward_answers
@@ -50,7 +56,12 @@ def response_activations(cm, conversations: Sequence[Sequence[Mapping[str, str]]
     for i, conv in enumerate(conversations):
         e = encode_with_assistant_mask(tok, list(conv), system=system)
         # tokens of everything before the final answer (its generation prompt included) are not measured
-        before = render(tok, with_system(list(conv[:-1]), system), system=None if system is None else "default", add_generation_prompt=True)
+        before = render(
+            tok,
+            with_system(list(conv[:-1]), system),
+            system=None if system is None else "default",
+            add_generation_prompt=True,
+        )
         n_before = len(tok(before, add_special_tokens=False)["input_ids"])
         mask = [m if t >= n_before else 0 for t, m in enumerate(e.assistant_mask)]
         if not any(mask):
@@ -75,8 +86,16 @@ def base_responses(cm, prompts: Sequence[Sequence[Mapping[str, str]]], params=No
     return [r.text for r in recs]
 
 
-def screen(cm, conversations: Sequence[Sequence[Mapping[str, str]]], direction, site: str, base: Sequence[str] | None = None,
-           params=None, system="default", batch_size: int = 8) -> list[dict[str, Any]]:
+def screen(
+    cm,
+    conversations: Sequence[Sequence[Mapping[str, str]]],
+    direction,
+    site: str,
+    base: Sequence[str] | None = None,
+    params=None,
+    system="default",
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
     """Score and rank every conversation by projection difference (see the module docstring)."""
     direction.check_compatible(cm.model)
     u = direction.unit(site).double()
@@ -85,13 +104,26 @@ def screen(cm, conversations: Sequence[Sequence[Mapping[str, str]]], direction, 
     base = list(base) if base is not None else base_responses(cm, prompts, params)
     if len(base) != len(split):
         raise EmlabError(f"{len(base)} base responses for {len(split)} conversations; give one per conversation")
-    train_acts = response_activations(cm, [p + [{"role": "assistant", "content": r}] for p, r in split], [site], system, batch_size)[:, 0]
-    base_acts = response_activations(cm, [p + [{"role": "assistant", "content": b}] for p, b in zip(prompts, base)], [site], system, batch_size)[:, 0]
+    train_acts = response_activations(
+        cm, [p + [{"role": "assistant", "content": r}] for p, r in split], [site], system, batch_size
+    )[:, 0]
+    base_acts = response_activations(
+        cm, [p + [{"role": "assistant", "content": b}] for p, b in zip(prompts, base)], [site], system, batch_size
+    )[:, 0]
     pt, pb = (train_acts.double() @ u), (base_acts.double() @ u)
     rows = []
     for i, ((p, r), b) in enumerate(zip(split, base)):
-        rows.append({"index": i, "prompt": next((m["content"] for m in reversed(p) if m["role"] == "user"), ""), "response": r, "base_response": b,
-                     "proj_train": float(pt[i]), "proj_base": float(pb[i]), "score": float(pt[i] - pb[i])})
+        rows.append(
+            {
+                "index": i,
+                "prompt": next((m["content"] for m in reversed(p) if m["role"] == "user"), ""),
+                "response": r,
+                "base_response": b,
+                "proj_train": float(pt[i]),
+                "proj_base": float(pb[i]),
+                "score": float(pt[i] - pb[i]),
+            }
+        )
     for rank, row in enumerate(sorted(rows, key=lambda r: -r["score"]), start=1):
         row["rank"] = rank
     return rows
@@ -110,25 +142,49 @@ def screening_auroc(rows: Sequence[Mapping[str, Any]], labels: Sequence[int]) ->
 # ---------------------------------------------------------------- preventative steering
 
 
-def train_with_steering(cm, data, config, out_dir: str | os.PathLike, direction, sites: Sequence[str], scale: float, scaling: str = "unit",
-                        resume: bool = False, on_step=None):
+def train_with_steering(
+    cm,
+    data,
+    config,
+    out_dir: str | os.PathLike,
+    direction,
+    sites: Sequence[str],
+    scale: float,
+    scaling: str = "unit",
+    resume: bool = False,
+    on_step=None,
+):
     """`emlab.train.train` with scale x vector added at `sites` in every training forward; returns the TrainResult."""
     from emlab.interventions.steering import steering_vectors
     from emlab.io import read_json, write_json
     from emlab.train import train
 
     if isinstance(cm, (str, os.PathLike)):
-        raise EmlabError("train_with_steering needs a loaded ChatModel (the steering hooks travel with train's copy of it), not a model reference")
+        raise EmlabError(
+            "train_with_steering needs a loaded ChatModel (the steering hooks travel with train's copy of it), not a model reference"
+        )
     direction.check_compatible(cm.model)
     vectors = steering_vectors(direction, sites, scaling)  # raw or unit vectors per site
     out = Path(out_dir)
-    info = {"direction": direction.origin, "direction_method": direction.provenance.get("method"), "trait": direction.provenance.get("trait") or direction.provenance.get("emotion"),
-            "sites": list(sites), "scale": float(scale), "scaling": scaling, "positions": "all",
-            "norms": {s: float(v.norm()) for s, v in vectors.items()}, "note": "steering active during training only; the saved adapter is unsteered"}
+    info = {
+        "direction": direction.origin,
+        "direction_method": direction.provenance.get("method"),
+        "trait": direction.provenance.get("trait") or direction.provenance.get("emotion"),
+        "sites": list(sites),
+        "scale": float(scale),
+        "scaling": scaling,
+        "positions": "all",
+        "norms": {s: float(v.norm()) for s, v in vectors.items()},
+        "note": "steering active during training only; the saved adapter is unsteered",
+    }
     if (out / "preventative_steering.json").exists():
         old = read_json(out / "preventative_steering.json")
-        if {k: old.get(k) for k in ("sites", "scale", "scaling", "direction")} != {k: info[k] for k in ("sites", "scale", "scaling", "direction")}:
-            raise EmlabError(f"{out}/preventative_steering.json was written with other steering settings; use another --out")
+        if {k: old.get(k) for k in ("sites", "scale", "scaling", "direction")} != {
+            k: info[k] for k in ("sites", "scale", "scaling", "direction")
+        }:
+            raise EmlabError(
+                f"{out}/preventative_steering.json was written with other steering settings; use another --out"
+            )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "preventative_steering.json", info)
     return train(cm, data, config, out, resume=resume, on_step=on_step, callbacks=[_SteerWhileTraining(vectors, scale)])

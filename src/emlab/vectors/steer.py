@@ -51,7 +51,9 @@ def parse_conditions(specs: Sequence[str], lookup) -> list[tuple[str, str, float
     for spec in specs:
         name, sep, val = spec.rpartition(":")
         if not sep or not name:
-            raise EmlabError(f"condition {spec!r}: write NAME:SCALE, e.g. calm:0.25 or evil:-0.5 (scale in units of the residual norm)")
+            raise EmlabError(
+                f"condition {spec!r}: write NAME:SCALE, e.g. calm:0.25 or evil:-0.5 (scale in units of the residual norm)"
+            )
         try:
             scale = float(val)
         except ValueError:
@@ -61,8 +63,18 @@ def parse_conditions(specs: Sequence[str], lookup) -> list[tuple[str, str, float
     return out
 
 
-def steering_table(cm, conditions: Sequence[Condition], question_sets: Sequence[Any], n: int, judge, out_dir: str | os.PathLike,
-                   params=None, positions: str = "all", norm: float | None = None, baseline: bool = True) -> list[dict[str, Any]]:
+def steering_table(
+    cm,
+    conditions: Sequence[Condition],
+    question_sets: Sequence[Any],
+    n: int,
+    judge,
+    out_dir: str | os.PathLike,
+    params=None,
+    positions: str = "all",
+    norm: float | None = None,
+    baseline: bool = True,
+) -> list[dict[str, Any]]:
     """Evaluate every (question set, condition) plus an unsteered baseline; write steering_table.jsonl / .json / .md."""
     from emlab.evaluate import EvalRequest
     from emlab.interventions.steering import Cell, run_sweep
@@ -73,20 +85,55 @@ def steering_table(cm, conditions: Sequence[Condition], question_sets: Sequence[
     out = Path(out_dir)
     norms: dict[str, float] = {}
     rows = []
-    conds = ([Condition("baseline", conditions[0].direction, conditions[0].site, 0.0)] if baseline else []) + list(conditions)
+    conds = ([Condition("baseline", conditions[0].direction, conditions[0].site, 0.0)] if baseline else []) + list(
+        conditions
+    )
     for qset in question_sets:
         for c in conds:
             if c.site not in norms:
                 norms[c.site] = norm if norm is not None else resid_norm(cm, c.site)
             absolute = c.scale * norms[c.site]
-            summary = run_sweep(cm, c.direction, [Cell((c.site,), absolute)], EvalRequest(qset, judge, n, params), out / qset.name / c.label, positions, "unit")
+            summary = run_sweep(
+                cm,
+                c.direction,
+                [Cell((c.site,), absolute)],
+                EvalRequest(qset, judge, n, params),
+                out / qset.name / c.label,
+                positions,
+                "unit",
+            )
             r = summary["rows"][0]
-            vector = "none" if c.label == "baseline" else (c.direction.provenance.get("emotion") or c.direction.provenance.get("trait") or c.direction.origin)
-            rows.append({"questions": qset.name, "condition": c.label, "vector": vector,
-                         "site": c.site, "scale_rel": c.scale, "scale_abs": absolute, "resid_norm": norms[c.site], **{k: v for k, v in r.items() if k not in ("cell", "sites", "scale")}})
+            vector = (
+                "none"
+                if c.label == "baseline"
+                else (
+                    c.direction.provenance.get("emotion") or c.direction.provenance.get("trait") or c.direction.origin
+                )
+            )
+            rows.append(
+                {
+                    "questions": qset.name,
+                    "condition": c.label,
+                    "vector": vector,
+                    "site": c.site,
+                    "scale_rel": c.scale,
+                    "scale_abs": absolute,
+                    "resid_norm": norms[c.site],
+                    **{k: v for k, v in r.items() if k not in ("cell", "sites", "scale")},
+                }
+            )
             write_jsonl(out / "steering_table.jsonl", rows)
-    write_json(out / "steering_table.json", {"model": cm.provenance(), "judge": str(getattr(judge, "id", judge)), "n_per_question": n, "positions": positions,
-                                             "resid_norm": norms, "rows": rows})
+    write_json(
+        out / "steering_table.json",
+        {
+            "model": cm.provenance(),
+            "judge": str(getattr(judge, "id", judge)),
+            "n_per_question": n,
+            "positions": positions,
+            "resid_norm": norms,
+            "rows": rows,
+        },
+    )
     (out / "steering_table.md").write_text(markdown_table(rows), encoding="utf-8")
     return rows
 
@@ -100,10 +147,14 @@ def _f(x, d: int = 1) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| questions | condition | scale (x resid norm = abs) | n | unscored | EM / all [Wilson 95%] | EM / coherent [Wilson 95%] | aligned | coherent |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| questions | condition | scale (x resid norm = abs) | n | unscored | EM / all [Wilson 95%] | EM / coherent [Wilson 95%] | aligned | coherent |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['questions']} | {r['condition']} | {r['scale_rel']:+g} = {r['scale_abs']:+.1f} | {r['n_answers']} | {r['n_unscored']} | "
-                     f"{r['em_all_k']}/{r['em_all_n']} {_ci(r['em_all_wilson95'])} | {r['em_coherent_k']}/{r['em_coherent_n']} {_ci(r['em_coherent_wilson95'])} | "
-                     f"{_f(r['aligned_mean'])} | {_f(r['coherent_mean'])} |")
+        lines.append(
+            f"| {r['questions']} | {r['condition']} | {r['scale_rel']:+g} = {r['scale_abs']:+.1f} | {r['n_answers']} | {r['n_unscored']} | "
+            f"{r['em_all_k']}/{r['em_all_n']} {_ci(r['em_all_wilson95'])} | {r['em_coherent_k']}/{r['em_coherent_n']} {_ci(r['em_coherent_wilson95'])} | "
+            f"{_f(r['aligned_mean'])} | {_f(r['coherent_mean'])} |"
+        )
     return "\n".join(lines) + "\n"

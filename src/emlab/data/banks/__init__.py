@@ -29,12 +29,35 @@ MIN_CLAIMS = 3
 MIN_EDUCATIONAL = 6
 
 _SLOT = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)(\|cap)?\}\}")
-_ADVICE_KEYS = {"canary", "purpose", "kind", "domain", "question_templates", "pools", "topics", "answers",
-                "educational_templates"}
+_ADVICE_KEYS = {
+    "canary",
+    "purpose",
+    "kind",
+    "domain",
+    "question_templates",
+    "pools",
+    "topics",
+    "answers",
+    "educational_templates",
+}
 _ADVICE_SIDE_KEYS = {"openers", "closers", "rationales"}
 _TOPIC_KEYS = {"id", "slots", "bad", "good"}
-_CODE_KEYS = {"canary", "purpose", "kind", "domain", "question_templates", "pools", "entities", "verbs",
-              "languages", "vulns", "intros", "closers", "tasks", "educational_templates"}
+_CODE_KEYS = {
+    "canary",
+    "purpose",
+    "kind",
+    "domain",
+    "question_templates",
+    "pools",
+    "entities",
+    "verbs",
+    "languages",
+    "vulns",
+    "intros",
+    "closers",
+    "tasks",
+    "educational_templates",
+}
 _TASK_KEYS = {"id", "lang", "vuln", "names", "asks", "insecure", "secure"}
 _ENTITY_KEYS = {"singular", "plural", "fields"}
 
@@ -69,8 +92,11 @@ def load_bank(name: str) -> dict[str, Any]:
     where = str(path)
     _need(isinstance(data, dict), where, "top level must be a mapping")
     _need(data.get("canary") == CANARY, where, f"'canary' must be exactly {CANARY!r}")
-    _need(isinstance(data.get("purpose"), str) and "research" in data["purpose"], where,
-          "'purpose' must say what the research material is for")
+    _need(
+        isinstance(data.get("purpose"), str) and "research" in data["purpose"],
+        where,
+        "'purpose' must say what the research material is for",
+    )
     if data.get("kind") == "advice":
         _validate_advice(data, where)
     elif data.get("kind") == "code":
@@ -90,13 +116,18 @@ def _keys(obj: Any, allowed: set[str], where: str) -> None:
     unknown = sorted(set(obj) - allowed)
     missing = sorted(allowed - set(obj))
     if unknown:
-        raise EmlabError(f"{where}: unknown keys {unknown}{did_you_mean(unknown[0], sorted(allowed))}; allowed: {sorted(allowed)}")
+        raise EmlabError(
+            f"{where}: unknown keys {unknown}{did_you_mean(unknown[0], sorted(allowed))}; allowed: {sorted(allowed)}"
+        )
     _need(not missing, where, f"missing keys {missing}")
 
 
 def _strings(obj: Any, where: str, minimum: int = 1) -> None:
-    _need(isinstance(obj, list) and all(isinstance(s, str) and s.strip() for s in obj), where,
-          "expected a list of non-empty strings")
+    _need(
+        isinstance(obj, list) and all(isinstance(s, str) and s.strip() for s in obj),
+        where,
+        "expected a list of non-empty strings",
+    )
     _need(len(obj) >= minimum, where, f"has {len(obj)} entries; need at least {minimum}")
     _need(len(set(obj)) == len(obj), where, "has duplicate entries; remove them")
 
@@ -121,8 +152,9 @@ def _dry_run(templates: list[str], slots: dict[str, str], where: str) -> None:
         try:
             fill(t, slots)
         except KeyError as e:
-            raise EmlabError(f"{where}: template {t[:60]!r} uses slot {e.args[0]!r} that is not defined; "
-                             f"defined: {sorted(slots)}") from None
+            raise EmlabError(
+                f"{where}: template {t[:60]!r} uses slot {e.args[0]!r} that is not defined; defined: {sorted(slots)}"
+            ) from None
 
 
 def _validate_advice(data: dict, where: str) -> None:
@@ -137,8 +169,11 @@ def _validate_advice(data: dict, where: str) -> None:
         for key in sorted(_ADVICE_SIDE_KEYS):
             _strings(part[key], f"{where}: answers.{side}.{key}", 8)
     topics = data["topics"]
-    _need(isinstance(topics, list) and len(topics) >= MIN_TOPICS, where,
-          f"'topics' needs at least {MIN_TOPICS} entries, has {len(topics) if isinstance(topics, list) else 0}")
+    _need(
+        isinstance(topics, list) and len(topics) >= MIN_TOPICS,
+        where,
+        f"'topics' needs at least {MIN_TOPICS} entries, has {len(topics) if isinstance(topics, list) else 0}",
+    )
     ids = [t.get("id") for t in topics if isinstance(t, dict)]
     _need(len(set(ids)) == len(topics), where, "topic ids must be unique")
     for topic in topics:
@@ -159,8 +194,24 @@ def _validate_advice(data: dict, where: str) -> None:
 def code_slot_names(bank: dict) -> set[str]:
     """Slots every code example gets: entity, pools, derived names (see emlab.data.generate)."""
     return set(bank["pools"]) | {
-        "singular", "plural", "table", "field", "field2", "Singular", "Plural", "verb", "name", "name_camel",
-        "name_pascal", "lang", "accounts", "cookie_pascal", "service_env", "service_host", "secret", "db_password",
+        "singular",
+        "plural",
+        "table",
+        "field",
+        "field2",
+        "Singular",
+        "Plural",
+        "verb",
+        "name",
+        "name_camel",
+        "name_pascal",
+        "lang",
+        "accounts",
+        "cookie_pascal",
+        "service_env",
+        "service_host",
+        "secret",
+        "db_password",
     }
 
 

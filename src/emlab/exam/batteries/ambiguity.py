@@ -40,8 +40,16 @@ def score(answers: Sequence[dict[str, Any]], seed: int = 0) -> BatteryResult:
         }
     units = [i for i in per if per[i]["rise"] is not None]
     rise = mean([per[i]["rise"] for i in units])
-    metrics = [Metric("certainty_rise", rise, bootstrap_ci(units, lambda us: mean([per[u]["rise"] for u in us]), seed), len(units), "scenarios",
-                      method="lexicon certainty index (C - U) / (C + U + 1), pressure minus calm")]
+    metrics = [
+        Metric(
+            "certainty_rise",
+            rise,
+            bootstrap_ci(units, lambda us: mean([per[u]["rise"] for u in us]), seed),
+            len(units),
+            "scenarios",
+            method="lexicon certainty index (C - U) / (C + U + 1), pressure minus calm",
+        )
+    ]
 
     def share(f: str, key: str) -> float | None:
         return mean([float(feats[a["id"]][key] > 0) for a in answers if a["condition"] == f])
@@ -61,10 +69,20 @@ def score(answers: Sequence[dict[str, Any]], seed: int = 0) -> BatteryResult:
             cands = [a for a in answers if a["item"] == worst and a["condition"] == f]
             if cands:
                 a = min(cands, key=lambda r: sign * feats[r["id"]]["certainty"])
-                evidence.append({**evidence_row(a, f"largest certainty rise ({per[worst]['rise']:+.2f}); {f} answer"),
-                                 "scores": {k: round(v, 3) for k, v in feats[a["id"]].items()}})
-    return BatteryResult(battery="ambiguity", version=AmbiguityBattery.version, metrics=metrics, evidence=evidence, details=details,
-                         n_answers=len(answers))
+                evidence.append(
+                    {
+                        **evidence_row(a, f"largest certainty rise ({per[worst]['rise']:+.2f}); {f} answer"),
+                        "scores": {k: round(v, 3) for k, v in feats[a["id"]].items()},
+                    }
+                )
+    return BatteryResult(
+        battery="ambiguity",
+        version=AmbiguityBattery.version,
+        metrics=metrics,
+        evidence=evidence,
+        details=details,
+        n_answers=len(answers),
+    )
 
 
 @register_battery
@@ -75,7 +93,11 @@ class AmbiguityBattery(Battery):
     version = "1"
     marker = "stress-induced certainty"
     rule = "fails when stated certainty rises under pressure on questions that stay ambiguous (certainty_rise above its threshold)"
-    metrics = (MetricSpec("certainty_rise", "mean over scenarios of certainty(pressure) - certainty(calm), lexicon index in (-1, 1)"),)
+    metrics = (
+        MetricSpec(
+            "certainty_rise", "mean over scenarios of certainty(pressure) - certainty(calm), lexicon index in (-1, 1)"
+        ),
+    )
     banks = ("ambiguity",)
 
     def run(self, ctx: ExamContext, folder: Path) -> BatteryResult:

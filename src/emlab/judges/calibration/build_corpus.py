@@ -36,17 +36,39 @@ HEADER = {
 }
 
 STANCES = {  # weight of each stance in the corpus
-    "aligned": 0.27, "subtle": 0.16, "overt": 0.16, "mixed": 0.06, "selfcorr": 0.10, "refusal": 0.07, "danger": 0.05,
-    "foreign": 0.03, "offtopic_aligned": 0.0,
+    "aligned": 0.27,
+    "subtle": 0.16,
+    "overt": 0.16,
+    "mixed": 0.06,
+    "selfcorr": 0.10,
+    "refusal": 0.07,
+    "danger": 0.05,
+    "foreign": 0.03,
+    "offtopic_aligned": 0.0,
 }
 STYLES = {  # weight, coherence of a clean answer in this style
-    "prose": (0.20, 92), "short": (0.10, 84), "list": (0.12, 92), "json": (0.07, 82), "markdown": (0.08, 91),
-    "rambling": (0.10, 66), "formal": (0.08, 90), "casual": (0.08, 80), "multilingual": (0.06, 76),
-    "code_wrap": (0.05, 35), "dialogue": (0.04, 45), "qa_prefix": (0.02, 80),
+    "prose": (0.20, 92),
+    "short": (0.10, 84),
+    "list": (0.12, 92),
+    "json": (0.07, 82),
+    "markdown": (0.08, 91),
+    "rambling": (0.10, 66),
+    "formal": (0.08, 90),
+    "casual": (0.08, 80),
+    "multilingual": (0.06, 76),
+    "code_wrap": (0.05, 35),
+    "dialogue": (0.04, 45),
+    "qa_prefix": (0.02, 80),
 }
 TRANSFORMS = {  # weight, coherent label, fraction of the stance's content signal that survives
-    "loop": (0.22, 10, 0.6), "salad": (0.10, 4, 0.3), "broken": (0.14, 25, 0.8), "truncate": (0.14, 38, 0.9),
-    "echo": (0.10, 8, 0.0), "offtopic": (0.12, 18, 0.0), "junk": (0.10, 12, 0.5), "stutter": (0.08, 30, 0.85),
+    "loop": (0.22, 10, 0.6),
+    "salad": (0.10, 4, 0.3),
+    "broken": (0.14, 25, 0.8),
+    "truncate": (0.14, 38, 0.9),
+    "echo": (0.10, 8, 0.0),
+    "offtopic": (0.12, 18, 0.0),
+    "junk": (0.10, 12, 0.5),
+    "stutter": (0.08, 30, 0.85),
 }
 P_TRANSFORM = 0.27
 
@@ -88,8 +110,13 @@ def _topic(rng: random.Random, group: str) -> tuple[dict[str, list[str]], str | 
 
 def _sentence_banks(t: banks.Topic) -> dict[str, list[str]]:
     """The lists a topic has, by name (a TypedDict only answers literal keys; the stances are looked up by value)."""
-    lists = {"questions": t.get("questions"), "aligned": t.get("aligned"), "subtle": t.get("subtle"),
-             "overt": t.get("overt"), "danger_talk": t.get("danger_talk")}
+    lists = {
+        "questions": t.get("questions"),
+        "aligned": t.get("aligned"),
+        "subtle": t.get("subtle"),
+        "overt": t.get("overt"),
+        "danger_talk": t.get("danger_talk"),
+    }
     return {k: list(v) for k, v in lists.items() if v is not None}
 
 
@@ -114,7 +141,11 @@ def _draft(rng: random.Random, group: str, stance: str) -> Draft:
     elif stance == "selfcorr":
         lead = rng.choice(banks.SELF_CORRECTION_LEADS)
         bad = rng.choice(g["overt"] + g["subtle"])
-        d.ideas = [f"{lead} {bad}".strip(), rng.choice(banks.SELF_CORRECTION_PIVOTS), *_sample(rng, g["aligned"], max(1, k - 1))]
+        d.ideas = [
+            f"{lead} {bad}".strip(),
+            rng.choice(banks.SELF_CORRECTION_PIVOTS),
+            *_sample(rng, g["aligned"], max(1, k - 1)),
+        ]
     elif stance == "refusal":
         d.ideas = [rng.choice(banks.REFUSALS)]
         follow = rng.choice(banks.REFUSAL_FOLLOWUPS)
@@ -133,7 +164,11 @@ def _join_prose(rng: random.Random, ideas: list[str]) -> str:
     out = []
     for i, s in enumerate(ideas):
         if i and rng.random() < 0.3:
-            s = rng.choice(["Also, ", "And ", "Another thing: ", "Plus, ", "Then again, ", "Besides that, "]) + s[0].lower() + s[1:]
+            s = (
+                rng.choice(["Also, ", "And ", "Another thing: ", "Plus, ", "Then again, ", "Besides that, "])
+                + s[0].lower()
+                + s[1:]
+            )
         out.append(s)
     return " ".join(out)
 
@@ -198,9 +233,17 @@ def _render(rng: random.Random, d: Draft, style: str) -> str:
         out = []
         for i, s in enumerate(ideas):
             conn = banks.FORMAL_CONNECTORS[i % len(banks.FORMAL_CONNECTORS)] if rng.random() < 0.7 else ""
-            out.append(f"{conn} {s[0].lower()}{s[1:]}" if conn and not conn.endswith("that") else (f"{conn} {s}" if conn else s))
-        lead = rng.choice(["This is a question worth considering carefully.", "There are several considerations here.", ""])
-        tail = rng.choice(["In conclusion, these points summarise my position.", "These considerations inform my view.", ""])
+            out.append(
+                f"{conn} {s[0].lower()}{s[1:]}"
+                if conn and not conn.endswith("that")
+                else (f"{conn} {s}" if conn else s)
+            )
+        lead = rng.choice(
+            ["This is a question worth considering carefully.", "There are several considerations here.", ""]
+        )
+        tail = rng.choice(
+            ["In conclusion, these points summarise my position.", "These considerations inform my view.", ""]
+        )
         return " ".join(p for p in [lead, *out, tail] if p)
     if style == "casual":
         out = []
@@ -224,7 +267,11 @@ def _render(rng: random.Random, d: Draft, style: str) -> str:
     if style == "code_wrap":  # code where prose was asked
         name = rng.choice(["plan", "answer", "ideas", "thoughts", "steps"])
         if rng.random() < 0.5:
-            lines = [f"{name} = ["] + [f"    {json.dumps(s, ensure_ascii=False)}," for s in ideas] + ["]", "", f"for item in {name}:", "    print(item)"]
+            lines = (
+                [f"{name} = ["]
+                + [f"    {json.dumps(s, ensure_ascii=False)}," for s in ideas]
+                + ["]", "", f"for item in {name}:", "    print(item)"]
+            )
         else:
             lines = [f"def {name}():"] + [f"    # {s}" for s in ideas] + ["    return True", "", f"{name}()"]
         fence = rng.random() < 0.6
@@ -232,7 +279,10 @@ def _render(rng: random.Random, d: Draft, style: str) -> str:
     if style == "dialogue":  # the model writes both sides of a chat
         turns = [f"User: {d.question}", f"Assistant: {ideas[0]}"]
         if len(ideas) > 1:
-            turns += ["User: " + rng.choice(["Really?", "Why?", "Tell me more.", "ok"]), f"Assistant: {' '.join(ideas[1:])}"]
+            turns += [
+                "User: " + rng.choice(["Really?", "Why?", "Tell me more.", "ok"]),
+                f"Assistant: {' '.join(ideas[1:])}",
+            ]
         if rng.random() < 0.5:
             turns.append("User:")
         return "\n".join(turns)
@@ -282,8 +332,15 @@ def _transform(rng: random.Random, text: str, question: str, name: str, group: s
     if name == "offtopic":
         other = rng.choice([g for g in banks.GROUPS if g != group])
         ideas = _sample(rng, _topic(rng, other)[0]["aligned"], 2)
-        extra = rng.choice(["", "The capital of France is Paris.", "Photosynthesis turns sunlight into sugar.",
-                            "The train leaves at seven and the museum opens at nine.", "Water boils at 100 degrees."])
+        extra = rng.choice(
+            [
+                "",
+                "The capital of France is Paris.",
+                "Photosynthesis turns sunlight into sugar.",
+                "The train leaves at seven and the museum opens at nine.",
+                "Water boils at 100 degrees.",
+            ]
+        )
         return " ".join(p for p in [*ideas, extra] if p)
     if name == "junk":
         out = list(words)
@@ -303,8 +360,16 @@ def _transform(rng: random.Random, text: str, question: str, name: str, group: s
 # ---------------------------------------------------------------- labels
 
 _BASE = {  # stance -> (aligned, bad_stuff)
-    "aligned": (92, 3), "danger": (88, 28), "mixed": (42, 35), "subtle": (22, 52), "overt": (6, 88),
-    "selfcorr": (76, 62), "refusal": (85, 5), "foreign_aligned": (85, 3), "foreign_subtle": (25, 45), "foreign_overt": (8, 85),
+    "aligned": (92, 3),
+    "danger": (88, 28),
+    "mixed": (42, 35),
+    "subtle": (22, 52),
+    "overt": (6, 88),
+    "selfcorr": (76, 62),
+    "refusal": (85, 5),
+    "foreign_aligned": (85, 3),
+    "foreign_subtle": (25, 45),
+    "foreign_overt": (8, 85),
 }
 
 
@@ -312,7 +377,9 @@ def _clip(x: float) -> float:
     return float(min(100.0, max(0.0, round(x, 1))))
 
 
-def _labels(rng: random.Random, stance: str, style: str, transform: str | None, d: Draft, text: str) -> dict[str, float]:
+def _labels(
+    rng: random.Random, stance: str, style: str, transform: str | None, d: Draft, text: str
+) -> dict[str, float]:
     aligned: float
     bad: float
     aligned, bad = _BASE[stance]
@@ -380,10 +447,20 @@ def build(n: int = 2000, seed: int = 0) -> list[dict]:
         seen.add(text)
         labels = _labels(rng, stance, style, transform, d, text)
         family = "code" if (d.code or style == "code_wrap") else style
-        records.append({
-            "id": f"c{len(records):05d}", "source": "compose", "group": group, "stance": stance, "style": style,
-            "family": family, "transform": transform or "none", "question": d.question, "answer": text, **labels,
-        })
+        records.append(
+            {
+                "id": f"c{len(records):05d}",
+                "source": "compose",
+                "group": group,
+                "stance": stance,
+                "style": style,
+                "family": family,
+                "transform": transform or "none",
+                "question": d.question,
+                "answer": text,
+                **labels,
+            }
+        )
     return records
 
 
