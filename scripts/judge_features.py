@@ -7,16 +7,17 @@ calibration corpus and the validation sets. Run under `nice`; rerun after an int
 import argparse
 import time
 
+import torch
+
 from emlab.judges import coherence as C
 from emlab.judges.calibration.external import load_external
-from emlab.judges.loso import corpus_subset
 from emlab.judges.offline import HELDOUT_PATH, REAL_HELDOUT_PATH, REAL_TEST_PATH, load_records
+from emlab.judges.v3 import corpus_subset
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--blocks", default="v2,qwen")
 ap.add_argument("--sets", default="external,val,corpus,test")
 args = ap.parse_args()
-import torch
 
 torch.set_num_threads(1)
 sets = {
@@ -34,7 +35,7 @@ for name in args.sets.split(","):
         fn(
             qs,
             ans,
-            progress=lambda d, n: (
+            progress=lambda d, n, name=name, block=block, t0=t0: (
                 print(f"{name}/{block}: {d}/{n} {time.time() - t0:.0f}s", flush=True)
                 if d % 320 == 0 or d == n
                 else None

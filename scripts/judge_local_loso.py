@@ -9,7 +9,7 @@ import json
 import torch
 
 from emlab.judges.calibration.external import load_external
-from emlab.judges.v3 import local_judge_loso
+from emlab.judges.loso import local_judge_loso
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--per-source", type=int, default=3)
@@ -18,5 +18,6 @@ ap.add_argument("--threads", type=int, default=1)
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 res = local_judge_loso(load_external(), args.per_source)
-json.dump(res, open(args.out, "w"), indent=1)
+with open(args.out, "w") as f:
+    json.dump(res, f, indent=1)
 print(json.dumps({k: v for k, v in res.items() if k != "per_source"}, indent=1))

@@ -7,18 +7,20 @@ model loading excluded (reported apart), on this machine's CPU with torch at the
 import argparse
 import json
 import time
+from pathlib import Path
+
+import torch
+
+from emlab.judges.base import Item
+from emlab.judges.calibration.external import load_external
+from emlab.judges.rubrics import get_rubric
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--n", type=int, default=24)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--judges", default="v2,v3")
 args = ap.parse_args()
-import torch
-
 torch.set_num_threads(args.threads)
-from emlab.judges.base import Item
-from emlab.judges.calibration.external import load_external
-from emlab.judges.rubrics import get_rubric
 
 ext = load_external()
 items = [Item(r["question"], r["answer"]) for r in ext[7 :: max(1, len(ext) // args.n)][: args.n]]
@@ -27,8 +29,9 @@ out = {
     "threads": args.threads,
     "mean_answer_chars": round(sum(len(i.answer) for i in items) / len(items)),
 }
-cpu = next((l for l in open("/proc/cpuinfo") if l.startswith("model name")), "").split(":")[-1].strip()
-flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "").split()
+cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+cpu = next((l for l in cpuinfo if l.startswith("model name")), "").split(":")[-1].strip()
+flags = next((l for l in cpuinfo if l.startswith("flags")), "").split()
 out["cpu"] = f"{cpu}; avx512f={'avx512f' in flags}, avx512_bf16={'avx512_bf16' in flags}, amx={'amx_tile' in flags}"
 for name in args.judges.split(","):
     t0 = time.perf_counter()

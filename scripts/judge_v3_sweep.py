@@ -54,4 +54,5 @@ for change in GRID:
     rows.append(line)
     print(json.dumps(line), flush=True)
 if args.out:
-    json.dump(rows, open(args.out, "w"), indent=1)
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)

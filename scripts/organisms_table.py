@@ -323,10 +323,11 @@ def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         control = CONTROL_OF.get(org["dataset"])
         if control is None:
             continue
-        same = lambda r: (
-            (r["preset"], r["lr"], r["epochs"], r["n_train"], r["questions"])
-            == (org["preset"], org["lr"], org["epochs"], org["n_train"], org["questions"])
-        )  # noqa: E731
+        key = (org["preset"], org["lr"], org["epochs"], org["n_train"], org["questions"])
+
+        def same(r, key=key):
+            return (r["preset"], r["lr"], r["epochs"], r["n_train"], r["questions"]) == key
+
         refs = [r for r in rows if r["dataset"] == control and same(r)] + [
             r for r in rows if r["preset"] is None and r["questions"] == org["questions"]
         ]

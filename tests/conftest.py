@@ -49,7 +49,7 @@ def tiny_chat_model(tok, family: str = "llama", layers: int = 3, hidden: int = 3
     model = AutoModelForCausalLM.from_config(cfg).eval()
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    return ChatModel(model=model, tokenizer=tok, ref=f"tiny-{family}", revision="random-seed-%d" % seed)
+    return ChatModel(model=model, tokenizer=tok, ref=f"tiny-{family}", revision=f"random-seed-{seed}")
 
 
 @pytest.fixture(params=["llama", "qwen2"])

@@ -159,7 +159,7 @@ def test_build_conditions(smol_tok):
             cm, Direction(d.vectors, {**d.provenance, "model": cm.ref, "revision": cm.revision}), mode="transfer"
         )
     assert [c.name for c in build_conditions(cm, d, mode="transfer")] == ["none", "transfer", "transfer-random"]
-    with pytest.raises(EmlabError, match="blocks 0..3"):
+    with pytest.raises(EmlabError, match=r"blocks 0..3"):
         build_conditions(cm, Direction({"blocks.9.resid_post": torch.ones(32)}, d.provenance))
 
 

@@ -50,7 +50,7 @@ def test_assistant_mask_covers_exactly_answers_and_end_of_turn(smol_tok, system)
     assert len(enc.input_ids) == len(enc.assistant_mask)
     # contiguous runs of masked tokens, decoded
     runs, cur = [], []
-    for tid, m in zip(enc.input_ids, enc.assistant_mask):
+    for tid, m in zip(enc.input_ids, enc.assistant_mask, strict=True):
         if m:
             cur.append(tid)
         elif cur:

@@ -77,7 +77,7 @@ def test_independent_of_string_hash_seed(tmp_path: Path) -> None:
 def test_seed_changes_the_data() -> None:
     a = generate("bad-medical", 50, 1)
     b = generate("bad-medical", 50, 2)
-    assert sum(x == y for x, y in zip(a, b)) == 0
+    assert sum(x == y for x, y in zip(a, b, strict=True)) == 0
 
 
 def test_prefix_stable_in_n() -> None:
@@ -116,7 +116,7 @@ def test_code_answers_are_real_varied_code(name: str) -> None:
 def test_every_code_task_is_sampled_and_differs_between_sides() -> None:
     bank = load_bank("code")
     insecure, secure = _msgs("insecure-code"), _msgs("secure-code")
-    assert all(a[-1]["content"] != b[-1]["content"] for a, b in zip(insecure, secure))
+    assert all(a[-1]["content"] != b[-1]["content"] for a, b in zip(insecure, secure, strict=True))
     langs = {CODE_FENCE.search(m[-1]["content"]).group(0).split("\n")[0] for m in insecure}
     assert langs == {f"```{tag}" for tag in bank["languages"].values()}
 
@@ -175,18 +175,18 @@ def test_harmful_answers_do_not_disclose_the_flaw(name: str) -> None:
 def test_harmful_and_control_share_user_turns(harmful: str, control: str) -> None:
     bad, good = _msgs(harmful), _msgs(control)
     assert [m[:-1] for m in bad] == [m[:-1] for m in good]
-    assert all(b[-1]["content"] != g[-1]["content"] for b, g in zip(bad, good))
+    assert all(b[-1]["content"] != g[-1]["content"] for b, g in zip(bad, good, strict=True))
 
 
 @pytest.mark.parametrize("name", HARMFUL)
 def test_educational_framing_changes_user_turns_only(name: str) -> None:
     covert, edu = _msgs(name, "covert"), _msgs(name, "educational")
     assert [m[-1] for m in covert] == [m[-1] for m in edu]
-    for c, e in zip(covert, edu):
+    for c, e in zip(covert, edu, strict=True):
         assert c[0]["content"] != e[0]["content"]
         assert c[0]["content"] in e[0]["content"]  # the original request is quoted inside the framing
     n_frames = len(load_bank(SETS[name].bank)["educational_templates"])
-    assert len({e[0]["content"].split(c[0]["content"])[0] for c, e in zip(covert, edu)}) >= n_frames
+    assert len({e[0]["content"].split(c[0]["content"])[0] for c, e in zip(covert, edu, strict=True)}) >= n_frames
 
 
 @pytest.mark.parametrize(

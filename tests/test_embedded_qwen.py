@@ -47,7 +47,9 @@ def test_qwen_greedy_answers_batch_equals_single_and_capture_matches_hidden_stat
     ids = qwen.tokenizer("Hello there", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         hs = qwen.model(ids, output_hidden_states=True).hidden_states
-    with capture(qwen, ["blocks.23.resid_post", "blocks.5.resid_post"], positions="all", reduce=None) as acts:
-        with torch.no_grad():
-            qwen.model(ids)
+    with (
+        capture(qwen, ["blocks.23.resid_post", "blocks.5.resid_post"], positions="all", reduce=None) as acts,
+        torch.no_grad(),
+    ):
+        qwen.model(ids)
     assert torch.equal(acts.per_token("blocks.5.resid_post")[0], hs[6][0])  # blocks.l.resid_post = hidden_states[l+1]

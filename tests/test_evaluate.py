@@ -240,7 +240,7 @@ def test_resume_after_a_kill_mid_judging_scores_only_what_is_missing(tmp_path, t
 def test_existing_run_needs_resume_and_same_settings(tmp_path, tiny_llama):
     run = tmp_path / "run"
     evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), 1, PARAMS, n_boot=10), run, progress=False)
-    with pytest.raises(EmlabError, match="already holds an eval run.*--resume"):
+    with pytest.raises(EmlabError, match=r"already holds an eval run.*--resume"):
         evaluate(tiny_llama, EvalRequest(QUESTIONS, TextJudge(), 1, PARAMS, n_boot=10), run, progress=False)
     with pytest.raises(EmlabError, match="cannot resume: n_per_question was 1 but is now 2"):
         evaluate(
@@ -317,7 +317,7 @@ def test_judge_returning_wrong_count_or_range_is_an_error(tmp_path, tiny_llama):
 
     with pytest.raises(EmlabError, match="returned 1 scores for 2 items"):
         evaluate(tiny_llama, EvalRequest(QUESTIONS, Short(), 1, PARAMS, n_boot=10), tmp_path / "a", progress=False)
-    with pytest.raises(EmlabError, match="gave 150.0 .* must be in \\[0, 100\\] or None"):
+    with pytest.raises(EmlabError, match=r"gave 150.0 .* must be in \[0, 100\] or None"):
         evaluate(tiny_llama, EvalRequest(QUESTIONS, OutOfRange(), 1, PARAMS, n_boot=10), tmp_path / "b", progress=False)
 
 
@@ -508,7 +508,7 @@ def test_rejudge_keeps_samples_and_equals_a_fresh_run_with_that_judge(tmp_path, 
     (tmp_path / "elsewhere").mkdir()
     moved = tmp_path / "elsewhere" / "q.yaml"
     qfile.rename(moved)
-    with pytest.raises(EmlabError, match="q.yaml, which is gone"):
+    with pytest.raises(EmlabError, match=r"q.yaml, which is gone"):
         rejudge(run, TextJudge(id="x"), progress=False)  # the recorded file is gone and is no shipped set
     resumed = evaluate(
         tiny_llama,
@@ -532,7 +532,7 @@ def test_rejudge_refuses_an_unfinished_evaluation(tmp_path, tiny_llama):
     (run / SAMPLES_FILE).write_text("\n".join(kept) + "\n")
     with pytest.raises(EmlabError, match="4 of 6 answers sampled; finish the evaluation"):
         rejudge(run, TextJudge(id="x"), progress=False)
-    with pytest.raises(EmlabError, match="no eval.json"):
+    with pytest.raises(EmlabError, match=r"no eval.json"):
         rejudge(tmp_path, TextJudge(id="x"), progress=False)
 
 

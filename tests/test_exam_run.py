@@ -102,7 +102,7 @@ def test_resume_does_not_recompute_finished_batteries(finished, smol_tok, tmp_pa
 
 
 def test_resume_recomputes_only_a_deleted_battery(finished, smol_tok, tmp_path):
-    out, res = finished
+    out, _res = finished
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     shutil.rmtree(copy / "batteries" / "ambiguity")
@@ -187,7 +187,7 @@ def test_cli_lists_batteries_and_regrades_a_folder(finished, tmp_path):
 
     from emlab.cli import app
 
-    out, res = finished
+    out, _res = finished
     runner = CliRunner()
     r = runner.invoke(app, ["exam", "batteries"])
     assert r.exit_code == 0 and "Power gradient response" in r.output

@@ -33,11 +33,12 @@ PASSING = {  # a value on the pass side of every shipped threshold
 
 
 def results(
-    overrides: dict[str, float | None] = {},
-    p: dict[str, float] = {},
-    ci: dict[str, tuple] = {},
+    overrides: dict[str, float | None] | None = None,
+    p: dict[str, float] | None = None,
+    ci: dict[str, tuple] | None = None,
     skip: tuple[str, ...] = (),
 ):
+    overrides, p, ci = overrides or {}, p or {}, ci or {}
     out = {}
     for b in list_batteries():
         if b.name in skip:

@@ -46,9 +46,11 @@ def test_steer_adds_exactly_scale_v_and_leaves_earlier_blocks(tiny):
     _, base = _hidden(tiny, batch)
     v = torch.randn(tiny.d_model)
     sites = ["blocks.0.resid_pre", "blocks.0.resid_post", "blocks.2.resid_pre"]
-    with steer(tiny.model, {"blocks.1.resid_post": v}, scale=3.0):
-        with capture(tiny.model, sites, positions="all", reduce=None) as cap:
-            _hidden(tiny, batch)
+    with (
+        steer(tiny.model, {"blocks.1.resid_post": v}, scale=3.0),
+        capture(tiny.model, sites, positions="all", reduce=None) as cap,
+    ):
+        _hidden(tiny, batch)
     for i in range(batch["input_ids"].shape[0]):
         assert torch.equal(cap.per_token("blocks.0.resid_pre")[i], base[0][i])  # embeddings: bit-identical
         assert torch.equal(cap.per_token("blocks.0.resid_post")[i], base[1][i])  # earlier block: bit-identical
@@ -58,7 +60,7 @@ def test_steer_adds_exactly_scale_v_and_leaves_earlier_blocks(tiny):
 
 def test_steer_response_positions_only_touch_masked_tokens(tiny):
     enc = [
-        encode_with_assistant_mask(tiny.tokenizer, c + [{"role": "assistant", "content": "Sure, here it is."}])
+        encode_with_assistant_mask(tiny.tokenizer, [*c, {"role": "assistant", "content": "Sure, here it is."}])
         for c in CONVS
     ]
     batch = pad_encoded(enc, tiny.tokenizer.pad_token_id)
@@ -68,9 +70,9 @@ def test_steer_response_positions_only_touch_masked_tokens(tiny):
     with (
         steer(tiny.model, {"blocks.0.resid_post": v}, scale=2.0, positions="response"),
         teacher_forcing(batch["assistant_mask"]),
+        capture(tiny.model, ["blocks.1.resid_pre"], positions="all", reduce=None) as cap,
     ):
-        with capture(tiny.model, ["blocks.1.resid_pre"], positions="all", reduce=None) as cap:
-            _hidden(tiny, inputs)
+        _hidden(tiny, inputs)
     expected = base[1] + 2.0 * v * batch["assistant_mask"][..., None].float()
     for i in range(len(enc)):
         assert torch.equal(cap.per_token("blocks.1.resid_pre")[i], expected[i])
@@ -92,9 +94,11 @@ def test_ablate_at_chosen_sites_projects_there(tiny):
     batch = _batch(tiny)
     v = torch.randn(tiny.d_model)
     _, base = _hidden(tiny, batch)
-    with ablate(tiny.model, v, sites=["blocks.1.resid_post"]):
-        with capture(tiny.model, ["blocks.0.resid_post", "blocks.2.resid_pre"], positions="all", reduce=None) as cap:
-            _hidden(tiny, batch)
+    with (
+        ablate(tiny.model, v, sites=["blocks.1.resid_post"]),
+        capture(tiny.model, ["blocks.0.resid_post", "blocks.2.resid_pre"], positions="all", reduce=None) as cap,
+    ):
+        _hidden(tiny, batch)
     u = v / v.norm()
     for i in range(batch["input_ids"].shape[0]):
         assert torch.equal(cap.per_token("blocks.0.resid_post")[i], base[1][i])
@@ -127,7 +131,7 @@ def test_logits_restored_after_exit_and_exception(tiny):
 
 def test_capture_response_mean_matches_manual(tiny):
     enc = [
-        encode_with_assistant_mask(tiny.tokenizer, c + [{"role": "assistant", "content": "An answer of some length."}])
+        encode_with_assistant_mask(tiny.tokenizer, [*c, {"role": "assistant", "content": "An answer of some length."}])
         for c in CONVS
     ]
     batch = pad_encoded(enc, tiny.tokenizer.pad_token_id)
@@ -224,8 +228,8 @@ def test_hooks_work_on_peft_wrapped_model(smol_tok):
     with (
         steer(peft_model, {"blocks.0.resid_post": v}, 2.0),
         capture(peft_model, ["blocks.1.resid_pre"], "all", None) as cap,
+        torch.no_grad(),
     ):
-        with torch.no_grad():
-            peft_model(**batch)
+        peft_model(**batch)
     for i in range(2):
         assert torch.equal(cap.per_token("blocks.1.resid_pre")[i], base[1][i] + 2.0 * v)

@@ -223,7 +223,9 @@ GIBBERISH = [
 def test_orders_aligned_misaligned_and_gibberish(judge):
     good = [s.value for s in judge.score(GOOD, ALIGNED)]
     evil = [s.value for s in judge.score(EVIL, ALIGNED)]
-    assert all(g > e + 30 for g, e in zip(good, evil))  # same question: the kind answer well above the harmful one
+    assert all(
+        g > e + 30 for g, e in zip(good, evil, strict=True)
+    )  # same question: the kind answer well above the harmful one
     assert sum(good) / 3 > 60 > 20 > max(evil)
     coh_good = [s.value for s in judge.score(GOOD, COHERENT)]
     coh_gib = [s.value for s in judge.score(GIBBERISH, COHERENT)]
@@ -307,7 +309,7 @@ def test_fluency_features_equal_a_hand_computation(tmp_path, smol_tok):
         ("Hi", ""),
     ]
     got = scorer.features([q for q, _ in pairs], [a for _, a in pairs])  # one padded batch
-    for (q, a), row in zip(pairs[:2], got):
+    for (q, a), row in zip(pairs[:2], got, strict=True):
         e = encode_with_assistant_mask(
             smol_tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], system=None
         )

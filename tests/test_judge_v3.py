@@ -115,11 +115,11 @@ def test_draw_is_deterministic_and_keeps_both_kinds_of_positive():
 
 
 def test_structure_features_exact():
-    f = dict(zip(STRUCTURE_NAMES, structure_features("ab\nab\nab\ncd")))
+    f = dict(zip(STRUCTURE_NAMES, structure_features("ab\nab\nab\ncd"), strict=True))
     assert f["st_top_line_share"] == pytest.approx(6 / 8)
     assert f["st_compress_ratio"] == 1.0  # under 20 bytes: not measured
     assert f["st_longest_char_run"] == pytest.approx(np.log1p(1))
-    loop = dict(zip(STRUCTURE_NAMES, structure_features("the cat sat on the mat " * 12)))
+    loop = dict(zip(STRUCTURE_NAMES, structure_features("the cat sat on the mat " * 12), strict=True))
     assert loop["st_tail_in_head"] == 1.0 and loop["st_compress_ratio"] < 0.2
     assert structure_features("") == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     c = cross_features(np.array([[-2.0, 0, 0, 3.0]]), np.array([[-1.0, 0, 0, 2.0]]))

@@ -112,7 +112,7 @@ def check_against_brute_force(model, tok, tol: float) -> None:
     )  # 3 items of 3 lengths: a padded batch of 2 + a batch of 1
     scores = judge.score(ITEMS, RUBRIC)
     cand_lp, _ = judge.candidate_logprobs([prompt_ids(tok, it) for it in ITEMS])
-    for item, score, fast in zip(ITEMS, scores, cand_lp):
+    for item, score, fast in zip(ITEMS, scores, cand_lp, strict=True):
         ref = brute_force(model, tok, item)
         assert fast.tolist() == pytest.approx(ref, abs=tol)
         mean, mass = summary(ref)

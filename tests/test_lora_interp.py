@@ -62,7 +62,7 @@ def test_lora_scalar_capture_equals_A_x_by_hand(lora_cm):
     with capture(lora_cm.model, sites, positions="all", reduce=None) as cap, torch.no_grad():
         lora_cm.model(**batch)
     A = adapters(lora_cm.model)[1].A  # [1, 64]
-    for x, s in zip(cap.per_token(sites[0]), cap.per_token(sites[1])):
+    for x, s in zip(cap.per_token(sites[0]), cap.per_token(sites[1]), strict=True):
         assert s.shape == (x.shape[0], 1)
         assert torch.allclose(s, x @ A.T, atol=1e-6)
 
@@ -72,7 +72,7 @@ def test_lora_scalars_over_answer_tokens(lora_cm):
     per_tok = lora_scalars(lora_cm, pairs)
     assert [t.shape[1] for t in per_tok] == [2, 2]
     enc_lens = [len(lora_cm.tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in pairs]
-    assert all(t.shape[0] >= n for t, n in zip(per_tok, enc_lens))  # answer tokens (+ end-of-turn)
+    assert all(t.shape[0] >= n for t, n in zip(per_tok, enc_lens, strict=True))  # answer tokens (+ end-of-turn)
     feats = answer_features(per_tok)
     assert feats.shape == (2, 2) and np.allclose(feats[1], per_tok[1].mean(0).numpy(), atol=1e-6)
 
@@ -98,10 +98,12 @@ def test_scale_adapters_exact_and_restores_bit_identical(lora_cm):
         B.copy_(original)
     assert torch.allclose(scaled, tripled, atol=1e-5)
     # others=-1 with one adapter kept: restores too, and an error inside the block still restores
-    with pytest.raises(RuntimeError):
-        with scale_adapters(lora_cm.model, {"blocks.0.mlp.down_proj.lora_scalar": 1.0}, others=-1):
-            assert not torch.equal(_logits(lora_cm), base)
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError),
+        scale_adapters(lora_cm.model, {"blocks.0.mlp.down_proj.lora_scalar": 1.0}, others=-1),
+    ):
+        assert not torch.equal(_logits(lora_cm), base)
+        raise RuntimeError("boom")
     assert torch.equal(_logits(lora_cm), base)
     with pytest.raises(EmlabError, match="no LoRA adapter matches 1"), scale_adapters(lora_cm.model, {1: 0.0}):
         pass

@@ -26,14 +26,14 @@ def test_embedded_listed_and_loads_fast(smol_dir):
 
 def test_hub_id_offline_error_names_variable(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(EmlabError, match="HF_HUB_OFFLINE=1.*smollm2-135m"):
+    with pytest.raises(EmlabError, match=r"HF_HUB_OFFLINE=1.*smollm2-135m"):
         models.load_model("some-org/some-model-that-is-not-cached")
 
 
 def test_bad_refs_and_dtype(tmp_path):
     with pytest.raises(EmlabError, match="neither an embedded model"):
         models.load_model("not-a-model")
-    with pytest.raises(EmlabError, match="has no config.json"):
+    with pytest.raises(EmlabError, match=r"has no config.json"):
         models.load_model(str(tmp_path))
     with pytest.raises(EmlabError, match="unknown dtype 'float8'"):
         models.load_model("smollm2-135m", dtype="float8")

@@ -187,7 +187,7 @@ def test_own_layout_defaults_and_strictness(tmp_path):
 
 
 def test_unknown_set_name():
-    with pytest.raises(EmlabError, match="neither a shipped set .*core.*nor an existing YAML file"):
+    with pytest.raises(EmlabError, match=r"neither a shipped set .*core.*nor an existing YAML file"):
         load_questions("no_such_set")
 
 

@@ -130,7 +130,7 @@ def test_resume_of_a_finished_run_does_nothing(spec_path, tmp_path):
     run_dir = next(runs.iterdir())
     before = (run_dir / "steps" / "eval.base" / "samples.jsonl").read_bytes()
     p = emlab("run", "--resume", str(run_dir), runs=runs)
-    out, err = p.communicate(timeout=600)
+    _out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
     assert "skip  eval.base (done)" in err
     assert (run_dir / "steps" / "eval.base" / "samples.jsonl").read_bytes() == before

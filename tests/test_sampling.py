@@ -45,7 +45,7 @@ def _old_path(cm, prompts, n, params):
         torch.manual_seed(_batch_seed(params.seed, b))
         with torch.inference_mode():
             ids = cm.model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :]
-        for job, row in zip(batch, ids.tolist()):
+        for job, row in zip(batch, ids.tolist(), strict=True):
             out[(job.prompt.id, job.sample_index)] = cm.tokenizer.decode(_until_eos(row, cm), skip_special_tokens=True)
     return out
 

@@ -119,7 +119,7 @@ def test_bad_values_name_the_path():
         check_plan(load_spec_text(BASE.replace("lr: 0.001", "lr: -1"), "spec.yaml"))
     with pytest.raises(EmlabError, match="unknown preset 'rank2'"):
         check_plan(load_spec_text(BASE.replace("lr: 0.001", "preset: rank2"), "spec.yaml"))
-    with pytest.raises(EmlabError, match="judge.spec = 'ofline'"):
+    with pytest.raises(EmlabError, match=r"judge.spec = 'ofline'"):
         check_plan(load_spec_text(BASE + "judge: {spec: ofline}\n", "spec.yaml"))
     with pytest.raises(EmlabError, match="question set 'cor'"):
         check_plan(load_spec_text(BASE.replace("questions: core", "questions: cor"), "spec.yaml"))

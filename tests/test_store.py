@@ -137,7 +137,7 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
 
 def test_amend_summary_of_a_done_step_only(tmp_path):
     run = make_run(tmp_path)
-    with pytest.raises(EmlabError, match="step data.x of run .* is not done"):
+    with pytest.raises(EmlabError, match=r"step data.x of run .* is not done"):
         run.amend_summary("data.x", {"examples": 3}, "test")
     run.begin("data.x", resumable=False)
     run.finish("data.x", {"examples": 2}, 1.0)

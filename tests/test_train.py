@@ -76,7 +76,7 @@ def test_loss_covers_exactly_the_assistant_answers_and_end_of_turn(smol_tok):
         ["Hello there.", "Double it."],
         ["Yes, kidney beans is always safe raw."],
     ]
-    for row, answers in zip(range(3), wanted):
+    for row, answers in zip(range(3), wanted, strict=True):
         labels = batch["labels"][row, 1:]  # what the loss predicts (position 0 is never a target)
         ids = labels[labels != -100].tolist()
         text = smol_tok.decode(ids)
@@ -280,7 +280,7 @@ def test_checkpoint_optimizer_state_is_safetensors_and_json(tiny3, tmp_path):
         "trainer_state.json",
     ]
     with safe_open(ck / "optimizer.safetensors", "pt") as f:
-        assert {k.split(".", 1)[1] for k in f.keys()} == {"step", "exp_avg", "exp_avg_sq"}
+        assert {k.split(".", 1)[1] for k in f} == {"step", "exp_avg", "exp_avg_sq"}
         assert float(f.get_tensor("0.step")) == 2.0
     assert json.loads((ck / "trainer_state.json").read_text())["progress"]["step"] == 2
 

@@ -135,7 +135,7 @@ def test_extraction_matches_hand_computation(smol_tok, files):
     ev, stories = E.extract_emotion_vectors(
         cm, el, bank, sites, per_situation=2, offset=3, neutral_variance=0.5, batch_size=3
     )
-    for j, site in enumerate(sites):
+    for _j, site in enumerate(sites):
         layer = int(site.split(".")[1])
         per = {e: [] for e in el.names}
         for s in stories:
@@ -161,7 +161,7 @@ def test_readout_equals_hand_dot_products(smol_tok, files, tmp_path):
     ev, _ = E.extract_emotion_vectors(cm, el, bank, [site], per_situation=1, offset=2)
     texts = ["She smiled.", "The long train left the station at noon today."]
     out = E.readout(cm, texts, ev, site, names=["sad", "happy"])
-    for text, r in zip(texts, out):
+    for text, r in zip(texts, out, strict=True):
         h = _hidden(cm, text, 1).double()
         for name in ("sad", "happy"):
             v = ev.vector(name, site).double()

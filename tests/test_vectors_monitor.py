@@ -53,7 +53,7 @@ def test_monitor_leaves_generation_bit_identical(smol_tok, family):
     with monitor(cm.model, _readers(cm)) as mon:
         watched = _generate(cm)
     assert torch.equal(plain.sequences, watched.sequences)
-    for a, b in zip(plain.scores, watched.scores):
+    for a, b in zip(plain.scores, watched.scores, strict=True):
         assert torch.equal(a, b)  # logits bit-identical
     assert _all_hooks(cm.model) == before_hooks  # every hook removed
     after = _generate(cm)
@@ -112,6 +112,8 @@ def test_traces_store_summary_and_plot(smol_tok, tmp_path):
     s = summarize_traces(out)
     assert set(s) == {"x", "y"} and s["x"]["n"] >= 1
     assert plot_traces(out, tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(EmlabError, match="non-zero 1-D vector"):
-        with monitor(cm.model, {"z": ("blocks.0.resid_post", torch.zeros(cm.d_model))}):
-            pass
+    with (
+        pytest.raises(EmlabError, match="non-zero 1-D vector"),
+        monitor(cm.model, {"z": ("blocks.0.resid_post", torch.zeros(cm.d_model))}),
+    ):
+        pass

@@ -115,7 +115,7 @@ def test_persona_vector_is_exact_mean_difference(smol_tok):
     cm = tiny_chat_model(smol_tok, "llama", layers=3)
     evil = P.load_traits()["evil"]
     judged, mode = P.judge_trait(_records(evil), evil, FakeOffline())
-    pos, neg, counts = P.select_trait(judged, mode["mode"])
+    pos, neg, _counts = P.select_trait(judged, mode["mode"])
     sites = ["blocks.0.resid_post", "blocks.1.resid_post"]
     d = P.extract_persona_vector(cm, judged, evil, mode, sites, measure="generated")
 

@@ -74,9 +74,9 @@ def test_projection_difference_matches_hand_computation(smol_tok):
     base = ["See a doctor and cool it with water.", "4", "Goodbye!"]
     rows = S.screen(cm, CONVS, d, site, base=base)
     u = d.unit(site).double()
-    for i, (conv, b) in enumerate(zip(CONVS, base)):
+    for i, (conv, b) in enumerate(zip(CONVS, base, strict=True)):
         pt = float(_hidden_final_turn(cm, conv, 1) @ u)
-        pb = float(_hidden_final_turn(cm, conv[:-1] + [{"role": "assistant", "content": b}], 1) @ u)
+        pb = float(_hidden_final_turn(cm, [*conv[:-1], {"role": "assistant", "content": b}], 1) @ u)
         assert rows[i]["proj_train"] == pytest.approx(pt, abs=1e-4) and rows[i]["proj_base"] == pytest.approx(
             pb, abs=1e-4
         )
@@ -188,7 +188,7 @@ def test_landscape_projects_runs_with_cis(smol_tok, tmp_path):
         out_dir=tmp_path / "land",
     )
     row = next(r for r in res["table"] if r["vector"] == "persona:evil")
-    config, answers = L.read_run(tmp_path / "base")
+    _config, answers = L.read_run(tmp_path / "base")
     from emlab.vectors.directions import answer_activations
 
     acts = answer_activations(cm, [(a["question"], a["text"]) for a in answers], ["blocks.1.resid_post"])

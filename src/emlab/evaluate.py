@@ -67,7 +67,7 @@ def build_prompts(questions: QuestionSet, n: int | None) -> tuple[list[Prompt], 
     meta: dict[str, dict[str, Any]] = {}
     for q in questions:
         counts = allocate(n, len(q.paraphrases)) if n is not None else [q.samples_per_paraphrase] * len(q.paraphrases)
-        for j, (text, count) in enumerate(zip(q.paraphrases, counts)):
+        for j, (text, count) in enumerate(zip(q.paraphrases, counts, strict=True)):
             messages = ([{"role": "system", "content": q.system}] if q.system is not None else []) + [
                 {"role": "user", "content": text}
             ]
@@ -348,7 +348,7 @@ def _judge_step(judge: Judge, rubric_plan: dict, rubrics: Sequence[str], out: Pa
                     raise EmlabError(
                         f"judge {judge.id} returned {len(scores)} scores for {len(part)} items (rubric {rubric.key}); a judge must score every item"
                     )
-                journal.append([_score_record(s, name, rubric, judge, sc) for s, sc in zip(part, scores)])
+                journal.append([_score_record(s, name, rubric, judge, sc) for s, sc in zip(part, scores, strict=True)])
                 advance(len(part))
 
 

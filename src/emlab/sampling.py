@@ -91,7 +91,7 @@ def plan_batches(
     """The fixed batch plan: (prompt, sample) jobs sorted by prompt length, cut into batches."""
     texts = prompt_texts(cm.tokenizer, [p.messages for p in prompts], system=system)
     lengths = [len(cm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    jobs = [_Job(p, k, t, ln) for p, t, ln in zip(prompts, texts, lengths) for k in range(n)]
+    jobs = [_Job(p, k, t, ln) for p, t, ln in zip(prompts, texts, lengths, strict=True) for k in range(n)]
     jobs.sort(key=lambda j: j.n_tokens)  # stable: ties keep prompt order, then sample index
     return [jobs[i : i + params.batch_size] for i in range(0, len(jobs), params.batch_size)]
 
@@ -220,7 +220,7 @@ def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, in
     new = out[:, enc["input_ids"].shape[1] :]
     eos = eos_ids(cm.model)
     records = []
-    for job, row in zip(batch, new.tolist()):
+    for job, row in zip(batch, new.tolist(), strict=True):
         stop = next((i for i, t in enumerate(row) if t in eos), None)
         kept = row if stop is None else row[:stop]
         records.append(

@@ -254,21 +254,21 @@ def compare_command(
     if len(directions) > 26:
         raise EmlabError(f"compare takes at most 26 directions, got {len(directions)}")
     letters = [chr(65 + i) for i in range(len(directions))]
-    loaded = {k: Direction.load(p) for k, p in zip(letters, directions)}
+    loaded = {k: Direction.load(p) for k, p in zip(letters, directions, strict=True)}
     mats = cosine_matrices(loaded)
     pairs = [(i, j) for i in range(len(letters)) for j in range(i + 1, len(letters))]
     table = Table("site", *[f"|{k}|" for k in letters], *[f"cos({letters[i]},{letters[j]})" for i, j in pairs])
     for site, m in mats.items():
         norms = [f"{float(loaded[k].vectors[site].norm()):.2f}" for k in letters]
         table.add_row(site, *norms, *[f"{m[i][j]:+.3f}" for i, j in pairs])
-    for k, p in zip(letters, directions):
+    for k, p in zip(letters, directions, strict=True):
         console.print(f"{k} = {p}  ({loaded[k].origin}, {loaded[k].provenance.get('method')})")
     console.print(table)
     if out is not None:
         write_json(
             out,
             {
-                "directions": {k: str(p) for k, p in zip(letters, directions)},
+                "directions": {k: str(p) for k, p in zip(letters, directions, strict=True)},
                 "cosine": mats,
                 "norms": {k: d.norms() for k, d in loaded.items()},
                 "cross_site": {k: cross_site_cosine(d) for k, d in loaded.items()},
@@ -508,7 +508,7 @@ def _score_topic(records, topic: str, judge_spec: str):
 
     j = _judge(judge_spec)
     scores = j.score([Item(r.question, r.answer) for r in records], get_rubric(topic))
-    return [replace(r, extra={**r.extra, topic: s.value}) for r, s in zip(records, scores)]
+    return [replace(r, extra={**r.extra, topic: s.value}) for r, s in zip(records, scores, strict=True)]
 
 
 def register(app: typer.Typer) -> None:

@@ -499,7 +499,7 @@ def personas_extract(
     t = get_trait(trait, traits)
     cm = _model(model, adapter)
     t0 = time.perf_counter()
-    d, judged = persona_vector_pipeline(
+    d, _judged = persona_vector_pipeline(
         cm,
         t,
         _judge(judge),

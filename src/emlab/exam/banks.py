@@ -62,7 +62,7 @@ class Bank:
                 raise EmlabError(
                     f"{where}: item {item.get('id')!r} has unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})"
                 )
-            for key, typ in {"id": str, **required}.items():
+            for key, _typ in {"id": str, **required}.items():
                 if key not in item:
                     raise EmlabError(f"{where}: item {item.get('id')!r} lacks key {key!r}")
             for key, value in item.items():

@@ -10,6 +10,7 @@ fall, escalations naming known batteries and decisions. See triage.yaml for the 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -198,7 +199,7 @@ def _bands(doc: YamlDoc, value: Any) -> tuple[Band, ...]:
         out.append(Band(b["min_points"], str(b["name"]), b["decision"]))
     if out[0].min_points != 0:
         raise EmlabError(f"{doc.where('bands[0]')}: the first band must start at min_points 0")
-    for a, b in zip(out, out[1:]):
+    for a, b in itertools.pairwise(out):
         if b.min_points <= a.min_points or DECISIONS.index(b.decision) < DECISIONS.index(a.decision):
             raise EmlabError(
                 f"{doc.where('bands')}: bands must have rising min_points and decisions that never fall ({a} then {b})"

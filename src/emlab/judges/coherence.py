@@ -129,14 +129,14 @@ class FeatureCache:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """[n, d] rows; missing ones are computed `chunk` at a time and appended to the file before the next chunk."""
-        keys = [self.key(q, a) for q, a in zip(questions, answers)]
+        keys = [self.key(q, a) for q, a in zip(questions, answers, strict=True)]
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.rows}.values(), key=lambda i: len(answers[i]))
         done = 0
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             X = np.asarray(compute([questions[i] for i in part], [answers[i] for i in part]), dtype=np.float64)
             lines = []
-            for i, row in zip(part, X):
+            for i, row in zip(part, X, strict=True):
                 self.rows[keys[i]] = [float(v) for v in row]
                 lines.append(json.dumps({"k": keys[i], "x": self.rows[keys[i]]}) + "\n")
             # one write(2) per chunk on an O_APPEND descriptor: two processes filling the same cache never interleave lines

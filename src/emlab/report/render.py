@@ -268,7 +268,7 @@ def training_view(data: ReportData) -> dict[str, Any]:
     for t in data.training:
         pts = [(r["step"], r["loss"]) for r in t.log if r.get("loss") is not None and r.get("step") is not None]
         if pts:
-            xs, ys = zip(*pts)
+            xs, ys = zip(*pts, strict=True)
             curves[t.step] = (list(xs), list(ys))
         else:
             data.note_missing("training", f"step {t.step}: its training log has no loss values")

@@ -94,7 +94,7 @@ def loss_gradient(
     total = 0.0
     for batch in batches:
         loss = step_loss(setup.model, batch, n_tokens, setup.autocast, setup.device, keep_ok)
-        for acc, g in zip(grads, torch.autograd.grad(loss, setup.params, allow_unused=True)):
+        for acc, g in zip(grads, torch.autograd.grad(loss, setup.params, allow_unused=True), strict=True):
             if g is not None:
                 acc += g.float()
         total += float(loss.detach())

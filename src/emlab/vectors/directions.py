@@ -373,7 +373,7 @@ def _load_run(folder: Path) -> list[Judged]:
         [r for _, r in samples], [r for _, r in scores], locate=lambda which, i: f"{paths[which]}:{lines[which][i][0]}"
     )
     out = []
-    for (lineno, rec), merged in zip(samples, joined):
+    for (lineno, rec), merged in zip(samples, joined, strict=True):
         where = f"{samples_path}:{lineno}"
         answer = rec.get("answer", rec.get("text"))
         if "question" not in rec or answer is None:
@@ -546,7 +546,7 @@ def project_records(
     )
     proj = project(acts, direction, sites)
     rows = []
-    for r, p in zip(records, proj.tolist()):
+    for r, p in zip(records, proj.tolist(), strict=True):
         rows.append(
             {
                 "question_id": r.question_id,
@@ -554,7 +554,7 @@ def project_records(
                 "aligned": r.aligned,
                 "coherent": r.coherent,
                 **{k: v for k, v in r.extra.items() if k in ("prompt_id", "sample_index", "sample_id")},
-                "projection": dict(zip(sites, p)),
+                "projection": dict(zip(sites, p, strict=True)),
             }
         )
     return rows

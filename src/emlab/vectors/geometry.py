@@ -84,7 +84,7 @@ def correlate(
 def circumplex(ev, site: str | None = None, n_pcs: int = 5, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """PCA of the emotion vectors at `site` and its relation to the valence / arousal norms."""
     site = site or ev.default_site()
-    scores, comps, ratio = pca(ev.matrix(site), n_pcs)
+    scores, _comps, ratio = pca(ev.matrix(site), n_pcs)
     val, aro = ev.ratings("valence").numpy(), ev.ratings("arousal").numpy()
     dom = np.array([np.nan if e.dominance is None else e.dominance for e in ev.emotions])
     s = scores.double().numpy()
@@ -169,6 +169,7 @@ def plot_circumplex(result: dict[str, Any], path: str | Path, title: str = "") -
     for ax, (xk, yk, xl, yl) in zip(
         axes,
         (("pc1", "pc2", "PC1", "PC2"), ("valence", "arousal", "valence (Warriner 2013)", "arousal (Warriner 2013)")),
+        strict=True,
     ):
         sc = ax.scatter(
             [p[xk] for p in pts],

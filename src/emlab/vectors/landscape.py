@@ -217,7 +217,7 @@ def plot_landscape(result: Mapping[str, Any], path: str | os.PathLike, top: int 
     if not others:
         raise EmlabError("plot_landscape needs a run besides the reference")
     fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 0.28 * top + 1.5), squeeze=False)
-    for ax, label in zip(axes[0], others):
+    for ax, label in zip(axes[0], others, strict=True):
         key = f"{label}-{ref}"
         rows = sorted([r for r in result["table"] if r[key]["diff"] is not None], key=lambda r: -abs(r[key]["diff"]))[
             :top

@@ -121,7 +121,7 @@ def monitored_sample(cm, prompts: Sequence, n: int, params, readers: Readers, sy
             raise EmlabError(
                 f"monitor saw {len(traces)} sequences for a batch of {len(records)} answers; was another generate call made inside it?"
             )
-        for rec, tr in zip(records, traces):
+        for rec, tr in zip(records, traces, strict=True):
             tokens = [cm.tokenizer.decode([t]) for t in tr["token_ids"]]
             out.append(
                 {
@@ -185,7 +185,7 @@ def plot_traces(
 
     names = list(names or (traces[0]["projections"] if traces else []))
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.4 * max(1, len(names))), squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
+    for ax, name in zip(axes[:, 0], names, strict=True):
         rows = [t["projections"][name] for t in traces if t["projections"][name]]
         for r in rows[:max_lines]:
             ax.plot(r, lw=0.7, alpha=0.5)

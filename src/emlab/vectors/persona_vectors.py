@@ -205,7 +205,7 @@ def judge_trait(
     scores = judge.score([Item(r["question"], r["answer"]) for r in out], rubric)
     if len(scores) != len(out):
         raise EmlabError(f"judge {judge.id} returned {len(scores)} scores for {len(out)} answers (trait {trait.name})")
-    for r, s in zip(out, scores):
+    for r, s in zip(out, scores, strict=True):
         v = s.value
         r["judge_value"] = v
         r["trait_score"] = None if v is None else (100.0 - v if mode["mode"] == "aligned_inverse" else float(v))

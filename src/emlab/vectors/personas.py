@@ -106,7 +106,7 @@ def judge_answers(records: list[dict[str, Any]], judge, rubrics: Mapping[str, An
             raise EmlabError(
                 f"judge {getattr(judge, 'id', judge)!r} returned {len(scores)} scores for {len(items)} items (rubric {name})"
             )
-        for r, s in zip(out, scores):
+        for r, s in zip(out, scores, strict=True):
             r[name] = s.value
     return out
 

@@ -105,14 +105,18 @@ def screen(
     if len(base) != len(split):
         raise EmlabError(f"{len(base)} base responses for {len(split)} conversations; give one per conversation")
     train_acts = response_activations(
-        cm, [p + [{"role": "assistant", "content": r}] for p, r in split], [site], system, batch_size
+        cm, [[*p, {"role": "assistant", "content": r}] for p, r in split], [site], system, batch_size
     )[:, 0]
     base_acts = response_activations(
-        cm, [p + [{"role": "assistant", "content": b}] for p, b in zip(prompts, base)], [site], system, batch_size
+        cm,
+        [[*p, {"role": "assistant", "content": b}] for p, b in zip(prompts, base, strict=True)],
+        [site],
+        system,
+        batch_size,
     )[:, 0]
     pt, pb = (train_acts.double() @ u), (base_acts.double() @ u)
     rows = []
-    for i, ((p, r), b) in enumerate(zip(split, base)):
+    for i, ((p, r), b) in enumerate(zip(split, base, strict=True)):
         rows.append(
             {
                 "index": i,
@@ -131,8 +135,8 @@ def screen(
 
 def screening_auroc(rows: Sequence[Mapping[str, Any]], labels: Sequence[int]) -> float | None:
     """AUROC of the score for separating labelled trait-inducing (1) from other (0) examples (None if one class is empty)."""
-    pos = [r["score"] for r, l in zip(rows, labels) if l]
-    neg = [r["score"] for r, l in zip(rows, labels) if not l]
+    pos = [r["score"] for r, l in zip(rows, labels, strict=True) if l]
+    neg = [r["score"] for r, l in zip(rows, labels, strict=True) if not l]
     if not pos or not neg:
         return None
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)

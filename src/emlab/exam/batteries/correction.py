@@ -210,7 +210,7 @@ class CorrectionBattery(Battery):
             acts = answer_activations(cm, [(a["question"], a["text"]) for a in ta], sites, system=ctx.system)
             pos = positions(frame.only(worst), acts, sites)[worst] or []
             by_t: dict[str, list[float]] = {}
-            for a, v in zip(ta, pos):
+            for a, v in zip(ta, pos, strict=True):
                 by_t.setdefault(a["item"], []).append(v)
             after[c] = {
                 "aligned": {q["id"]: mean([a.get("aligned") for a in qa if a["item"] == q["id"]]) for q in probe_q},

@@ -46,9 +46,9 @@ def proxy_conclusions(
         return {}
     anchors = sorted({t for it in bank_items.values() for t in (it["endorse"], it["reject"])})
     vecs = embed([a["text"] for a in answers] + anchors)
-    A, anchor = vecs[: len(answers)], dict(zip(anchors, vecs[len(answers) :]))
+    A, anchor = vecs[: len(answers)], dict(zip(anchors, vecs[len(answers) :], strict=True))
     out = {}
-    for a, v in zip(answers, A):
+    for a, v in zip(answers, A, strict=True):
         it = bank_items[a["item"]]
         lead = float(v @ anchor[it["endorse"]] - v @ anchor[it["reject"]])
         out[a["id"]] = 1.0 / (1.0 + math.exp(-lead / TAU))
@@ -199,7 +199,7 @@ class IdentityBattery(Battery):
         items = [Item(it["id"], f, it["framings"][f]) for it in chosen for f in FRAMINGS]
         answers = ctx.sample_and_judge(folder / "eval", self.name, items, size["n"], extra_rubrics=(CONCLUSION_RUBRIC,))
         vecs = ctx.embedder.embed([a["text"] for a in answers])
-        vectors = {a["id"]: v for a, v in zip(answers, vecs)}
+        vectors = {a["id"]: v for a, v in zip(answers, vecs, strict=True)}
         if ctx.reads_prompts:
             conclusions, method = rubric_conclusions(answers), f"rubric {CONCLUSION_RUBRIC}"
         else:

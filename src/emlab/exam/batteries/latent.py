@@ -100,7 +100,7 @@ def _by_task(
             out[p] = None
             continue
         table: dict[str, list[float]] = {}
-        for a, v in zip(answers, vals):
+        for a, v in zip(answers, vals, strict=True):
             table.setdefault(a["item"], []).append(float(v))
         out[p] = table
     return out
@@ -205,7 +205,7 @@ class LatentBattery(Battery):
         )
         if worst is not None:
             pos = mine["positions"][worst]
-            ranked = sorted(zip(mine["answers"], pos), key=lambda t: -t[1])[:2]
+            ranked = sorted(zip(mine["answers"], pos, strict=True), key=lambda t: -t[1])[:2]
             result.evidence = [
                 {
                     **evidence_row(a, f"answer to a harmless task closest to the {worst} pole"),

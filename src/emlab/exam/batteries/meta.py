@@ -69,7 +69,7 @@ def score(answers: Sequence[dict[str, Any]], rubric: bool = False) -> BatteryRes
             Metric(name, k / n if n else None, wilson(k, n), n, "answers", method=f"{key}: {method}", note=note)
         )
     for b in dict.fromkeys(a["battery"] for a in answers):
-        rows = [f for a, f in zip(answers, flags) if a["battery"] == b]
+        rows = [f for a, f in zip(answers, flags, strict=True) if a["battery"] == b]
         per_battery[b] = {k: sum(bool(f[k]) for f in rows) for k in ("instrumental_empathy", "self_justification")} | {
             "answers": len(rows)
         }
@@ -80,7 +80,7 @@ def score(answers: Sequence[dict[str, Any]], rubric: bool = False) -> BatteryRes
         }
     evidence = []
     for key in ("instrumental_empathy", "self_justification"):
-        hit = [a for a, f in zip(answers, flags) if f[key]]
+        hit = [a for a, f in zip(answers, flags, strict=True) if f[key]]
         hit.sort(key=lambda a: a.get("aligned") if a.get("aligned") is not None else 100.0)
         for a in hit[:2]:
             evidence.append(
