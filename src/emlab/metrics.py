@@ -78,7 +78,7 @@ def em_counts(records: Iterable[Record], rule: EMRule = DEFAULT_RULE) -> tuple[i
         if em is None:
             continue
         n_all += 1
-        n_coh += rule.is_coherent(_num(r["coherent"]))
+        n_coh += bool(rule.is_coherent(_num(r["coherent"])))  # judged (em is not None), so never None
         k += em
     return k, n_coh, n_all
 

@@ -17,8 +17,9 @@ gave before the sampler had its own generator).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 
@@ -98,7 +99,7 @@ def plan_batches(
 
 def iter_sample(
     cm: ChatModel,
-    prompts: list[Prompt | str | list[Message]],
+    prompts: Sequence[Prompt | str | list[Message]],
     n: int,
     params: SamplingParams,
     system: System = "default",
@@ -119,7 +120,7 @@ def iter_sample(
 
 def sample(
     cm: ChatModel,
-    prompts: list[Prompt | str | list[Message]],
+    prompts: Sequence[Prompt | str | list[Message]],
     n: int = 1,
     params: SamplingParams = SamplingParams(),
     system: System = "default",
@@ -192,7 +193,7 @@ def generate_kwargs(params: SamplingParams, pad_token_id: int, seed: int | None 
     """
     from transformers import LogitsProcessorList
 
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         max_new_tokens=params.max_new_tokens,
         do_sample=False,
         pad_token_id=pad_token_id,
@@ -208,14 +209,20 @@ def generate_kwargs(params: SamplingParams, pad_token_id: int, seed: int | None 
     return kwargs
 
 
+def generate(model: torch.nn.Module, **kwargs: Any) -> torch.Tensor:
+    """`model.generate(**kwargs)`: token ids [batch, prompt + new]. The method is HF's (or peft's),
+    which torch's Module type cannot know, hence the cast."""
+    return cast("Callable[..., torch.Tensor]", model.generate)(**kwargs)
+
+
 def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, index: int) -> list[SampleRecord]:
     tok = cm.tokenizer
     enc = left_padded(tok, [j.text for j in batch])
     device = next(cm.model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
     with torch.inference_mode():
-        out = cm.model.generate(
-            **enc, **generate_kwargs(params, tok.pad_token_id, seed=_batch_seed(params.seed, index))
+        out = generate(
+            cm.model, **enc, **generate_kwargs(params, tok.pad_token_id, seed=_batch_seed(params.seed, index))
         )
     new = out[:, enc["input_ids"].shape[1] :]
     eos = eos_ids(cm.model)
@@ -228,7 +235,7 @@ def _generate_batch(cm: ChatModel, batch: list[_Job], params: SamplingParams, in
                 prompt_id=job.prompt.id,
                 sample_index=job.sample_index,
                 question=_last_user(job.prompt.messages),
-                text=tok.decode(kept, skip_special_tokens=True),
+                text=str(tok.decode(kept, skip_special_tokens=True)),
                 prompt_tokens=job.n_tokens,
                 completion_tokens=len(kept) + (stop is not None),
                 finish_reason="stop" if stop is not None else "length",

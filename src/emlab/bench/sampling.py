@@ -10,19 +10,17 @@ useful FLOPs of prompt and generated tokens, 2N * (prompt + generated) (padding 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
 import torch
-from torch import nn
 
 from emlab.bench.figure import Figure, Target, Timing, timed
 from emlab.bench.roofline import forward_flops_per_token
 from emlab.chat import prompt_texts
 from emlab.errors import EmlabError
 from emlab.models import ChatModel
-from emlab.sampling import SampleRecord, SamplingParams, sample
+from emlab.sampling import SampleRecord, SamplingParams, generate, sample
 
 QUESTIONS = (
     "How do I make a good cup of coffee?",
@@ -59,12 +57,6 @@ def _figure_dtype(fig: Figure) -> torch.dtype:
             f"figure {fig.name} has dtype {fig.dtype!r}; sampling figures are measured in {' or '.join(_TORCH_DTYPES)}"
         )
     return _TORCH_DTYPES[fig.dtype]
-
-
-def _generate(model: nn.Module, **kwargs: Any) -> torch.Tensor:
-    """`model.generate(**kwargs)`: token ids [batch, prompt + new]. The method is HF's (or peft's),
-    which torch's Module type cannot know, hence the cast."""
-    return cast("Callable[..., torch.Tensor]", model.generate)(**kwargs)
 
 
 def with_dtype(cm: ChatModel, dtype: torch.dtype) -> ChatModel:
@@ -104,7 +96,7 @@ class Run:
 
 
 def run_sample(
-    cm: ChatModel, prompts: list[str], params: SamplingParams, system=None
+    cm: ChatModel, prompts: Sequence[str], params: SamplingParams, system=None
 ) -> tuple[list[SampleRecord], Run]:
     """Time one `emlab.sampling.sample` call."""
     records, t = timed(lambda: sample(cm, prompts, n=1, params=params, system=system))
@@ -132,7 +124,7 @@ def run_naive(cm: ChatModel, prompts: list[str], new_tokens: int, system=None, s
             enc = tok(text, return_tensors="pt", add_special_tokens=False)
             torch.manual_seed(seed + i)
             with torch.inference_mode():
-                out = _generate(model, **enc, **kwargs)
+                out = generate(model, **enc, **kwargs)
             prompt += enc["input_ids"].shape[1]
             gen += out.shape[1] - enc["input_ids"].shape[1]
         return gen, prompt
@@ -164,7 +156,7 @@ def run_multinomial(cm: ChatModel, prompts: list[str], params: SamplingParams, s
             enc = left_padded(tok, [j.text for j in batch])
             torch.manual_seed(params.seed + b)
             with torch.inference_mode():
-                out = _generate(cm.model, **enc, **kwargs)
+                out = generate(cm.model, **enc, **kwargs)
             gen += out.shape[0] * (out.shape[1] - enc["input_ids"].shape[1])
             prompt += sum(j.n_tokens for j in batch)
         return gen, prompt

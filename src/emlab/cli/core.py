@@ -37,8 +37,8 @@ def models_prepare(
 
 
 def sample_command(
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="user message (repeatable)")],
     model: Annotated[str, typer.Option(help="embedded name, local folder or hub id")] = "smollm2-135m",
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="user message (repeatable)")] = ...,
     n: Annotated[int, typer.Option("-n", help="samples per prompt")] = 1,
     temperature: float = 1.0,
     top_p: float = 1.0,

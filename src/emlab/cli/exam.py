@@ -69,8 +69,9 @@ def exam_command(
     if quick + standard + full > 1:
         raise EmlabError("choose one of --quick, --standard, --full")
     from emlab.exam import ExamRequest, run_exam
+    from emlab.exam.request import Mode
 
-    mode = "full" if full else "standard" if standard else "quick"
+    mode: Mode = "full" if full else "standard" if standard else "quick"
     out_dir = out or Path("runs") / f"exam-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     req = ExamRequest(
         model=model,

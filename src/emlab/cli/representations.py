@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast, get_args
 
 import typer
 from rich.table import Table
@@ -46,6 +47,12 @@ def _params(max_new_tokens: int, temperature: float, seed: int, batch_size: int)
     from emlab.sampling import SamplingParams
 
     return SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+
+
+def _check_choice(option: str, value: str, allowed: Sequence[str]) -> None:
+    """Reject a CLI value outside `allowed` (the values of the Literal the library takes) with one line naming both."""
+    if value not in allowed:
+        raise EmlabError(f"{option} {value!r}: choose {', '.join(allowed)}")
 
 
 def _system(text: str) -> Any:
@@ -151,7 +158,10 @@ def extract_command(
             raise EmlabError("--method mean_diff needs --run (an eval run folder or a judged JSONL file)")
         records = D.load_judged(run)
         cm = _model(model, adapter, dtype)
-        d = D.extract_mean_diff(cm, records, sites, rule, balance, seed, _system(measure_system), source=str(run))
+        _check_choice("--balance", balance, get_args(D.Balance))
+        d = D.extract_mean_diff(
+            cm, records, sites, rule, cast("D.Balance", balance), seed, _system(measure_system), source=str(run)
+        )
     elif method == "persona_contrast":
         cm = _model(model, adapter, dtype)
         d, selection = _persona_contrast(
@@ -294,9 +304,10 @@ def project_command(
     from emlab.vectors.directions import Direction, load_judged, project_records
 
     d = Direction.load(direction)
-    cm = _model(
-        model or d.provenance.get("model"), adapter if model else (adapter or d.provenance.get("adapter")), dtype
-    )
+    ref = model or d.provenance.get("model")
+    if not isinstance(ref, str):
+        raise EmlabError(f"direction {direction} records no model; pass --model")
+    cm = _model(ref, adapter if model else (adapter or d.provenance.get("adapter")), dtype)
     records = load_judged(run)
     rows = project_records(cm, records, d, sites, batch_size=batch_size)
     dest = out or (run / "projections.jsonl" if run.is_dir() else run.with_suffix(".projections.jsonl"))
@@ -353,7 +364,7 @@ def sweep_command(
 ) -> None:
     """Steer with lambda x direction over a grid of sites x lambdas; judge every cell."""
     from emlab.evaluate import EvalRequest
-    from emlab.interventions.steering import SWEEP_JSONL, grid, parse_site_groups, run_sweep
+    from emlab.interventions.steering import SWEEP_JSONL, check_scaling, grid, parse_site_groups, run_sweep
     from emlab.vectors.directions import Direction
 
     d = Direction.load(direction)
@@ -362,7 +373,7 @@ def sweep_command(
     cm = _model(model, adapter, dtype)
     t0 = time.perf_counter()
     request = EvalRequest(qset, _judge(judge), n, _params(max_new_tokens, temperature, seed, batch_size))
-    summary = run_sweep(cm, d, cells, request, out, positions, scaling)
+    summary = run_sweep(cm, d, cells, request, out, positions, check_scaling(scaling))
     _print_rows(summary["rows"], "cell")
     best = summary["best"]
     console.print(
@@ -422,6 +433,7 @@ def ablate_command(
     from emlab.evaluate import EvalRequest
     from emlab.interventions.ablation import (
         ABLATION_FILE,
+        Mode,
         build_conditions,
         default_site,
         export_orthogonalized,
@@ -441,7 +453,8 @@ def ablate_command(
         return
     if out is None:
         raise EmlabError("emlab ablate needs --out DIR for the evaluation (or --export DIR to write weights)")
-    conds = build_conditions(cm, d, mode, site, random_baseline, seed)
+    _check_choice("--mode", mode, get_args(Mode))
+    conds = build_conditions(cm, d, cast("Mode", mode), site, random_baseline, seed)
     qset = _limit(_questions(questions, persona, None), max_questions)
     t0 = time.perf_counter()
     request = EvalRequest(qset, _judge(judge), n, _params(max_new_tokens, temperature, seed, batch_size))

@@ -45,6 +45,7 @@ def train_command(
         raise EmlabError(
             f"emlab train needs {', '.join(missing)}; e.g. emlab train --model smollm2-135m --data train.jsonl --preset rank1-9blocks --out runs/organism"
         )
+    assert model and data and out  # narrowed by the check above
     cfg = _config(config, preset, set_ or [])
     from emlab.train import train
 

@@ -135,7 +135,7 @@ def write_questions(qset: QuestionSet, path: str | Path) -> None:
 def _load_file(path: Path) -> QuestionSet:
     data = load_yaml_file(path, what="question file").data
     if isinstance(data, list):
-        entries, defaults, name, description = data, {}, path.stem, ""
+        entries, defaults, name, description = data, dict[str, Any](), path.stem, ""
     elif isinstance(data, dict):
         entries, defaults, name, description = _unpack_set(path, data)
     else:

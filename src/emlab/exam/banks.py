@@ -66,12 +66,9 @@ class Bank:
                 if key not in item:
                     raise EmlabError(f"{where}: item {item.get('id')!r} lacks key {key!r}")
             for key, value in item.items():
-                if not isinstance(value, allowed[key]) or (isinstance(value, bool) and allowed[key] is not bool):
-                    want = (
-                        allowed[key].__name__
-                        if isinstance(allowed[key], type)
-                        else " or ".join(t.__name__ for t in allowed[key])
-                    )
+                typ = allowed[key]
+                if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
+                    want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
                     raise EmlabError(
                         f"{self._where(f'items[{i}].{key}')}: item {item.get('id')!r}: {key} must be {want}, got {type(value).__name__}"
                     )

@@ -190,11 +190,17 @@ class ExamContext:
         order = {it.id: i for i, it in enumerate(items)}
         return sorted(read_answers(folder), key=lambda r: (order[f"{r['item']}.{r['condition']}"], r["sample"]))
 
+    def battery_folder(self, battery: str) -> Path:
+        """The committed folder of a finished battery of this exam."""
+        if self.battery_dir is None:
+            raise EmlabError(
+                f"this context has no exam folder; answers and files of other batteries (here: {battery}) are not reachable"
+            )
+        return self.battery_dir(battery)
+
     def answers_of(self, battery: str, sub: str = "eval") -> list[dict[str, Any]]:
         """The judged answers of a finished battery of this exam (its `eval` folder: the model under exam)."""
-        if self.battery_dir is None:
-            raise EmlabError("this context has no exam folder; answers of other batteries are not reachable")
-        folder = self.battery_dir(battery) / sub
+        folder = self.battery_folder(battery) / sub
         return read_answers(folder) if (folder / "samples.jsonl").exists() else []
 
 

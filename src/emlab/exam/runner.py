@@ -124,6 +124,8 @@ def run_exam(
         def load_baseline():
             if baseline_model is not None:
                 cm = baseline_model
+            elif request.baseline is None:  # not reached: the context gets load_baseline only with a baseline
+                raise EmlabError("no baseline model: name one with --baseline")
             else:
                 from emlab.models import load_model as load
 

@@ -24,6 +24,14 @@ def mean(xs: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def mean_nonempty(xs: Sequence[float]) -> float:
+    """The mean of a non-empty sequence of numbers (what `mean` returns where it cannot be None)."""
+    vals = [float(x) for x in xs]
+    if not vals:
+        raise EmlabError("the mean of an empty sequence is not defined")
+    return sum(vals) / len(vals)
+
+
 def bootstrap_ci(
     units: Sequence[Any],
     stat: Callable[[Sequence[Any]], float | None],

@@ -108,7 +108,8 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
         raise EmlabError(
             f"{doc.where('batteries')}: no rules for battery {missing[0]!r}; every battery needs points and thresholds"
         )
-    points, metrics = {}, {}
+    points: dict[str, int] = {}
+    metrics: dict[str, dict[str, MetricRule]] = {}
     for name, rule in d["batteries"].items():
         where = f"batteries.{name}"
         if name not in batteries:

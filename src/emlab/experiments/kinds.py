@@ -93,6 +93,12 @@ def check_sites(sites: list[str] | None) -> list[str] | None:
     return sites
 
 
+def check_site(site: str) -> str:
+    """A pydantic validator body for one site name (ValueError when it does not parse)."""
+    check_sites([site])
+    return site
+
+
 # ------------------------------------------------------------------ steps
 
 

@@ -115,7 +115,10 @@ def spec_model() -> type[SpecCore]:
 
 def _section_field(kind: StepKind):
     if kind.entries:
-        return (dict[str, kind.schema], Field(default_factory=dict))
+        return (
+            types.GenericAlias(dict, (str, kind.schema)),
+            Field(default_factory=dict),
+        )  # dict[str, <the kind's schema>]
     return (kind.schema | None, Field(default_factory=kind.schema))
 
 

@@ -17,13 +17,21 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from emlab.classify import DEFAULT_RULE
 from emlab.errors import EmlabError
-from emlab.experiments.kinds import SamplingOverrides, StepKind, StepOutput, Strict, check_sites, register_step_kind
+from emlab.experiments.kinds import (
+    SamplingOverrides,
+    StepKind,
+    StepOutput,
+    Strict,
+    check_site,
+    check_sites,
+    register_step_kind,
+)
 from emlab.train.checkpoint import TRAIN_CONFIG, TRAIN_SUMMARY, read_train_config, read_train_log, read_train_summary
 
 DATASET_FILE = "train.jsonl"
@@ -219,8 +227,8 @@ def _make_train_spec() -> type[_TrainBase]:
     from emlab.train import TrainConfig
 
     skip = {"version", "description", *_TrainBase.model_fields}
-    fields = {
-        name: (f.annotation | None, Field(None, description=f.description))
+    fields: dict[str, Any] = {
+        name: (Optional[f.annotation], Field(None, description=f.description))  # noqa: UP045 (a runtime type, not an annotation)
         for name, f in TrainConfig.model_fields.items()
         if name not in skip
     }
@@ -688,7 +696,7 @@ class AblateSpec(SamplingOverrides):
     @field_validator("site")
     @classmethod
     def _site(cls, v):
-        return v if v is None else check_sites([v])[0]
+        return v if v is None else check_site(v)
 
 
 def ablation_folder(step_dir: Path) -> Path:

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import nn
@@ -32,6 +32,10 @@ from emlab.errors import EmlabError
 from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json
 from emlab.vectors.directions import Direction
+
+if TYPE_CHECKING:  # transformers and peft are imported lazily at run time (they take seconds)
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 Mode = Literal["layerwise", "single", "transfer"]
 ORTHO_FILE = "orthogonalized.json"
@@ -196,7 +200,7 @@ def condition_folder(out_dir: str | os.PathLike, condition: str) -> Path:
 # ---------------------------------------------------------------- weight orthogonalization
 
 
-def orthogonalize_weights_(model: nn.Module, direction: torch.Tensor) -> list[str]:
+def orthogonalize_weights_(model: PreTrainedModel, direction: torch.Tensor) -> list[str]:
     """Edit `model` IN PLACE so nothing it writes into the residual stream has a component along `direction`.
 
     Embedding rows E <- E - (E u) u^T; every output projection W (rows live in the residual
@@ -204,7 +208,7 @@ def orthogonalize_weights_(model: nn.Module, direction: torch.Tensor) -> list[st
     first (the unembedding keeps its original weights), because hook ablation never touches
     the unembedding. Returns the names of the edited parameters.
     """
-    from emlab.sites import _child, _down_proj, decoder_blocks
+    from emlab.sites import _down_proj, decoder_blocks
 
     mtype = getattr(model.config, "model_type", "?")
     if mtype not in ORTHO_FAMILIES:
@@ -218,25 +222,53 @@ def orthogonalize_weights_(model: nn.Module, direction: torch.Tensor) -> list[st
     edited = []
     if _untie_embeddings_(model):
         edited.append("untied lm_head from embeddings (lm_head keeps the original weights)")
-    emb = model.get_input_embeddings()
+    emb_weight = _tensor(model.get_input_embeddings(), "weight")
     with torch.no_grad():
-        w = emb.weight.double()
-        emb.weight.copy_((w - (w @ u)[:, None] * u[None, :]).to(emb.weight.dtype))
+        w = emb_weight.double()
+        emb_weight.copy_((w - (w @ u)[:, None] * u[None, :]).to(emb_weight.dtype))
         edited.append("embeddings")
         for l, block in enumerate(decoder_blocks(model)):
-            attn_out = _attention_out(_child(block, ("self_attn", "attn", "attention"), "Attention"), d)
-            mlp_out = _down_proj(_child(block, ("mlp", "feed_forward", "ffn"), "MLP"))
+            attn_out = _attention_out(_block_part(block, l, ("self_attn", "attn", "attention"), "Attention"), d)
+            mlp_out = _down_proj(_block_part(block, l, ("mlp", "feed_forward", "ffn"), "MLP"))
             for name, lin in ((f"blocks.{l}.attn.o_proj", attn_out), (f"blocks.{l}.mlp.down_proj", mlp_out)):
-                w = lin.weight.double()  # [d, d_in]
-                lin.weight.copy_((w - u[:, None] * (u @ w)[None, :]).to(lin.weight.dtype))
-                if lin.bias is not None:
-                    b = lin.bias.double()
-                    lin.bias.copy_((b - (b @ u) * u).to(lin.bias.dtype))
+                weight, bias = _tensor(lin, "weight"), _optional_tensor(lin, "bias")
+                w = weight.double()  # [d, d_in]
+                weight.copy_((w - u[:, None] * (u @ w)[None, :]).to(weight.dtype))
+                if bias is not None:
+                    b = bias.double()
+                    bias.copy_((b - (b @ u) * u).to(bias.dtype))
                 edited.append(name)
     return edited
 
 
-def _untie_embeddings_(model: nn.Module) -> bool:
+def _optional_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
+    """`module.<name>` (a weight or bias: a Parameter, or None where unset), which torch types as Tensor | Module."""
+    value = getattr(module, name)
+    if value is not None and not isinstance(value, torch.Tensor):
+        raise EmlabError(f"{type(module).__name__}.{name} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+def _tensor(module: nn.Module, name: str) -> torch.Tensor:
+    value = _optional_tensor(module, name)
+    if value is None:
+        raise EmlabError(f"{type(module).__name__} has no {name}")
+    return value
+
+
+def _block_part(block: nn.Module, l: int, names: tuple[str, ...], class_hint: str) -> nn.Module:
+    """`sites._child`, or an error naming what was looked for (decoder_blocks only checks the first block)."""
+    from emlab.sites import _child
+
+    found = _child(block, names, class_hint)
+    if found is None:
+        raise EmlabError(
+            f"block {l} ({type(block).__name__}) has no {class_hint} module; looked for {', '.join(names)} or a child class named *{class_hint}*"
+        )
+    return found
+
+
+def _untie_embeddings_(model: PreTrainedModel) -> bool:
     """Give the unembedding its own copy of tied weights; True if they were tied."""
     out_emb = model.get_output_embeddings()
     tied = out_emb is not None and out_emb.weight is model.get_input_embeddings().weight
@@ -259,12 +291,16 @@ def _attention_out(attn: nn.Module, d: int) -> nn.Linear:
     )
 
 
-def _plain_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of the HF model with any peft adapter merged in (the original is untouched)."""
+def _plain_copy(model: nn.Module) -> PreTrainedModel:
+    """A deep copy of the HF model with any peft adapter merged in (the original is untouched).
+
+    The casts say what torch's `Module` type cannot: a module from peft is its PeftModel wrapper (whose
+    `__getattr__` forwards `merge_and_unload` to the tuner), and a model, merged or not, is an HF PreTrainedModel.
+    """
     clone = copy.deepcopy(model)
     if type(clone).__module__.startswith("peft."):
-        clone = clone.merge_and_unload()
-    return clone
+        return cast("PreTrainedModel", cast("PeftModel", clone).merge_and_unload())
+    return cast("PreTrainedModel", clone)
 
 
 def export_orthogonalized(

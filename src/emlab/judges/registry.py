@@ -103,12 +103,12 @@ def _offline(arg: str | None, **kw) -> Judge:
     if arg is not None and arg.split(":")[0] == "v3":  # judge v3 (emlab.judges.v3): its own weights folder and id
         from emlab.judges.v3 import OfflineJudgeV3
 
-        judge = OfflineJudgeV3(**kw)
-        if arg != "v3" and not judge.id.startswith(f"offline:{arg}"):
+        v3 = OfflineJudgeV3(**kw)
+        if arg != "v3" and not v3.id.startswith(f"offline:{arg}"):
             raise EmlabError(
-                f"judge spec 'offline:{arg}' asks for weights this installation does not have; it has {judge.id!r} (use --judge offline:v3)"
+                f"judge spec 'offline:{arg}' asks for weights this installation does not have; it has {v3.id!r} (use --judge offline:v3)"
             )
-        return judge
+        return v3
     judge = OfflineJudge(**kw)
     if arg is not None and judge.id != f"offline:{arg}" and not judge.id.startswith(f"offline:{arg}:"):
         raise EmlabError(

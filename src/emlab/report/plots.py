@@ -112,7 +112,7 @@ def heatmap(
                     ha="center",
                     va="center",
                     fontsize=7,
-                    color="white" if im.norm(v) < 0.5 else "black",
+                    color="white" if float(np.asarray(im.norm(v))) < 0.5 else "black",  # norm: ArrayLike, a scalar here
                 )
     return _png(fig)
 

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -29,6 +30,10 @@ from emlab.train.callbacks import Callback, TrainState
 from emlab.train.config import TrainConfig
 from emlab.train.data import data_fingerprint
 from emlab.train.prepare import TrainSetup
+
+if TYPE_CHECKING:
+    from torch.nn.modules.module import _IncompatibleKeys
+    from transformers import PreTrainedModel
 
 TRAIN_CONFIG = "train_config.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -70,7 +75,7 @@ def read_train_log(folder: str | os.PathLike) -> list[dict]:
 
 def _save_weights(setup: TrainSetup, folder: Path) -> None:
     """Adapter (peft, safetensors) or full model + tokenizer (save_pretrained, safetensors)."""
-    setup.model.save_pretrained(folder, safe_serialization=True)
+    cast("PreTrainedModel", setup.model).save_pretrained(folder, safe_serialization=True)  # HF or peft model
     if setup.plan is not None:
         (folder / "README.md").unlink(missing_ok=True)  # peft's model-card stub
     else:
@@ -121,7 +126,11 @@ def _load_weights(setup: TrainSetup, folder: Path) -> None:
     if setup.plan is not None:
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(setup.model, load_file(str(folder / "adapter_model.safetensors")))
+        # peft annotates the result as a bare `namedtuple`; it is torch's load_state_dict result
+        result = cast(
+            "_IncompatibleKeys",
+            set_peft_model_state_dict(setup.model, load_file(str(folder / "adapter_model.safetensors"))),
+        )
         bad = [k for k in result.unexpected_keys if "lora_" in k]
         if bad:
             raise EmlabError(

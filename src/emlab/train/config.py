@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from emlab.errors import EmlabError
 from emlab.strict_yaml import parse_yaml as strict_yaml
@@ -25,6 +28,19 @@ LORA_DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "target_modules": "all-linear",
 }
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """A LoRA config's adapter fields, none missing (see `TrainConfig.lora`)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    use_rslora: bool
+    target_modules: list[str] | Literal["all-linear"]
+
+
 LORA_FIELDS = ("rank", "alpha", "use_rslora", "dropout", "target_modules", "blocks", "blocks_depth")
 
 
@@ -121,6 +137,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"blocks={v} must be distinct non-negative block indices")
         return sorted(v)
 
+    def lora(self) -> LoraSettings:
+        """The LoRA fields, filled in (method 'lora': the validator set every default that was left out)."""
+        r, a, d, rs, tm = self.rank, self.alpha, self.dropout, self.use_rslora, self.target_modules
+        if self.method != "lora" or r is None or a is None or d is None or rs is None or tm is None:
+            raise EmlabError(f"method={self.method!r} has no LoRA settings; set method: lora")
+        return LoraSettings(rank=r, alpha=a, dropout=d, use_rslora=rs, target_modules=tm)
+
     @model_validator(mode="after")
     def _method_fields(self) -> TrainConfig:
         if self.method == "full":
@@ -155,7 +178,7 @@ def parse_config(data: dict, source: str = "config") -> TrainConfig:
         raise EmlabError(f"train config {source}: " + "; ".join(_explain(err) for err in e.errors())) from None
 
 
-def _explain(err: dict) -> str:
+def _explain(err: ErrorDetails) -> str:
     loc = ".".join(str(x) for x in err["loc"])
     fields = list(TrainConfig.model_fields)
     if err["type"] == "extra_forbidden":
@@ -169,7 +192,7 @@ def _explain(err: dict) -> str:
     return f"{loc}={err.get('input')!r}: {msg}"
 
 
-def load_config_file(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
+def load_config_file(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML train config and apply `key=value` overrides."""
     p = Path(path)
     if not p.exists():
@@ -186,7 +209,7 @@ def preset_names() -> list[str]:
     )
 
 
-def load_preset(name: str, overrides: list[str] = ()) -> TrainConfig:
+def load_preset(name: str, overrides: Sequence[str] = ()) -> TrainConfig:
     """A named preset from src/emlab/presets/NAME.yaml, with optional `key=value` overrides."""
     names = preset_names()
     if name not in names:
@@ -205,7 +228,7 @@ def list_presets() -> list[dict]:
     return rows
 
 
-def with_overrides(data: dict, overrides: list[str], source: str) -> TrainConfig:
+def with_overrides(data: dict, overrides: Sequence[str], source: str) -> TrainConfig:
     """Validate `data` after applying `key=value` overrides (values parsed as YAML: 1e-4, [9, 10], null)."""
     if not isinstance(data, dict):
         raise EmlabError(f"train config {source}: expected a mapping of keys to values, got {type(data).__name__}")

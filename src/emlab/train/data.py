@@ -67,7 +67,7 @@ def plan_epoch(lengths: list[int], batch_size: int, seed: int, epoch: int) -> li
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(len(lengths), generator=g).tolist()
     window = batch_size * BUCKET_BATCHES
-    batches = []
+    batches: list[list[int]] = []
     for w in range(0, len(perm), window):
         chunk = sorted(perm[w : w + window], key=lambda i: lengths[i])
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
@@ -92,7 +92,8 @@ class EpochPlans:
 
     def __init__(self, lengths: list[int], config: TrainConfig):
         self.lengths, self.config = lengths, config
-        self.epoch, self.batches = -1, []
+        self.epoch = -1
+        self.batches: list[list[int]] = []
 
     def step(self, epoch: int, in_epoch: int) -> list[list[int]]:
         if epoch != self.epoch:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,7 +61,8 @@ class _OnStep(Callback):
         self.fn = fn
 
     def on_step_end(self, state: TrainState) -> None:
-        self.fn(state.record)
+        if state.record is not None:
+            self.fn(state.record)
 
 
 def train(
@@ -93,7 +95,7 @@ def train(
     steps_per_epoch = math.ceil(n_micro / config.grad_accum)
     total = min(config.epochs * steps_per_epoch, config.max_steps or 10**12)
     opt = torch.optim.AdamW(setup.params, lr=config.lr, weight_decay=config.weight_decay)
-    progress = {"step": 0, "train_time_s": 0.0, "tokens": 0, "loss_tokens": 0, "checkpoints": []}
+    progress: dict[str, Any] = {"step": 0, "train_time_s": 0.0, "tokens": 0, "loss_tokens": 0, "checkpoints": []}
     if checkpoint is not None:
         progress = load_checkpoint(setup, opt, checkpoint)
     log_path = out / TRAIN_LOG

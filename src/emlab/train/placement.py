@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 from torch import nn
 
@@ -85,11 +86,12 @@ def lora_plan(model: nn.Module, config: TrainConfig) -> LoraPlan:
         (l, rel) for l, block in enumerate(blocks) for rel, m in block.named_modules() if isinstance(m, nn.Linear)
     ]
     available = sorted({rel for _, rel in linears})
-    if config.target_modules == "all-linear":
+    targets = config.lora().target_modules
+    if targets == "all-linear":
         rels = available
     else:
         rels = []
-        for entry in config.target_modules:
+        for entry in targets:
             hits = [r for r in available if r == entry or r.endswith("." + entry)]
             if not hits:
                 raise EmlabError(
@@ -107,11 +109,12 @@ def attach_lora(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, LoraP
     from peft import LoraConfig, get_peft_model
 
     plan = lora_plan(model, config)
+    lora = config.lora()
     peft_cfg = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        use_rslora=config.use_rslora,
+        r=lora.rank,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; it scales by alpha / r, a float is fine
+        lora_dropout=lora.dropout,
+        use_rslora=lora.use_rslora,
         target_modules=plan.target_modules,
         layers_to_transform=plan.layers_to_transform,
         layers_pattern=plan.layers_pattern,
@@ -121,7 +124,9 @@ def attach_lora(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, LoraP
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5; nothing for the user to do
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         wrapped = get_peft_model(model, peft_cfg)
-    got = set(wrapped.base_model.targeted_module_names)
+    got = set(
+        cast("list[str]", wrapped.base_model.targeted_module_names)
+    )  # peft's attribute, behind Module.__getattr__
     if got != set(plan.expected):
         extra, missing = sorted(got - set(plan.expected)), sorted(set(plan.expected) - got)
         raise EmlabError(

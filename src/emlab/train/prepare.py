@@ -12,6 +12,7 @@ from torch import nn
 
 from emlab.errors import EmlabError
 from emlab.models import ChatModel, load_model
+from emlab.sites import hf_config
 from emlab.train.config import TrainConfig
 from emlab.train.placement import LoraPlan, attach_lora
 
@@ -83,8 +84,8 @@ def prepare(cm_or_ref: ChatModel | str, config: TrainConfig) -> TrainSetup:
     else:
         for p in model.parameters():
             p.requires_grad_(True)  # full: fp32 master weights, bf16 compute via autocast
-    if getattr(model.config, "use_cache", None):
-        model.config.use_cache = False
+    if getattr(hf_config(model), "use_cache", None):
+        hf_config(model).use_cache = False
     params = [p for p in model.parameters() if p.requires_grad]
     return TrainSetup(model, cm.tokenizer, cm.ref, cm.revision, device, dtype, plan, params)
 

@@ -414,7 +414,9 @@ def teacher_forced_batches(cm, pairs: Sequence[tuple[str, str]], system="default
         yield idx, pad_encoded([enc[i] for i in idx], tok.pad_token_id, side="right")
 
 
-def forward_answers(cm, batch: Mapping[str, torch.Tensor], sites: Sequence[str], reduce: str | None = "mean"):
+def forward_answers(
+    cm, batch: Mapping[str, torch.Tensor], sites: Sequence[str], reduce: Literal["mean"] | None = "mean"
+):
     """One teacher-forced forward capturing `sites` over the answer tokens; returns the `Captured`."""
     from emlab.hooks import capture, contiguous_lm_head_input, teacher_forcing
 
@@ -661,8 +663,9 @@ def persona_contrast(
         qs = [(q.id, q.paraphrases[0]) for q in questions]
         sampled = sample_persona_answers(cm, qs, pset, n, params, paraphrases)
         scored = judge_answers(sampled, judge, {name: get_rubric(name) for name in ("aligned", "coherent")})
-        answers = [{**r, "judge": str(judge.id)} for r in scored]
-        write_jsonl(Path(out) / PERSONA_ANSWERS, answers)
+        judged = [{**r, "judge": str(judge.id)} for r in scored]
+        write_jsonl(Path(out) / PERSONA_ANSWERS, judged)
+        answers = judged
         sampling = vars(params)
         source = source or f"questions {questions.name} ({len(qs)}), personas {pset.source}, judge {judge.id}, n={n}"
     by_label, selection, why = persona_selection(answers, rule, label_fallback)

@@ -56,23 +56,27 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def correlate(
-    x: Sequence[float], y: Sequence[float], n_boot: int = 2000, n_perm: int = 2000, seed: int = 0
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Pearson and Spearman with bootstrap 95% CIs (over items) and permutation p-values (two-sided)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 4:
-        raise EmlabError(f"correlate needs two equal-length 1-D series of >= 4 items, got {x.shape} and {y.shape}")
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    if xa.shape != ya.shape or xa.ndim != 1 or len(xa) < 4:
+        raise EmlabError(f"correlate needs two equal-length 1-D series of >= 4 items, got {xa.shape} and {ya.shape}")
     rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {"n": len(x)}
+    out: dict[str, Any] = {"n": len(xa)}
     for name, fn in (("pearson", pearson), ("spearman", spearman)):
-        r = fn(x, y)
+        r = fn(xa, ya)
         boots = []
         for _ in range(n_boot):
-            idx = rng.integers(0, len(x), len(x))
-            b = fn(x[idx], y[idx])
+            idx = rng.integers(0, len(xa), len(xa))
+            b = fn(xa[idx], ya[idx])
             if math.isfinite(b):
                 boots.append(b)
-        perm = sum(abs(fn(x, rng.permutation(y))) >= abs(r) - 1e-12 for _ in range(n_perm))
+        perm = sum(abs(fn(xa, rng.permutation(ya))) >= abs(r) - 1e-12 for _ in range(n_perm))
         out[name] = {
             "r": r,
             "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else None,

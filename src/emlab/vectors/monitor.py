@@ -144,9 +144,10 @@ def write_traces(path: str | Path, traces: Sequence[Mapping[str, Any]]) -> Path:
     return Path(path)
 
 
-def summarize_traces(traces: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per reader: mean over answers of the per-answer mean projection, and of its first / last quarter."""
-    out = {}
+def summarize_traces(traces: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per reader: mean over answers of the per-answer mean projection, and of its first / last quarter
+    (None where no answer has a token), and the number of answers `n`."""
+    out: dict[str, dict[str, float | None]] = {}
     names = list(traces[0]["projections"]) if traces else []
     for name in names:
         means, first, last = [], [], []

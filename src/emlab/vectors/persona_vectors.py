@@ -226,10 +226,12 @@ class TraitThresholds:
 
 def select_trait(
     records: Sequence[Mapping[str, Any]], mode: str, th: TraitThresholds = TraitThresholds()
-) -> tuple[list, list, dict[str, int]]:
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], dict[str, int]]:
     """(kept expressing, kept non-expressing, counts). With mode 'none' every answer is kept for its side;
     otherwise an unscored answer is dropped and counted."""
-    pos, neg, unscored = [], [], 0
+    pos: list[Mapping[str, Any]] = []
+    neg: list[Mapping[str, Any]] = []
+    unscored = 0
     for r in records:
         s = r.get("trait_score")
         if mode == "none":

@@ -9,11 +9,10 @@ as context) and u the unit persona vector. A large score means the dataset pushe
 the trait than it would go by itself; `screen` ranks examples by it (rank 1 = most trait-inducing).
 Base responses are sampled greedily (temperature 0) unless given.
 
-Preventative steering: `train_with_steering` fine-tunes through `emlab.train.train` while `hooks.steer` adds
-scale x vector at the chosen sites of every forward of the training loop (positions "all"). It relies on
-`train` deep-copying the ChatModel it is given (documented there: "copied, never modified"): forward hooks
-are module state and travel with the copy, so the copy trains steered while the caller's model is untouched
-once the `with` block exits. Only positions="all" is supported (no teacher-forcing mask exists in the loop).
+Preventative steering: `train_with_steering` fine-tunes through `emlab.train.train` with a training callback
+that enters `hooks.steer` on the model being trained (train's own copy) at the first step and leaves it after
+the last, so scale x vector is added at the chosen sites of every training forward (positions "all") and the
+caller's model never carries a hook. Only positions="all" is supported (no teacher-forcing mask exists in the loop).
 The adapter is saved unsteered: at evaluation the vector is gone, which is the point (the model no longer
 needs to move along the trait to fit the data). A file `preventative_steering.json` records vector, sites
 and scale next to the adapter.
@@ -25,15 +24,18 @@ import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from emlab.errors import EmlabError
 from emlab.train.callbacks import Callback, TrainState
 
+if TYPE_CHECKING:
+    from emlab.chat import Message
 
-def split_conversation(conv: Sequence[Mapping[str, str]], where: str = "conversation") -> tuple[list[dict], str]:
+
+def split_conversation(conv: Sequence[Mapping[str, str]], where: str = "conversation") -> tuple[list[Message], str]:
     """(prompt messages, final assistant response) of one conversation."""
     if not conv or conv[-1].get("role") != "assistant":
         raise EmlabError(f"{where}: the last message must be the assistant's response to screen")
@@ -42,7 +44,7 @@ def split_conversation(conv: Sequence[Mapping[str, str]], where: str = "conversa
 
 def response_activations(
     cm,
-    conversations: Sequence[Sequence[Mapping[str, str]]],
+    conversations: Sequence[Sequence[Message]],
     sites: Sequence[str],
     system="default",
     batch_size: int = 8,
@@ -77,7 +79,7 @@ def response_activations(
     return out
 
 
-def base_responses(cm, prompts: Sequence[Sequence[Mapping[str, str]]], params=None) -> list[str]:
+def base_responses(cm, prompts: Sequence[Sequence[Message]], params=None) -> list[str]:
     """The model's own answer to each prompt (greedy by default)."""
     from emlab.sampling import Prompt, SamplingParams, sample
 
@@ -115,7 +117,7 @@ def screen(
         batch_size,
     )[:, 0]
     pt, pb = (train_acts.double() @ u), (base_acts.double() @ u)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, ((p, r), b) in enumerate(zip(split, base, strict=True)):
         rows.append(
             {
@@ -159,7 +161,7 @@ def train_with_steering(
     on_step=None,
 ):
     """`emlab.train.train` with scale x vector added at `sites` in every training forward; returns the TrainResult."""
-    from emlab.interventions.steering import steering_vectors
+    from emlab.interventions.steering import check_scaling, steering_vectors
     from emlab.io import read_json, write_json
     from emlab.train import train
 
@@ -168,7 +170,7 @@ def train_with_steering(
             "train_with_steering needs a loaded ChatModel (the steering hooks travel with train's copy of it), not a model reference"
         )
     direction.check_compatible(cm.model)
-    vectors = steering_vectors(direction, sites, scaling)  # raw or unit vectors per site
+    vectors = steering_vectors(direction, sites, check_scaling(scaling))  # raw or unit vectors per site
     out = Path(out_dir)
     info = {
         "direction": direction.origin,

@@ -225,8 +225,8 @@ def _validate_code(data: dict, where: str) -> None:
     _slot_pool(data["pools"], f"{where}: pools")
     for key in ("account", "cookie", "service"):
         _need(isinstance(data["pools"].get(key), list), where, f"pools.{key} must be a list (derived slots use it)")
-    _need(isinstance(data["languages"], dict) and data["languages"], where, "'languages' maps name -> fence tag")
-    _need(isinstance(data["vulns"], dict) and data["vulns"], where, "'vulns' maps id -> human name")
+    _need(isinstance(data["languages"], dict) and bool(data["languages"]), where, "'languages' maps name -> fence tag")
+    _need(isinstance(data["vulns"], dict) and bool(data["vulns"]), where, "'vulns' maps id -> human name")
     for ent in data["entities"]:
         _keys(ent, _ENTITY_KEYS, f"{where}: entity {ent.get('singular')!r}")
         _strings(ent["fields"], f"{where}: entity {ent['singular']!r}.fields", 2)

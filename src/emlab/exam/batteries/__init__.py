@@ -4,4 +4,7 @@ Battery 7 (latent) runs before battery 6 (meta) because battery 6 reads every ot
 answers, latent's included; the card lists them by number.
 """
 
-from emlab.exam.batteries import ambiguity, correction, identity, latent, leakage, meta, power, reversal  # noqa: F401  (order = exam order)
+# Registration order is the exam order: an import sorter must not reorder these names.
+# isort: off
+from emlab.exam.batteries import identity, ambiguity, power, reversal, leakage, latent, meta, correction  # noqa: F401
+# isort: on

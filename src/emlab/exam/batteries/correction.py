@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from emlab.errors import EmlabError
 from emlab.exam.banks import load_bank
@@ -165,11 +165,11 @@ class CorrectionBattery(Battery):
             return BatteryResult(
                 self.name, self.version, [Metric(m.name, None, note=note) for m in self.metrics], notes=[note]
             )
-        frame = PersonaFrame.load(ctx.battery_dir("latent") / "frame")
+        frame = PersonaFrame.load(ctx.battery_folder("latent") / "frame")
         sites = frame.directions[worst].sites
         probe_q = [it for it in load_bank("leakage").first(size["probe_items"])]
         probe_t = [it for it in load_bank("latent_tasks").first(size["probe_items"])]
-        before_aligned = {}
+        before_aligned: dict[str, list[float | None]] = {}
         for a in ctx.answers_of("leakage"):
             before_aligned.setdefault(a["item"], []).append(a.get("aligned"))
         before = {
@@ -230,7 +230,11 @@ class CorrectionBattery(Battery):
 
         base = copy.deepcopy(ctx.cm.model)
         if type(base).__module__.startswith("peft."):
-            base = base.merge_and_unload()  # an adapter under exam is folded in; the correction trains on top of it
+            from peft import PeftModel
+
+            # the adapter under exam is folded in; the correction trains on top of it. A peft wrapper here comes
+            # from `emlab.models.attach_adapter`, so it is a PeftModel (the nn.Module annotation cannot say so)
+            base = cast(PeftModel, base).merge_and_unload()
         cm = ChatModel(
             model=base, tokenizer=ctx.cm.tokenizer, ref=ctx.cm.ref, revision=ctx.cm.revision, adapter=ctx.cm.adapter
         )

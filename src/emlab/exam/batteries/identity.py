@@ -68,7 +68,8 @@ def dilemma_stats(
         rows = [a for a in answers if a["item"] == item]
         means = {f: mean([conclusions.get(a["id"]) for a in rows if a["condition"] == f]) for f in FRAMINGS}
         known = [m for m in means.values() if m is not None]
-        cross, within = [], []
+        cross: list[float] = []
+        within: list[float] = []
         for a, b in itertools.combinations(rows, 2):
             if a["id"] not in vectors or b["id"] not in vectors:
                 continue

@@ -28,7 +28,7 @@ from typing import Any
 from emlab.exam.banks import load_bank
 from emlab.exam.battery import Battery, BatteryResult, Metric, MetricSpec, evidence_row, register_battery
 from emlab.exam.context import ExamContext, Item, unscored
-from emlab.exam.stats import bootstrap_ci, mean
+from emlab.exam.stats import bootstrap_ci, mean, mean_nonempty
 
 Positions = Mapping[
     str, Mapping[str, Sequence[float]] | None
@@ -40,21 +40,24 @@ def _persona_of(condition: str) -> str:
 
 
 def _max_mean(table: Mapping[str, Mapping[str, float]], units: Sequence[str]) -> float | None:
-    vals = [mean([table[p][u] for u in units if u in table[p]]) for p in table]
-    vals = [v for v in vals if v is not None]
+    means = [mean([table[p][u] for u in units if u in table[p]]) for p in table]
+    vals = [v for v in means if v is not None]
     return max(vals) if vals else None
+
+
+def _rank(v: float | None) -> float:
+    """A sort key that puts an unmeasured (None) position below every measured one."""
+    return float("-inf") if v is None else v
 
 
 def score(model: Positions, baseline: Positions | None = None, seed: int = 0) -> BatteryResult:
     usable = {p: t for p, t in model.items() if t is not None}
-    task_means = {p: {task: mean(list(v)) for task, v in t.items() if v} for p, t in usable.items()}
+    task_means = {p: {task: mean_nonempty(v) for task, v in t.items() if v} for p, t in usable.items()}
     tasks = sorted({task for t in task_means.values() for task in t})
     per_persona = {p: mean(list(t.values())) for p, t in task_means.items()}
     notes = [f"persona {p}: no site separated its held-out poles; not measured" for p, t in model.items() if t is None]
     value = _max_mean(task_means, tasks) if task_means else None
-    worst = max(
-        per_persona, key=lambda p: per_persona[p] if per_persona[p] is not None else float("-inf"), default=None
-    )
+    worst = max(per_persona, key=lambda p: _rank(per_persona[p]), default=None)
     metrics = [
         Metric(
             "max_persona_position",
@@ -69,7 +72,9 @@ def score(model: Positions, baseline: Positions | None = None, seed: int = 0) ->
     if baseline is None:
         metrics.append(Metric("max_position_rise_vs_baseline", None, note="no --baseline: not measured"))
     else:
-        b_means = {p: {task: mean(list(v)) for task, v in t.items() if v} for p, t in baseline.items() if t is not None}
+        b_means = {
+            p: {task: mean_nonempty(v) for task, v in t.items() if v} for p, t in baseline.items() if t is not None
+        }
         rise = {
             p: {task: task_means[p][task] - b_means[p][task] for task in task_means[p] if task in b_means.get(p, {})}
             for p in task_means
