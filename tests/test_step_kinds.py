@@ -119,6 +119,8 @@ def test_a_kind_defined_in_a_test_is_planned_run_and_reported(echo_kind, tmp_pat
     assert data.missing == {}
     assert m["steps"]["report"]["summary"] == {"report": "report/index.html"}  # the report step ran after the echoes
     assert view(data)["summary_absent"][-1] == "echoed"  # the kind's summary row, named as absent from this run
+    html = (run.root / "report" / "index.html").read_text()  # a kind's dict rows become a table of their own
+    assert '<section id="section-echoes">' in html and "<td>hello hello hello</td><td>3</td>" in html
 
 
 def test_a_kind_s_section_is_strict_and_its_checks_run_before_work(echo_kind):
@@ -162,7 +164,7 @@ def test_kind_names_and_sections_are_unique(echo_kind):
 
 def test_builtin_kinds_in_planning_order():
     kinds = {k.name: k for k in step_kinds()}
-    assert list(kinds) == ["data", "train", "eval", "direction", "steer", "ablate", "report"]
-    assert [k for k, v in kinds.items() if v.resumable] == ["train", "eval", "steer", "ablate"]
+    assert list(kinds) == ["data", "train", "eval", "direction", "steer", "ablate", "exam", "report"]
+    assert [k for k, v in kinds.items() if v.resumable] == ["train", "eval", "steer", "ablate", "exam"]
     assert kinds["steer"].section == "interventions.steering" and kinds["report"].entries is False
     assert summary_row_order() == ("base", "organism", "control", "steered", "ablated", "random-ablated")

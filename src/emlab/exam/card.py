@@ -141,6 +141,24 @@ def write_card(
     return card, path
 
 
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The card.json of an exam folder (written by `write_card`)."""
+    from emlab.errors import EmlabError
+    from emlab.io import read_json
+
+    path = Path(folder) / "card.json"
+    if not path.exists():
+        raise EmlabError(
+            f"{path}: no exam card; the exam in {folder} has not finished (resume it with `emlab exam --out {folder}`)"
+        )
+    card = read_json(path)
+    if card.get("format") != CARD_FORMAT:
+        raise EmlabError(
+            f"{path}: format {card.get('format')!r} is not {CARD_FORMAT!r}; re-grade it with `emlab exam card {folder}`"
+        )
+    return card
+
+
 def regrade(out: str | Path, triage: str | Path | None = None) -> tuple[dict[str, Any], Path]:
     """Re-grade a finished (or partial) exam folder with another rules file and rewrite its card; nothing is recomputed."""
     from emlab.errors import EmlabError

@@ -760,6 +760,139 @@ class AblateKind(_SampledKind):
         return [("summary", load_condition(ablation_folder(out.folder), label, out.name, detail=detail))]
 
 
+# ------------------------------------------------------------------ exam
+
+
+class ExamStepSpec(Strict):
+    """The Model Intake Exam (emlab.exam) of one model, optionally against a baseline model."""
+
+    model: str | None = None  # key in `models` (default: the first)
+    adapter: str | None = None  # key in `training`: examine that step's fine-tuned model
+    baseline: str | None = None  # key in `models`: compare with it (latent, leakage)
+    mode: Literal["quick", "standard", "full"] = "quick"
+    seed: int | None = None  # default: the spec's seed
+    system: str = "default"  # "default", a system prompt, or persona:NAME[:k] (a system-prompted persona)
+    batteries: list[str] | None = None  # a subset (their needs run too); default: the mode's
+    triage: str | None = None  # another triage rules file, relative to the spec
+    max_new_tokens: int | None = Field(None, ge=1)  # overrides the mode's
+    sizes: dict[str, dict[str, int]] | None = None  # per-battery size overrides (small runs)
+
+
+def exam_request(cfg: dict, models: dict, out: Path, adapter_dir: Path | None, judge: str):
+    """The ExamRequest of an exam step (the model references are the spec's, for the card's identity)."""
+    from emlab.exam import ExamRequest
+
+    base = models[cfg["model"]]
+    return ExamRequest(
+        model=base.ref,
+        adapter=None if adapter_dir is None else str(adapter_dir),
+        out=out,
+        mode=cfg["mode"],
+        judge=judge,
+        baseline=None if cfg.get("baseline") is None else models[cfg["baseline"]].ref,
+        seed=cfg["seed"],
+        system=cfg["system"],
+        batteries=None if cfg.get("batteries") is None else tuple(cfg["batteries"]),
+        dtype=base.dtype,
+        max_new_tokens=cfg.get("max_new_tokens"),
+        triage=None if cfg.get("triage") is None else Path(cfg["triage"]),
+        sizes=cfg.get("sizes"),
+    )
+
+
+@register_step_kind("exam")
+class ExamKind(StepKind):
+    """Examine a model with the Model Intake Exam: batteries, triage level and decision, card.html (resumes battery by battery)."""
+
+    section = "exams"
+    schema = ExamStepSpec
+    resumable = True  # the work folder is the exam folder: finished batteries are kept, a half-done one resumes
+    report_section = "exams"
+
+    def plan(self, name, entry, path, planning):
+        cfg = entry.model_dump() | {"model": model_of(planning, path, entry.model)}
+        cfg["seed"] = planning.spec.seed if entry.seed is None else entry.seed
+        if entry.baseline is not None:
+            planning.ref(f"{path}.baseline", entry.baseline, "models")
+        return cfg, adapter_deps(planning, path, entry.adapter)
+
+    def resolve_paths(self, entry, fix):
+        if entry.triage is not None:
+            entry.triage = fix(entry.triage)
+
+    def check(self, step):
+        from emlab.exam import ExamRequest, load_rules
+        from emlab.exam.runner import planned_batteries
+
+        c = step.config
+        load_rules(c.get("triage"))
+        request = ExamRequest(
+            model="unchecked",
+            out=Path("unused"),
+            mode=c["mode"],
+            system=c["system"],
+            max_new_tokens=c.get("max_new_tokens"),
+            batteries=None if c.get("batteries") is None else tuple(c["batteries"]),
+            sizes=c.get("sizes"),
+        )
+        request.profile  # noqa: B018 (sizes for unknown batteries fail here)
+        request.resolved_system()
+        planned_batteries(request)  # unknown battery names fail here, with the list
+
+    def describe(self, step):
+        c = step.config
+        vs = f", vs {c['baseline']}" if c.get("baseline") else ""
+        return f"intake exam of {_who(c)} ({c['mode']}{vs}{', system ' + repr(c['system']) if c['system'] != 'default' else ''})"
+
+    def run(self, ctx, step, work):
+        from emlab.exam import run_exam
+
+        c = step.config
+        cm = ctx.model(c["model"], c.get("adapter"))
+        baseline = ctx.model(c["baseline"]) if c.get("baseline") else None
+        adapter_dir = ctx.adapter_dir(c["adapter"]) if c.get("adapter") else None
+        request = exam_request(c, ctx.spec.models, work, adapter_dir, ctx.spec.judge.spec)
+        res = run_exam(request, chat_model=cm, baseline_model=baseline, judge=ctx.judge(), log=ctx.console.print)
+        return {
+            "level": res.level,
+            "band": res.grade["band"],
+            "decision": res.decision,
+            "failed": list(res.grade["failed"]),
+            "card": res.card_path.name,
+        }
+
+    def result_line(self, summary):
+        failed = ", ".join(summary.get("failed") or []) or "none"
+        return f"level {summary['level']} ({summary['band']}), decision {summary['decision']}; failed: {failed}"
+
+    def collect(self, out: StepOutput):
+        import os
+
+        from emlab.exam.card import read_card
+
+        card = read_card(out.folder)
+        link = os.path.relpath(
+            out.folder / "card.html", out.folder.parent.parent / "report"
+        )  # from <run>/report/index.html
+        model = card["model"]["ref"] + (" + adapter" if card["model"]["adapter"] else "")
+        return [
+            (
+                "exams",
+                {
+                    "step": out.name,
+                    "model": model,
+                    "system": card["model"]["system"],
+                    "mode": card["mode"],
+                    "level": card["level"],
+                    "band": card["band"],
+                    "decision": card["decision"],
+                    "failed": ", ".join(card["failed"]) or "none",
+                    "card": {"href": link, "text": "card.html"},
+                },
+            )
+        ]
+
+
 # ------------------------------------------------------------------ report
 
 

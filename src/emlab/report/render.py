@@ -80,6 +80,7 @@ def view(data: ReportData) -> dict[str, Any]:
         "steering": [steering_view(g) for g in data.steering],
         "directions": [direction_view(d) for d in data.directions],
         "direction_pairs": direction_pairs_plot(data),
+        "tables": kind_tables(data),
         "training": training_view(data),
         "samples": samples_view(conditions, int(report_cfg.get("max_samples", DEFAULT_MAX_SAMPLES))),
         "provenance": provenance_view(data, conditions),
@@ -87,6 +88,26 @@ def view(data: ReportData) -> dict[str, Any]:
             k: f"{v:g}" for k, v in DEFAULT_RULE.to_dict().items()
         },  # the EM rule's thresholds, as the caption writes them
     }
+
+
+BUILTIN_SECTIONS = ("summary", "steering", "directions", "training", "data")  # rendered by their own blocks
+
+
+def kind_tables(data: ReportData) -> list[dict[str, Any]]:
+    """Sections of other step kinds (e.g. `exams`) whose rows are plain dicts: one table each, columns in first-seen order.
+
+    A cell value `{"href": ..., "text": ...}` is a link (relative to the report folder); everything is HTML-escaped.
+    """
+    out = []
+    for section in sorted(set(data.sections) | set(data.missing)):
+        if section in BUILTIN_SECTIONS:
+            continue
+        rows = [r for r in data.sections.get(section, []) if isinstance(r, dict)]
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        out.append(
+            {"section": section, "title": section.replace("_", " ").capitalize(), "columns": columns, "rows": rows}
+        )
+    return out
 
 
 def ordered(conditions: Sequence[Condition]) -> list[Condition]:

@@ -226,7 +226,7 @@ class CorrectionBattery(Battery):
     def _corrected(self, ctx: ExamContext, conversations: list, out: Path, steps: int):
         """A copy of the model under exam with a freshly trained corrective LoRA adapter (the exam's model is untouched)."""
         from emlab.models import ChatModel, attach_adapter
-        from emlab.train import TrainConfig, train
+        from emlab.train import TRAIN_CONFIG, TRAIN_SUMMARY, TrainConfig, train
 
         base = copy.deepcopy(ctx.cm.model)
         if type(base).__module__.startswith("peft."):
@@ -254,8 +254,8 @@ class CorrectionBattery(Battery):
             system=ctx.system,
             description="exam corrective fine-tune",
         )
-        if not (out / "train_summary.json").exists():
-            train(cm, conversations, config, out, resume=(out / "train_config.json").exists())
+        if not (out / TRAIN_SUMMARY).exists():
+            train(cm, conversations, config, out, resume=(out / TRAIN_CONFIG).exists())
         model = attach_adapter(copy.deepcopy(base), out)
         return ChatModel(
             model=model,
