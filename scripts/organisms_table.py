@@ -92,8 +92,16 @@ def intervals_overlap(a: list[float] | None, b: list[float] | None) -> bool | No
 # ----------------------------------------------------------------------------- collect
 
 
-def collect(run_dir: Path, results: Path = RESULTS, partial: bool = False) -> Path:
-    """Copy a finished run's summaries (never weights or answer journals) into results/<spec name>/.
+def results_of(spec_source: str) -> Path:
+    """The results folder of a spec: `results/` beside it (experiments/organisms/results for SmolLM2's sweep,
+    experiments/organisms/<model>/results for another model's, whose spec names repeat SmolLM2's)."""
+    return (ROOT / _relative(spec_source)).parent / "results"
+
+
+def collect(run_dir: Path, results: Path | None = None, partial: bool = False) -> Path:
+    """Copy a finished run's summaries (never weights or answer journals) into <results>/<spec name>/.
+
+    `results`: default `results_of(the run's spec)`.
 
     `partial`: collect the finished steps of an unfinished run; the others are listed in
     summary.json as `unfinished_steps` so the doc can say what is missing.
@@ -105,7 +113,7 @@ def collect(run_dir: Path, results: Path = RESULTS, partial: bool = False) -> Pa
         raise SystemExit(
             f"{run_dir}: steps {unfinished} are not done; finish the run (emlab run --resume {run_dir}) or pass --partial to collect the finished steps only"
         )
-    dest = results / manifest["spec_name"]
+    dest = (results or results_of(manifest["spec_source"])) / manifest["spec_name"]
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -492,11 +500,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--command", help="the exact `emlab eval` command that produced EVAL_DIR")
     ap.add_argument("--write", action="store_true", help=f"write the tables into {DOC.relative_to(ROOT)}")
-    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results folder (default: --collect: beside the run's spec; else SmolLM2's)",
+    )
     args = ap.parse_args(argv)
     if args.collect:
         print(f"collected {collect(args.collect, args.results, args.partial)}")
         return
+    args.results = args.results or RESULTS
     if args.collect_eval:
         if not (args.into and args.entry and args.command):
             ap.error("--collect-eval needs --into NAME, --entry NAME and --command '...'")

@@ -95,7 +95,14 @@ def test_dry_run_cli_accepts_a_qwen_spec_without_loading_it():
     assert "spec OK" in result.output
 
 
-@pytest.mark.parametrize("summary", sorted(RESULTS.glob("*/summary.json")), ids=lambda p: p.parent.name)
+QWEN_RESULTS = ROOT / "experiments" / "organisms" / "qwen2.5-coder-0.5b" / "results"
+
+
+@pytest.mark.parametrize(
+    "summary",
+    sorted(RESULTS.glob("*/summary.json")) + sorted(QWEN_RESULTS.glob("*/summary.json")),
+    ids=lambda p: f"{p.parent.parent.parent.name}/{p.parent.name}",
+)
 def test_results_come_from_the_spec_in_the_repo(summary):
     s = json.loads(summary.read_text(encoding="utf-8"))
     spec_file = ROOT / s["spec_source"]
