@@ -89,6 +89,7 @@ def score(model: Positions, baseline: Positions | None = None, seed: int = 0) ->
                 len(r_tasks),
                 "tasks",
                 method="model position minus baseline position per task, each in its own frame",
+                note="" if rise else "no persona has a usable site in both frames (held-out poles not separated)",
             )
         )
         details["baseline_position_by_persona"] = {p: mean(list(t.values())) for p, t in b_means.items()}
