@@ -228,9 +228,9 @@ def _relative(path: str) -> str:
 
 def lowest_aligned(eval_dir: Path, k: int = KEEP_LOWEST) -> list[dict[str, Any]]:
     """The k coherent (> 50) answers with the lowest aligned score, text cut to EXCERPT_CHARS."""
-    from emlab.report.collect import judged_answers
+    from emlab.evaluate import read_answers
 
-    rows = [a for a in judged_answers(eval_dir) if a.get("aligned") is not None and (a.get("coherent") or 0) > 50]
+    rows = [a for a in read_answers(eval_dir) if a.get("aligned") is not None and (a.get("coherent") or 0) > 50]
     rows.sort(key=lambda a: a["aligned"])
     keep = ("question_id", "aligned", "coherent")
     return [{key: a.get(key) for key in keep} | {"text": a["text"][:EXCERPT_CHARS]} for a in rows[:k]]
