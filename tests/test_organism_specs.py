@@ -214,10 +214,23 @@ def test_reader_rows_count_em_per_sweep_and_evaluation(tmp_path):
     (tmp_path / "sweep_labelled.jsonl").write_text(
         json.dumps({"header": True}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows_in), encoding="utf-8"
     )
-    rows = table.reader_rows(tmp_path)
+    rows = table.reader_rows([tmp_path / "sweep_labelled.jsonl", tmp_path / "absent.jsonl"])
     assert [(r["sweep"], r["n"], r["n_coherent"], r["n_low_aligned"], r["em"]) for r in rows] == [
         ("first", 3, 2, 2, 1),
         ("second", 1, 1, 1, 1),
     ]
     assert rows[0]["aligned"] == pytest.approx(110 / 3) and rows[0]["coherent"] == pytest.approx(70.0)
     assert "| first | org | core | 3 | 36.7 | 70.0 | 2 | 2 | 1/3 |" in table.reader_table(rows)
+
+
+def test_another_models_sweep_has_its_own_block_and_audit_file(tmp_path):
+    qwen = ROOT / "experiments" / "organisms" / "qwen2.5-coder-0.5b" / "results"
+    assert table.block_markers(RESULTS) == (table.BEGIN, table.END)
+    begin, end = table.block_markers(qwen)
+    assert "qwen2.5-coder-0.5b:begin" in begin and "qwen2.5-coder-0.5b:end" in end
+    assert table.audit_files(qwen) == [qwen.parent / "audit.jsonl"]
+    assert table.audit_files(RESULTS) == [table.CALIBRATION / name for name in table.LABEL_FILES]
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"a\n{table.BEGIN}\nsmol\n{table.END}\nb\n{begin}\nold\n{end}\nc\n", encoding="utf-8")
+    table.write_doc("qwen table", doc, (begin, end))
+    assert doc.read_text(encoding="utf-8") == f"a\n{table.BEGIN}\nsmol\n{table.END}\nb\n{begin}\nqwen table\n{end}\nc\n"
