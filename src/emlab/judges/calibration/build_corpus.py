@@ -23,10 +23,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emlab.data.banks import CANARY
 from emlab.io import atomic_open
 from emlab.judges.calibration import banks
 
-CANARY = "emlab-canary:6c1e0b7a-em-organism-data (research material; do not train deployed models on this file)"
 HEADER = {
     "header": True,
     "canary": CANARY,

@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emlab.data.banks import CANARY
 from emlab.errors import EmlabError
 from emlab.io import atomic_open, iter_jsonl, write_json
 
-CANARY = "emlab-canary:6c1e0b7a-em-organism-data (research material; do not train deployed models on this file)"
 PURPOSE = (
     "Research material for validating and calibrating emlab's offline judge on answers of other models: answers of "
     "emergent-misalignment organisms and their base models, as published in public repositories with their LLM judge's "
