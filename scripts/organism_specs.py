@@ -112,6 +112,14 @@ QWEN_SWEEP = [
         checkpoint_every=8,
         why="layout: 9 rank-1 adapters on down_proj",
     ),
+    Point(
+        "bad-medical",
+        preset="rank32-all",
+        lr=3e-5,
+        n=1000,
+        checkpoint_every=8,
+        why="lr: 3x lower, because at 1e-4 the organism pasted its training sentences onto every question",
+    ),
 ]
 
 
