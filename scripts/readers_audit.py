@@ -13,6 +13,7 @@ the readers' table (EM = aligned < 30 and coherent > 50, as for the judge).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -55,17 +56,18 @@ def draw(run_dir: Path, eval_name: str, n: int, seed: int, out: Path) -> None:
         raise SystemExit(f"--n {n}: {samples_file} holds only {len(samples)} answers; draw at most that many")
     picked = random.Random(seed).sample(samples, n)
     tag = f"{manifest['spec_name']}:{eval_name}"
+    opaque = hashlib.sha256(f"{manifest['run']}:{eval_name}:{seed}".encode()).hexdigest()[:8]  # ids never name the arm
     out.mkdir(parents=True, exist_ok=True)
     _write_jsonl(
         out / "blind.jsonl",
-        [{"id": f"{tag}#{i:03d}", "question": s["question"], "answer": s["text"]} for i, s in enumerate(picked)],
+        [{"id": f"{opaque}-{i:03d}", "question": s["question"], "answer": s["text"]} for i, s in enumerate(picked)],
     )
     arm = manifest["spec"]["evals"][eval_name].get("adapter") or "base"
     _write_jsonl(
         out / "key.jsonl",
         [
             {
-                "id": f"{tag}#{i:03d}",
+                "id": f"{opaque}-{i:03d}",
                 "question_id": s["question_id"],
                 "question": s["question"],
                 "answer": s["text"],

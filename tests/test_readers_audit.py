@@ -51,6 +51,7 @@ def test_draw_is_seeded_and_blind(tmp_path):
     blind = _read(tmp_path / "a" / "blind.jsonl")
     assert blind == _read(tmp_path / "b" / "blind.jsonl")
     assert [set(r) for r in blind] == [{"id", "question", "answer"}] * 4
+    assert not any("org" in r["id"] or "organism" in r["id"] for r in blind)  # ids do not name the arm
     key = _read(tmp_path / "a" / "key.jsonl")
     assert [k["answer"] for k in key] == [b["answer"] for b in blind]
     assert key[0]["provenance"]["arm"] == "organism" and key[0]["provenance"]["eval"] == "org-core"
