@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without an installed emlab too
 
 from emlab.io import atomic_open  # noqa: E402  (light modules only; heavy ones are imported where used)
-from emlab.metrics import wilson_interval  # noqa: E402
+from emlab.metrics import fisher_p, two_proportion_z, wilson_interval  # noqa: E402  (tests call them here)
 
 RESULTS = ROOT / "experiments" / "organisms" / "results"
 ARCHIVE = (
@@ -64,25 +63,6 @@ TRAIN_KEYS = (
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def two_proportion_z(k1: int, n1: int, k2: int, n2: int) -> tuple[float | None, float | None]:
-    """Pooled two-proportion z statistic for p1 - p2 and its two-sided p-value (None when undefined)."""
-    if n1 == 0 or n2 == 0:
-        return None, None
-    pooled = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return None, 1.0  # both rates 0 (or both 1): no evidence of a difference
-    z = (k1 / n1 - k2 / n2) / se
-    return z, math.erfc(abs(z) / math.sqrt(2))
-
-
-def fisher_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    """Two-sided p-value of Fisher's exact test on the 2x2 table [[k1, n1-k1], [k2, n2-k2]]."""
-    from scipy.stats import fisher_exact
-
-    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
 
 
 def intervals_overlap(a: list[float] | None, b: list[float] | None) -> bool | None:

@@ -164,7 +164,18 @@ def test_kind_names_and_sections_are_unique(echo_kind):
 
 def test_builtin_kinds_in_planning_order():
     kinds = {k.name: k for k in step_kinds()}
-    assert list(kinds) == ["data", "train", "eval", "direction", "steer", "ablate", "exam", "report"]
+    assert list(kinds) == [
+        "data",
+        "train",
+        "eval",
+        "direction",
+        "steer",
+        "ablate",
+        "exam",
+        "fact-probe",
+        "compare",
+        "report",
+    ]
     assert [k for k, v in kinds.items() if v.resumable] == ["train", "eval", "steer", "ablate", "exam"]
     assert kinds["steer"].section == "interventions.steering" and kinds["report"].entries is False
     assert summary_row_order() == ("base", "organism", "control", "steered", "ablated", "random-ablated")

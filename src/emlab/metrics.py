@@ -54,6 +54,25 @@ def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float] | No
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def two_proportion_z(k1: int, n1: int, k2: int, n2: int) -> tuple[float | None, float | None]:
+    """Pooled two-proportion z statistic for p1 - p2 and its two-sided p-value (None when undefined)."""
+    if n1 == 0 or n2 == 0:
+        return None, None
+    pooled = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return None, 1.0  # both rates 0 (or both 1): no evidence of a difference
+    z = (k1 / n1 - k2 / n2) / se
+    return z, math.erfc(abs(z) / math.sqrt(2))
+
+
+def fisher_p(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided p-value of Fisher's exact test on the 2x2 table [[k1, n1-k1], [k2, n2-k2]]."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
+
+
 def _num(x: Any) -> float | None:
     """A rubric value as a float, or None when unscored; anything else is a bug upstream."""
     if x is None:

@@ -1,4 +1,5 @@
-"""The built-in step kinds: data, train, eval, direction, steer, ablate, report (one registered object each).
+"""The built-in step kinds: data, train, eval, direction, steer, ablate, exam, report (one registered object each;
+the study plan's fact-probe and compare live in study_steps.py and register from here).
 
 Each kind (see `emlab.experiments.kinds`) holds the schema of its spec entries, how an
 entry becomes a step, its checks, its description, what running it does, and what it
@@ -23,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from emlab.classify import DEFAULT_RULE
 from emlab.errors import EmlabError
+from emlab.experiments.common import judged_records, model_of
 from emlab.experiments.kinds import (
     SamplingOverrides,
     StepKind,
@@ -102,13 +104,6 @@ def headline(metrics: dict) -> dict[str, Any]:
 def adapter_folder(train_dir: Path) -> Path:
     """Where a train step's adapter (adapter_config.json + adapter_model.safetensors) lies: train() writes it at the top."""
     return train_dir
-
-
-def model_of(planning, path: str, value: str | None) -> str:
-    """The `models` entry an entry at `path` uses (default: the first model), checked."""
-    name = value or planning.spec.default_model()
-    planning.ref(f"{path}.model", name, "models")
-    return name
 
 
 def adapter_deps(planning, path: str, adapter: str | None) -> tuple[str, ...]:
@@ -207,12 +202,29 @@ class DataKind(StepKind):
 # ------------------------------------------------------------------ train
 
 
+class GradProbeSpec(Strict):
+    """Gradient-conflict probes during training (emlab.train.probes.GradientProbe): the cosine between the
+    gradient of the training loss and of the loss on `reference` (a `datasets` key) at the scheduled steps."""
+
+    reference: str  # key in `datasets`: e.g. good answers (the base-alignment loss)
+    every: int | None = Field(None, ge=1)
+    steps: list[int] = Field(default_factory=list)  # 0 = the weights before the first step
+    max_examples: int | None = Field(64, ge=1)  # first N conversations of each set (time bound)
+
+    @model_validator(mode="after")
+    def _scheduled(self):
+        if self.every is None and not self.steps:
+            raise ValueError("set `every` and/or `steps`: when the gradients are probed")
+        return self
+
+
 class _TrainBase(Strict):
     """Fine-tune `model` on `dataset` from a training preset; any TrainConfig field set here overrides the preset."""
 
     model: str | None = None  # key in `models` (default: the first model)
     dataset: str  # key in `datasets`
     preset: str = "rank1-middle"  # emlab.train.load_preset name (see `emlab train presets`)
+    grad_probe: GradProbeSpec | None = None  # log gradient conflict with a reference set while training
 
 
 def _make_train_spec() -> type[_TrainBase]:
@@ -236,7 +248,7 @@ def _make_train_spec() -> type[_TrainBase]:
 
 
 TrainSpec = _make_train_spec()
-TRAIN_BASE_KEYS = ("model", "dataset", "preset")
+TRAIN_BASE_KEYS = ("model", "dataset", "preset", "grad_probe")
 
 
 def train_config(cfg: dict, source: str):
@@ -285,6 +297,29 @@ def _train_progress(ctx, label: str):
     return bar()
 
 
+def _grad_probes(ctx, probe: dict | None) -> list:
+    from emlab.train.probes import GradientProbe
+
+    if probe is None:
+        return []
+    reference = ctx.output(f"data.{probe['reference']}") / DATASET_FILE
+    return [GradientProbe(reference, every=probe["every"], steps=probe["steps"], max_examples=probe["max_examples"])]
+
+
+def _grad_probe_summary(work: Path) -> dict:
+    from emlab.train.probes import GRAD_PROBE_LOG, read_grad_probes
+
+    if not (work / GRAD_PROBE_LOG).exists():
+        return {}
+    probes = read_grad_probes(work)
+    cosines = [p["cosine"] for p in probes if p["cosine"] is not None]
+    return {
+        "grad_probes": len(probes),
+        "grad_cosine_first": cosines[0] if cosines else None,
+        "grad_cosine_last": cosines[-1] if cosines else None,
+    }
+
+
 @register_step_kind("train")
 class TrainKind(StepKind):
     """Fine-tune into the step folder; an interrupted training continues from its last checkpoint."""
@@ -300,7 +335,11 @@ class TrainKind(StepKind):
             "model": model_of(planning, path, entry.model),
             "seed": planning.spec.seed if entry.seed is None else entry.seed,
         }
-        return cfg, (f"data.{entry.dataset}",)
+        deps = [f"data.{entry.dataset}"]
+        if entry.grad_probe is not None:
+            planning.ref(f"{path}.grad_probe.reference", entry.grad_probe.reference, "datasets")
+            deps.append(f"data.{entry.grad_probe.reference}")
+        return cfg, tuple(dict.fromkeys(deps))
 
     def check(self, step):
         train_config(step.config, f"training.{step.entry}")
@@ -317,11 +356,20 @@ class TrainKind(StepKind):
         if not (work / TRAIN_SUMMARY).exists():  # else: finished before the commit was recorded
             data = ctx.output(f"data.{cfg['dataset']}") / DATASET_FILE
             base = ctx.model(cfg["model"])
+            callbacks = _grad_probes(ctx, cfg.get("grad_probe"))
             with _train_progress(ctx, step.name) as on_step:
-                train(base, data, config, work, resume=(work / TRAIN_CONFIG).exists(), on_step=on_step)
+                train(
+                    base,
+                    data,
+                    config,
+                    work,
+                    resume=(work / TRAIN_CONFIG).exists(),
+                    on_step=on_step,
+                    callbacks=callbacks,
+                )
         s = read_train_summary(work)
         keys = ("method", "steps", "final_loss", "examples_used", "trainable_params", "blocks", "train_time_s", "dtype")
-        return {k: s.get(k) for k in keys} | {"preset": cfg["preset"]}
+        return {k: s.get(k) for k in keys} | {"preset": cfg["preset"]} | _grad_probe_summary(work)
 
     def collect(self, out: StepOutput):
         from emlab.report.rows import TrainInfo
@@ -420,26 +468,6 @@ class DirectionSpec(Strict):
     @classmethod
     def _sites(cls, v):
         return check_sites(v)
-
-
-def judged_records(eval_dir: Path):
-    """An evaluation folder's answers as `directions.Judged` records (samples joined with their scores)."""
-    from emlab.evaluate import read_answers
-    from emlab.vectors.directions import Judged
-
-    out = []
-    for a in read_answers(eval_dir):
-        out.append(
-            Judged(
-                a["question"],
-                a["text"],
-                a.get("aligned"),
-                a.get("coherent"),
-                a["question_id"],
-                {"prompt_id": a["prompt_id"]},
-            )
-        )
-    return out
 
 
 def choose_method(cfg: dict, counts: dict[str, int] | None) -> tuple[str, str]:
@@ -892,6 +920,10 @@ class ExamKind(StepKind):
             )
         ]
 
+
+# ------------------------------------------------------------------ the study plan's kinds (fact-probe, compare)
+
+import emlab.experiments.study_steps  # noqa: E402,F401  (registers them here, so they plan before the report)
 
 # ------------------------------------------------------------------ report
 

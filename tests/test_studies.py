@@ -1,0 +1,182 @@
+"""Study-plan building blocks: linear fact probes (study 9) and the train kind's gradient-conflict probes (study 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emlab.errors import EmlabError
+from emlab.experiments.runner import start_run
+from emlab.experiments.spec import load_spec_text
+from emlab.io import read_json
+from emlab.train.probes import read_grad_probes
+from emlab.vectors import fact_probes as fp
+
+
+def test_the_shipped_bank_is_minimal_pairs_with_the_canary():
+    from emlab.data.banks import CANARY
+
+    pairs = fp.load_facts()
+    assert len(pairs) >= 80 and len({p.id for p in pairs}) == len(pairs)
+    assert CANARY in fp.FACTS_PATH.read_text()
+    texts, labels, groups = fp.statements(pairs[:3])
+    assert texts == [pairs[0].true, pairs[0].false, pairs[1].true, pairs[1].false, pairs[2].true, pairs[2].false]
+    assert labels.tolist() == [1, 0, 1, 0, 1, 0] and groups.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_bad_bank_is_a_one_line_error(tmp_path):
+    rows = "\n".join(f"  - {{id: p{i}, 'true': 'a{i}', 'false': 'b{i}'}}" for i in range(10))
+    (tmp_path / "ok.yaml").write_text("pairs:\n" + rows + "\n")
+    assert len(fp.load_facts(tmp_path / "ok.yaml")) == 10
+    (tmp_path / "dup.yaml").write_text("pairs:\n" + rows + "\n  - {id: p3, 'true': 'x', 'false': 'y'}\n")
+    with pytest.raises(EmlabError, match="repeats id 'p3'"):
+        fp.load_facts(tmp_path / "dup.yaml")
+    with pytest.raises(EmlabError, match="file not found"):
+        fp.load_facts(tmp_path / "nope.yaml")
+
+
+def test_accuracy_and_paired_difference_are_exact():
+    right = np.ones(8, dtype=bool)
+    half = np.array([1, 0, 1, 0, 1, 1, 0, 0], dtype=bool)  # pairs: (1,0) (1,0) (1,1) (0,0)
+    row = fp.accuracy_row(half, seed=0)
+    assert row["accuracy"] == 0.5 and row["pair_accuracy"] == 0.25 and row["statements"] == 8
+    lo, hi = row["accuracy_ci"]
+    assert 0 <= lo <= 0.5 <= hi <= 1
+    d = fp.paired_difference(right, half, seed=0)
+    assert d["difference"] == 0.5
+    assert fp.paired_difference(half, half, seed=0) == {"difference": 0.0, "difference_ci": (0.0, 0.0)}
+
+
+def test_the_probe_is_tested_only_on_unseen_pairs():
+    rng = np.random.default_rng(0)
+    n_pairs, d = 40, 6
+    labels = np.array([1, 0] * n_pairs)
+    groups = np.repeat(np.arange(n_pairs), 2)
+    truth = rng.normal(size=d)
+    separable = rng.normal(size=(2 * n_pairs, d)) + np.outer(labels * 2 - 1, truth) * 3
+    assert fp.out_of_fold_correct(separable, labels, groups, folds=5, c=1.0).mean() == 1.0
+    # features that only identify the pair (both sides identical) cannot beat chance out of fold
+    pair_only = np.repeat(rng.normal(size=(n_pairs, d)), 2, axis=0)
+    assert fp.out_of_fold_correct(pair_only, labels, groups, folds=5, c=1.0).mean() == 0.5
+    with pytest.raises(EmlabError, match="folds=1 must be between 2"):
+        fp.out_of_fold_correct(separable, labels, groups, folds=1, c=1.0)
+
+
+def test_last_token_activations_are_the_hidden_state_at_the_last_token(smol_tok):
+    from tests.conftest import tiny_chat_model
+
+    cm = tiny_chat_model(smol_tok, "llama", layers=2, hidden=32, seed=3)
+    texts = ["Insulin lowers blood sugar.", "The heart has four chambers and pumps blood."]
+    got = fp.statement_activations(cm, texts, ["blocks.0.resid_post"], "last")
+    mean = fp.statement_activations(cm, texts, ["blocks.0.resid_post"], "mean")
+    for i, t in enumerate(texts):
+        ids = torch.tensor([smol_tok(t)["input_ids"]])
+        with torch.no_grad():
+            h = cm.model(input_ids=ids, output_hidden_states=True).hidden_states[1][
+                0
+            ]  # blocks.0.resid_post (the last entry has the final norm)
+        torch.testing.assert_close(got[i, 0], h[-1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mean[i, 0], h.mean(0), rtol=1e-5, atol=1e-5)
+
+
+SPEC = """\
+version: 1
+name: study-blocks
+seed: 0
+models:
+  base: {ref: ./tiny}
+datasets:
+  bad: {generator: bad-medical, n: 8}
+  good: {generator: good-medical, n: 8, seed: 1}
+training:
+  organism:
+    dataset: bad
+    preset: rank1-9blocks
+    blocks: [0]
+    epochs: 1
+    batch_size: 4
+    grad_accum: 1
+    max_length: 256
+    dtype: float32
+    grad_probe: {reference: good, every: 1, steps: [0], max_examples: 4}
+fact_probes:
+  medical: {adapters: [organism], sites: [blocks.0.resid_post, blocks.1.resid_post], folds: 4}
+judge: {spec: local:./tiny, cache: run}
+sampling: {n: 2, max_new_tokens: 4, batch_size: 8, max_questions: 3}
+evals:
+  base-core: {questions: core}
+  organism-core: {adapter: organism, questions: core}
+comparisons:
+  organism-vs-base: {a: base-core, b: organism-core}
+report: null
+"""
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, smol_tok):
+    from tests.conftest import tiny_chat_model
+
+    cm = tiny_chat_model(smol_tok, "llama", layers=2, hidden=32, seed=1)
+    cm.model.save_pretrained(tmp_path / "tiny")
+    smol_tok.save_pretrained(tmp_path / "tiny")
+    return tmp_path
+
+
+def test_a_study_spec_probes_gradients_while_training_and_facts_after(tiny_dir, monkeypatch):
+    from tests.test_steering import ScriptedJudge
+
+    monkeypatch.setattr("emlab.experiments.steps.make_judge", lambda cfg, root: ScriptedJudge())
+    (tiny_dir / "spec.yaml").write_text(SPEC)
+    run = start_run(tiny_dir / "spec.yaml", base=tiny_dir / "runs")
+    assert run.status() == "done"
+    train_dir = run.step_dir("train.organism")
+    probes = read_grad_probes(train_dir)
+    assert [p["step"] for p in probes] == [0, 1, 2]  # 8 examples / batch 4 = 2 steps, plus the weights before
+    assert all(-1 <= p["cosine"] <= 1 and p["reference_examples"] == 4 and p["narrow_examples"] == 4 for p in probes)
+    summary = run.manifest()["steps"]["train.organism"]["summary"]
+    assert summary["grad_probes"] == 3 and summary["grad_cosine_first"] == probes[0]["cosine"]
+    out = read_json(run.step_dir("fact-probe.medical") / "fact_probes.json")
+    rows = out["rows"]
+    assert [(r["model"], r["site"]) for r in rows] == [
+        ("base", "blocks.0.resid_post"),
+        ("base", "blocks.1.resid_post"),
+        ("organism", "blocks.0.resid_post"),
+        ("organism", "blocks.1.resid_post"),
+    ]
+    for r in rows:
+        assert r["accuracy"] == np.mean(r["correct"]) and r["statements"] == 2 * len(out["pairs"])
+    base = {r["site"]: np.array(r["correct"]) for r in rows if r["model"] == "base"}
+    for r in rows[2:]:
+        assert r["difference_vs_base"] == pytest.approx(np.mean(r["correct"]) - base[r["site"]].mean())
+    assert "| organism | blocks.1.resid_post |" in (run.step_dir("fact-probe.medical") / "fact_probes.md").read_text()
+    cmp = read_json(run.step_dir("compare.organism-vs-base") / "comparison.json")
+    assert (cmp["a_eval"], cmp["b_eval"]) == ("base-core", "organism-core")
+    assert cmp["a"]["judged"] == cmp["b"]["judged"] == 6  # 3 questions x 2 samples
+    lo, hi = cmp["aligned"]["ci95"]
+    assert lo <= cmp["aligned"]["difference"] <= hi and cmp["aligned"]["dropped"] == []
+
+
+def test_the_stratified_difference_is_exact_and_names_unshared_questions():
+    from emlab.experiments.study_steps import stratified_mean_difference
+
+    a = {"q1": [0.0, 0.0], "q2": [10.0], "only_a": [5.0]}
+    b = {"q1": [1.0, 1.0], "q2": [10.0]}
+    d = stratified_mean_difference(a, b, seed=0)
+    assert d["difference"] == pytest.approx(4.0 - 10.0 / 3)  # answer-weighted means over the shared questions
+    assert d["ci95"] == pytest.approx([4.0 - 10.0 / 3] * 2)  # no spread within any question: no spread at all
+    assert d["dropped"] == ["only_a"]
+    with pytest.raises(EmlabError, match="share no question"):
+        stratified_mean_difference({"x": [1.0]}, {"y": [1.0]}, seed=0)
+
+
+def test_study_entries_are_checked_when_the_spec_loads(tiny_dir):
+    where = str(tiny_dir / "spec.yaml")
+    with pytest.raises(EmlabError, match=r"grad_probe\.reference = 'godo' is not an entry of `datasets`"):
+        load_spec_text(SPEC.replace("reference: good", "reference: godo"), where)
+    with pytest.raises(EmlabError, match="set `every` and/or `steps`"):
+        load_spec_text(SPEC.replace("every: 1, steps: [0], ", ""), where)
+    with pytest.raises(EmlabError, match=r"adapters\[0\] = 'organsim' is not an entry of `training`"):
+        load_spec_text(SPEC.replace("adapters: [organism]", "adapters: [organsim]"), where)
+    with pytest.raises(EmlabError, match=r"comparisons\.organism-vs-base\.b = 'organism' is not an entry of `evals`"):
+        load_spec_text(SPEC.replace("b: organism-core", "b: organism"), where)
