@@ -100,6 +100,7 @@ training:
     max_length: 256
     dtype: float32
     grad_probe: {reference: good, every: 1, steps: [0], max_examples: 4}
+    eval_at: {every: 2, steps: [0], questions: core, n: 1, max_questions: 2}
 fact_probes:
   medical: {adapters: [organism], sites: [blocks.0.resid_post, blocks.1.resid_post], folds: 4}
 judge: {spec: local:./tiny, cache: run}
@@ -136,6 +137,13 @@ def test_a_study_spec_probes_gradients_while_training_and_facts_after(tiny_dir, 
     assert all(-1 <= p["cosine"] <= 1 and p["reference_examples"] == 4 and p["narrow_examples"] == 4 for p in probes)
     summary = run.manifest()["steps"]["train.organism"]["summary"]
     assert summary["grad_probes"] == 3 and summary["grad_cosine_first"] == probes[0]["cosine"]
+    from emlab.evaluate import read_answers
+    from emlab.train import read_eval_log
+
+    assert [r["step"] for r in read_eval_log(train_dir)] == [0, 2] and summary["evals_at"] == [0, 2]
+    for step in ("step-00000", "step-00002"):
+        answers = read_answers(train_dir / "evals-at" / step)
+        assert len(answers) == 2 and all(a["aligned"] is not None for a in answers)  # 2 questions x 1, judged
     out = read_json(run.step_dir("fact-probe.medical") / "fact_probes.json")
     rows = out["rows"]
     assert [(r["model"], r["site"]) for r in rows] == [
@@ -176,6 +184,8 @@ def test_study_entries_are_checked_when_the_spec_loads(tiny_dir):
         load_spec_text(SPEC.replace("reference: good", "reference: godo"), where)
     with pytest.raises(EmlabError, match="set `every` and/or `steps`"):
         load_spec_text(SPEC.replace("every: 1, steps: [0], ", ""), where)
+    with pytest.raises(EmlabError, match="set `every` and/or `steps`: when the model is evaluated"):
+        load_spec_text(SPEC.replace("eval_at: {every: 2, steps: [0], ", "eval_at: {"), where)
     with pytest.raises(EmlabError, match=r"adapters\[0\] = 'organsim' is not an entry of `training`"):
         load_spec_text(SPEC.replace("adapters: [organism]", "adapters: [organsim]"), where)
     with pytest.raises(EmlabError, match=r"comparisons\.organism-vs-base\.b = 'organism' is not an entry of `evals`"):

@@ -79,12 +79,16 @@ def sampling_params(cfg: dict):
     )
 
 
-def run_evaluation(ctx, cm, cfg: dict, out: Path) -> dict[str, Any]:
+def run_evaluation(ctx, cm, cfg: dict, out: Path, progress: bool = True) -> dict[str, Any]:
     """evaluate() into `out`, resuming its journals; returns the headline numbers."""
     from emlab.evaluate import EvalRequest, evaluate
 
     result = evaluate(
-        cm, EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)), out, resume=True, progress=True
+        cm,
+        EvalRequest(question_set(cfg), ctx.judge(), cfg["n"], sampling_params(cfg)),
+        out,
+        resume=True,
+        progress=progress,
     )
     return headline(result.metrics) | {"timings": {k: round(v, 2) for k, v in result.timings.items()}}
 
@@ -218,6 +222,20 @@ class GradProbeSpec(Strict):
         return self
 
 
+class EvalAtSpec(SamplingOverrides):
+    """Sample and judge the model being trained at the scheduled steps (emlab.train.EvalAtSteps): the
+    timing study. Each evaluation is a full `evaluate` into `evals-at/step-XXXXX/` of the train step."""
+
+    every: int | None = Field(None, ge=1)
+    steps: list[int] = Field(default_factory=list)  # 0 = the weights before the first step
+
+    @model_validator(mode="after")
+    def _scheduled(self):
+        if self.every is None and not self.steps:
+            raise ValueError("set `every` and/or `steps`: when the model is evaluated")
+        return self
+
+
 class _TrainBase(Strict):
     """Fine-tune `model` on `dataset` from a training preset; any TrainConfig field set here overrides the preset."""
 
@@ -225,6 +243,7 @@ class _TrainBase(Strict):
     dataset: str  # key in `datasets`
     preset: str = "rank1-middle"  # emlab.train.load_preset name (see `emlab train presets`)
     grad_probe: GradProbeSpec | None = None  # log gradient conflict with a reference set while training
+    eval_at: EvalAtSpec | None = None  # sample and judge the model at chosen steps while training
 
 
 def _make_train_spec() -> type[_TrainBase]:
@@ -248,7 +267,7 @@ def _make_train_spec() -> type[_TrainBase]:
 
 
 TrainSpec = _make_train_spec()
-TRAIN_BASE_KEYS = ("model", "dataset", "preset", "grad_probe")
+TRAIN_BASE_KEYS = ("model", "dataset", "preset", "grad_probe", "eval_at")
 
 
 def train_config(cfg: dict, source: str):
@@ -306,6 +325,24 @@ def _grad_probes(ctx, probe: dict | None) -> list:
     return [GradientProbe(reference, every=probe["every"], steps=probe["steps"], max_examples=probe["max_examples"])]
 
 
+EVALS_AT = "evals-at"  # a train step's subfolder: one evaluation folder per evaluated step
+
+
+def _evals_at(ctx, cfg: dict | None, work: Path) -> list:
+    from emlab.train import EvalAtSteps
+    from emlab.train.checkpoint import checkpoint_name
+
+    if cfg is None:
+        return []
+
+    def evaluate_now(state) -> dict:
+        folder = work / EVALS_AT / checkpoint_name(state.step)
+        out = run_evaluation(ctx, state.chat_model(), cfg, folder, progress=False)  # inside the training's bar
+        return {k: v for k, v in out.items() if k != "timings"}
+
+    return [EvalAtSteps(evaluate_now, every=cfg["every"], steps=cfg["steps"])]
+
+
 def _grad_probe_summary(work: Path) -> dict:
     from emlab.train.probes import GRAD_PROBE_LOG, read_grad_probes
 
@@ -318,6 +355,15 @@ def _grad_probe_summary(work: Path) -> dict:
         "grad_cosine_first": cosines[0] if cosines else None,
         "grad_cosine_last": cosines[-1] if cosines else None,
     }
+
+
+def _evals_at_summary(work: Path) -> dict:
+    from emlab.train import EVAL_LOG, read_eval_log
+
+    if not (work / EVAL_LOG).exists():
+        return {}
+    log = read_eval_log(work)
+    return {"evals_at": [r["step"] for r in log], "em_rate_all_at": [r["em_rate_all"] for r in log]}
 
 
 @register_step_kind("train")
@@ -335,6 +381,8 @@ class TrainKind(StepKind):
             "model": model_of(planning, path, entry.model),
             "seed": planning.spec.seed if entry.seed is None else entry.seed,
         }
+        if entry.eval_at is not None:
+            cfg["eval_at"] = sampled(entry.eval_at, planning.spec) | {"steps": entry.eval_at.steps}
         deps = [f"data.{entry.dataset}"]
         if entry.grad_probe is not None:
             planning.ref(f"{path}.grad_probe.reference", entry.grad_probe.reference, "datasets")
@@ -356,7 +404,7 @@ class TrainKind(StepKind):
         if not (work / TRAIN_SUMMARY).exists():  # else: finished before the commit was recorded
             data = ctx.output(f"data.{cfg['dataset']}") / DATASET_FILE
             base = ctx.model(cfg["model"])
-            callbacks = _grad_probes(ctx, cfg.get("grad_probe"))
+            callbacks = _grad_probes(ctx, cfg.get("grad_probe")) + _evals_at(ctx, cfg.get("eval_at"), work)
             with _train_progress(ctx, step.name) as on_step:
                 train(
                     base,
@@ -369,7 +417,12 @@ class TrainKind(StepKind):
                 )
         s = read_train_summary(work)
         keys = ("method", "steps", "final_loss", "examples_used", "trainable_params", "blocks", "train_time_s", "dtype")
-        return {k: s.get(k) for k in keys} | {"preset": cfg["preset"]} | _grad_probe_summary(work)
+        return (
+            {k: s.get(k) for k in keys}
+            | {"preset": cfg["preset"]}
+            | _grad_probe_summary(work)
+            | _evals_at_summary(work)
+        )
 
     def collect(self, out: StepOutput):
         from emlab.report.rows import TrainInfo
