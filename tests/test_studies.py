@@ -110,6 +110,10 @@ evals:
   organism-core: {adapter: organism, questions: core}
 comparisons:
   organism-vs-base: {a: base-core, b: organism-core}
+directions:
+  em: {method: persona_contrast, adapter: organism, persona_n: 1, persona_paraphrases: 1}
+adapter_cosines:
+  organism: {adapters: [organism], direction: em}
 report: null
 """
 
@@ -163,6 +167,18 @@ def test_a_study_spec_probes_gradients_while_training_and_facts_after(tiny_dir, 
     assert cmp["a"]["judged"] == cmp["b"]["judged"] == 6  # 3 questions x 2 samples
     lo, hi = cmp["aligned"]["ci95"]
     assert lo <= cmp["aligned"]["difference"] <= hi and cmp["aligned"]["dropped"] == []
+    cos = read_json(run.step_dir("adapter-cosine.organism") / "adapter_cosines.json")
+    (row,) = cos["rows"]  # one rank-1 adapter, on block 0's down_proj
+    assert row["training"] == "organism" and row["direction_site"] == "blocks.0.resid_post"
+    assert -1 <= row["cosine"] <= 1 and cos["null_band_95"] == pytest.approx(1.959964 / 32**0.5)
+
+
+def test_adapter_b_vectors_are_compared_site_by_site():
+    from emlab.experiments.study_steps import between_adapters
+
+    e = np.array([1.0, 0.0])
+    rows = between_adapters({"bad": {("s", 0): e, ("t", 0): e}, "good": {("s", 0): -2 * e}})
+    assert rows == [{"a": "bad", "b": "good", "adapter": "s", "rank_index": 0, "cosine": -1.0}]
 
 
 def test_the_stratified_difference_is_exact_and_names_unshared_questions():

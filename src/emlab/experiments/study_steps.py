@@ -238,3 +238,94 @@ class CompareKind(StepKind):
     def result_line(self, summary):
         lo, hi = summary["aligned_ci95"]
         return f"aligned {summary['aligned_difference']:+.1f} [{lo:+.1f}, {hi:+.1f}], EM p (Fisher) {summary['p_fisher']:.3g}"
+
+
+# ------------------------------------------------------------------ adapter B vectors against a direction
+
+
+COSINES_FILE = "adapter_cosines.json"
+
+
+class AdapterCosineSpec(Strict):
+    """Cosine of each rank-1 down_proj adapter's B vector with `direction` (a `directions` key) at its block,
+    for every adapter in `adapters` (keys of `training`), and between the adapters' B vectors site by site."""
+
+    model: str | None = None
+    adapters: list[str] = Field(min_length=1)
+    direction: str
+
+
+def null_band(d: int) -> float:
+    """Half-width of the central 95 % of cosines between a fixed vector and uniformly random ones in d dims."""
+    return 1.959964 / float(np.sqrt(d))
+
+
+def between_adapters(b_vectors: dict[str, dict[tuple[str, int], np.ndarray]]) -> list[dict]:
+    """Cosine of every pair of adapters' B vectors at the same (site, rank index)."""
+    names = list(b_vectors)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for key in sorted(set(b_vectors[a]) & set(b_vectors[b])):
+                u, v = b_vectors[a][key], b_vectors[b][key]
+                rows.append(
+                    {
+                        "a": a,
+                        "b": b,
+                        "adapter": key[0],
+                        "rank_index": key[1],
+                        "cosine": float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))),
+                    }
+                )
+    return rows
+
+
+@register_step_kind("adapter-cosine")
+class AdapterCosineKind(StepKind):
+    """Cosines of rank-1 adapters' B vectors with a direction and with each other (study 1)."""
+
+    section = "adapter_cosines"
+    schema = AdapterCosineSpec
+
+    def plan(self, name, entry, path, planning):
+        cfg = entry.model_dump() | {"model": model_of(planning, path, entry.model)}
+        for i, a in enumerate(entry.adapters):
+            planning.ref(f"{path}.adapters[{i}]", a, "training")
+        planning.ref(f"{path}.direction", entry.direction, "directions")
+        return cfg, (*(f"train.{a}" for a in entry.adapters), f"direction.{entry.direction}")
+
+    def describe(self, step):
+        c = step.config
+        return f"B vectors of {', '.join(c['adapters'])} vs direction {c['direction']}"
+
+    def run(self, ctx, step, work: Path):
+        from emlab.vectors.directions import Direction
+        from emlab.vectors.lora_interp import adapters, b_cosines
+
+        cfg = step.config
+        direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
+        rows, b_vectors, d = [], {}, None
+        for name in cfg["adapters"]:
+            model = ctx.model(cfg["model"], name).model
+            rows += [{"training": name} | r for r in b_cosines(model, direction)]
+            found = {
+                (a.site, j): a.B[:, j].double().numpy() for a in adapters(model) if a.site for j in range(a.B.shape[1])
+            }
+            if not found:
+                raise EmlabError(
+                    f"{step.name}: training {name!r} has no down_proj LoRA adapter; use a rank-1 down_proj preset"
+                )
+            b_vectors[name] = found
+            d = next(iter(found.values())).shape[0]
+        result = {
+            "direction": cfg["direction"],
+            "null_band_95": null_band(d),
+            "rows": rows,
+            "between": between_adapters(b_vectors),
+        }
+        write_json(work / COSINES_FILE, result)
+        by = {n: [r["cosine"] for r in rows if r["training"] == n and r["cosine"] is not None] for n in cfg["adapters"]}
+        return {
+            "mean_abs_cosine": {n: float(np.mean(np.abs(v))) if v else None for n, v in by.items()},
+            "null_band_95": result["null_band_95"],
+        }
