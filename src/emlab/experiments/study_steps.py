@@ -6,7 +6,10 @@ folds and sites, so the table says whether a fine-tune erased the knowledge or o
 model says. `compare` (section `comparisons`): two evaluations side by side (b - a): EM rates
 with Wilson CIs and Fisher / z tests, aligned and coherent mean differences with a bootstrap that
 resamples answers within each question (studies 1-4, 8: organism vs control vs base).
-Gradient conflict (study 7) is the train kind's `grad_probe` option.
+`adapter-cosine` (section `adapter_cosines`): rank-1 adapters' B vectors against a direction at
+their block and against each other, with the 95 % band of random cosines (study 1).
+Gradient conflict (study 7) and evaluation during training (study 5) are the train kind's
+`grad_probe` and `eval_at` options (steps.py).
 """
 
 from __future__ import annotations
