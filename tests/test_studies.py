@@ -202,6 +202,10 @@ def test_study_entries_are_checked_when_the_spec_loads(tiny_dir):
         load_spec_text(SPEC.replace("every: 1, steps: [0], ", ""), where)
     with pytest.raises(EmlabError, match="set `every` and/or `steps`: when the model is evaluated"):
         load_spec_text(SPEC.replace("eval_at: {every: 2, steps: [0], ", "eval_at: {"), where)
+    from emlab.experiments.runner import check_plan
+
+    with pytest.raises(EmlabError, match="nosuch"):
+        check_plan(load_spec_text(SPEC.replace("questions: core, n: 1", "questions: nosuch, n: 1"), where))
     with pytest.raises(EmlabError, match=r"adapters\[0\] = 'organsim' is not an entry of `training`"):
         load_spec_text(SPEC.replace("adapters: [organism]", "adapters: [organsim]"), where)
     with pytest.raises(EmlabError, match=r"comparisons\.organism-vs-base\.b = 'organism' is not an entry of `evals`"):

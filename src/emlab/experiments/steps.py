@@ -1,5 +1,5 @@
 """The built-in step kinds: data, train, eval, direction, steer, ablate, exam, report (one registered object each;
-the study plan's fact-probe and compare live in study_steps.py and register from here).
+the study plan's fact-probe, compare and adapter-cosine live in study_steps.py and register from here).
 
 Each kind (see `emlab.experiments.kinds`) holds the schema of its spec entries, how an
 entry becomes a step, its checks, its description, what running it does, and what it
@@ -389,8 +389,15 @@ class TrainKind(StepKind):
             deps.append(f"data.{entry.grad_probe.reference}")
         return cfg, tuple(dict.fromkeys(deps))
 
+    def resolve_paths(self, entry, fix):
+        if entry.eval_at is not None:
+            entry.eval_at.questions = fix(entry.eval_at.questions)
+
     def check(self, step):
         train_config(step.config, f"training.{step.entry}")
+        if step.config.get("eval_at"):
+            question_set(step.config["eval_at"])
+            sampling_params(step.config["eval_at"])
 
     def describe(self, step):
         c = step.config
