@@ -161,7 +161,10 @@ def test_a_study_spec_probes_gradients_while_training_and_facts_after(tiny_dir, 
     base = {r["site"]: np.array(r["correct"]) for r in rows if r["model"] == "base"}
     for r in rows[2:]:
         assert r["difference_vs_base"] == pytest.approx(np.mean(r["correct"]) - base[r["site"]].mean())
-    assert "| organism | blocks.1.resid_post |" in (run.step_dir("fact-probe.medical") / "fact_probes.md").read_text()
+        lo, hi = r["difference_vs_base_ci"]
+        assert lo <= r["difference_vs_base"] <= hi
+    md = (run.step_dir("fact-probe.medical") / "fact_probes.md").read_text()
+    assert "| organism | blocks.1.resid_post |" in md and "n/a" not in md  # every interval was computed
     cmp = read_json(run.step_dir("compare.organism-vs-base") / "comparison.json")
     assert (cmp["a_eval"], cmp["b_eval"]) == ("base-core", "organism-core")
     assert cmp["a"]["judged"] == cmp["b"]["judged"] == 6  # 3 questions x 2 samples

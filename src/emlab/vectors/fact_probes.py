@@ -163,17 +163,15 @@ def probe_models(
     if not models:
         raise EmlabError("probe_models needs at least one model")
     texts, labels, groups = statements(pairs)
-    rows, reference = [], {}
+    rows, reference, first = [], {}, next(iter(models))
     for label, cm in models.items():
         acts = statement_activations(cm() if callable(cm) else cm, texts, sites, position, batch_size).numpy()
         for j, site in enumerate(sites):
             correct = out_of_fold_correct(acts[:, j].astype(np.float64), labels, groups, folds, c)
             row = {"model": label, "site": site} | accuracy_row(correct, seed)
             if site in reference:
-                row |= {
-                    f"{k}_vs_{next(iter(models))}": v
-                    for k, v in paired_difference(correct, reference[site], seed).items()
-                }
+                d = paired_difference(correct, reference[site], seed)
+                row |= {f"difference_vs_{first}": d["difference"], f"difference_vs_{first}_ci": d["difference_ci"]}
             else:
                 reference[site] = correct
             rows.append(row | {"correct": correct.astype(int).tolist()})
