@@ -213,3 +213,26 @@ def test_study_entries_are_checked_when_the_spec_loads(tiny_dir):
         load_spec_text(SPEC.replace("adapters: [organism]", "adapters: [organsim]"), where)
     with pytest.raises(EmlabError, match=r"comparisons\.organism-vs-base\.b = 'organism' is not an entry of `evals`"):
         load_spec_text(SPEC.replace("b: organism-core", "b: organism"), where)
+
+
+def test_collect_study_copies_small_results_of_a_finished_run(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("collect_study", "scripts/collect_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = tmp_path / "run"
+    (run / "steps" / "compare.x").mkdir(parents=True)
+    (run / "steps" / "compare.x" / "comparison.json").write_text('{"a": 1}')
+    (run / "steps" / "compare.x" / "samples.jsonl").write_text("{}\n")  # answers stay in the run
+    step = {"kind": "compare", "status": "done", "seconds": 1.5, "cpu_seconds": 1.0, "summary": {"p": 0.5}}
+    manifest = {"spec_name": "study", "spec_source": "s.yaml", "steps": {"compare.x": step}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    dest = mod.collect(run, tmp_path / "results")
+    assert sorted(p.name for p in dest.iterdir()) == ["compare.x.comparison.json", "summary.json"]
+    assert json.loads((dest / "summary.json").read_text())["steps"]["compare.x"]["summary"] == {"p": 0.5}
+    manifest["steps"]["compare.x"]["status"] = "running"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="steps not done"):
+        mod.collect(run, tmp_path / "results")
