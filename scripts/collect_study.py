@@ -5,7 +5,8 @@
 Writes `summary.json` (spec source and sha256, git revision, host, versions, and per step: status, wall and CPU
 seconds, the step's summary) and copies each step's result files that are small and carry no model output
 verbatim beyond what the report already shows: fact_probes.json/.md, comparison.json, adapter_cosines.json,
-grad_probes.jsonl, eval_log.jsonl, evaluation metrics.json and choice.json, named `<step>.<file>`.
+grad_probes.jsonl, eval_log.jsonl, evaluation metrics.json (also those of a train step's `eval_at`
+evaluations) and choice.json, named `<step>.<file>`.
 Everything is written to a temporary folder first and renamed, so a half-copied result never appears.
 """
 
@@ -62,6 +63,8 @@ def collect(run_dir: Path, into: Path) -> Path:
             src = run_dir / "steps" / step / f
             if src.is_file():
                 shutil.copyfile(src, tmp / f"{step}.{f}")
+        for src in sorted((run_dir / "steps" / step).glob("evals-at/step-*/metrics.json")):  # train eval_at
+            shutil.copyfile(src, tmp / f"{step}.evals-at.{src.parent.name}.metrics.json")
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)

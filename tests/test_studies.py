@@ -226,11 +226,17 @@ def test_collect_study_copies_small_results_of_a_finished_run(tmp_path):
     (run / "steps" / "compare.x").mkdir(parents=True)
     (run / "steps" / "compare.x" / "comparison.json").write_text('{"a": 1}')
     (run / "steps" / "compare.x" / "samples.jsonl").write_text("{}\n")  # answers stay in the run
+    (run / "steps" / "compare.x" / "evals-at" / "step-00004").mkdir(parents=True)
+    (run / "steps" / "compare.x" / "evals-at" / "step-00004" / "metrics.json").write_text("{}")
     step = {"kind": "compare", "status": "done", "seconds": 1.5, "cpu_seconds": 1.0, "summary": {"p": 0.5}}
     manifest = {"spec_name": "study", "spec_source": "s.yaml", "steps": {"compare.x": step}}
     (run / "manifest.json").write_text(json.dumps(manifest))
     dest = mod.collect(run, tmp_path / "results")
-    assert sorted(p.name for p in dest.iterdir()) == ["compare.x.comparison.json", "summary.json"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "compare.x.comparison.json",
+        "compare.x.evals-at.step-00004.metrics.json",
+        "summary.json",
+    ]
     assert json.loads((dest / "summary.json").read_text())["steps"]["compare.x"]["summary"] == {"p": 0.5}
     manifest["steps"]["compare.x"]["status"] = "running"
     (run / "manifest.json").write_text(json.dumps(manifest))
