@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -242,3 +244,22 @@ def test_collect_study_copies_small_results_of_a_finished_run(tmp_path):
     (run / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SystemExit, match="steps not done"):
         mod.collect(run, tmp_path / "results")
+
+
+STUDIES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec_file", STUDIES, ids=lambda p: p.stem)
+def test_every_study_spec_plans_and_passes_its_checks(spec_file):
+    from emlab.experiments.runner import check_plan
+    from emlab.experiments.spec import load_spec
+
+    plan = load_spec(spec_file)
+    check_plan(plan)
+    assert plan.spec.name == spec_file.stem  # the results folder (collect_study.py) is named after the spec
+    assert spec_file.read_text().startswith("# Study ")  # every study says which question it answers
+
+
+def test_the_findings_name_every_study_spec():
+    findings = (STUDIES[0].parents[2] / "docs" / "findings.md").read_text()
+    assert all(f"`{p.name}`" in findings for p in STUDIES)
