@@ -178,28 +178,34 @@ def _scores(records, key: str) -> dict[str, list[float]]:
     return out
 
 
+def _em_side(records) -> tuple[int, int, dict]:
+    """(EM answers, judged answers, the JSON row) of one evaluation's judged records."""
+    from emlab.metrics import em_counts, wilson_interval
+
+    k, n_coh, n = em_counts({"aligned": r.aligned, "coherent": r.coherent} for r in records)
+    ci = wilson_interval(k, n)
+    row = {
+        "em": k,
+        "coherent": n_coh,
+        "judged": n,
+        "em_rate": k / n if n else None,
+        "em_ci95": list(ci) if ci else None,
+    }
+    return k, n, row
+
+
 def compare_evaluations(a_records, b_records, seed: int) -> dict:
     """EM rates (Wilson CIs, Fisher and z tests) and aligned / coherent mean differences (b - a)."""
-    from emlab.metrics import em_counts, fisher_p, two_proportion_z, wilson_interval
+    from emlab.metrics import fisher_p, two_proportion_z
 
-    rows = {}
-    for side, recs in (("a", a_records), ("b", b_records)):
-        k, n_coh, n = em_counts({"aligned": r.aligned, "coherent": r.coherent} for r in recs)
-        ci = wilson_interval(k, n)
-        rows[side] = {
-            "em": k,
-            "coherent": n_coh,
-            "judged": n,
-            "em_rate": k / n if n else None,
-            "em_ci95": list(ci) if ci else None,
-        }
-    a, b = rows["a"], rows["b"]
-    z, p_z = two_proportion_z(b["em"], b["judged"], a["em"], a["judged"])
+    ka, na, a = _em_side(a_records)
+    kb, nb, b = _em_side(b_records)
+    z, p_z = two_proportion_z(kb, nb, ka, na)
     return {
         "a": a,
         "b": b,
-        "em_difference": (b["em_rate"] - a["em_rate"]) if a["judged"] and b["judged"] else None,
-        "p_fisher": fisher_p(b["em"], b["judged"], a["em"], a["judged"]),
+        "em_difference": kb / nb - ka / na if na and nb else None,
+        "p_fisher": fisher_p(kb, nb, ka, na),
         "z": z,
         "p_z": p_z,
         "aligned": stratified_mean_difference(_scores(a_records, "aligned"), _scores(b_records, "aligned"), seed),
@@ -307,7 +313,7 @@ class AdapterCosineKind(StepKind):
 
         cfg = step.config
         direction = Direction.load(ctx.output(f"direction.{cfg['direction']}"))
-        rows, b_vectors, d = [], {}, None
+        rows, b_vectors, d = [], {}, 0
         for name in cfg["adapters"]:
             model = ctx.model(cfg["model"], name).model
             rows += [{"training": name} | r for r in b_cosines(model, direction)]

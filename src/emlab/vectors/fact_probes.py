@@ -163,7 +163,9 @@ def probe_models(
     if not models:
         raise EmlabError("probe_models needs at least one model")
     texts, labels, groups = statements(pairs)
-    rows, reference, first = [], {}, next(iter(models))
+    rows: list[dict[str, Any]] = []
+    reference: dict[str, np.ndarray] = {}  # site -> the first model's per-statement correctness
+    first = next(iter(models))
     for label, cm in models.items():
         acts = statement_activations(cm() if callable(cm) else cm, texts, sites, position, batch_size).numpy()
         for j, site in enumerate(sites):
