@@ -174,6 +174,7 @@ def test_builtin_kinds_in_planning_order():
         "exam",
         "fact-probe",
         "compare",
+        "adapter-cosine",
         "report",
     ]
     assert [k for k, v in kinds.items() if v.resumable] == ["train", "eval", "steer", "ablate", "exam"]
