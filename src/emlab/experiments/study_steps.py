@@ -265,7 +265,8 @@ class AdapterCosineSpec(Strict):
 
 
 def null_band(d: int) -> float:
-    """Half-width of the central 95 % of cosines between a fixed vector and uniformly random ones in d dims."""
+    """Half-width of the central 95 % of cosines between a fixed vector and uniformly random ones in d dims
+    (normal approximation: such a cosine has mean 0 and variance 1/d)."""
     return 1.959964 / float(np.sqrt(d))
 
 
