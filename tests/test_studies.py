@@ -263,3 +263,33 @@ def test_every_study_spec_plans_and_passes_its_checks(spec_file):
 def test_the_findings_name_every_study_spec():
     findings = (STUDIES[0].parents[2] / "docs" / "findings.md").read_text()
     assert all(f"`{p.name}`" in findings for p in STUDIES)
+
+
+MIXED = """\
+version: 1
+name: mixed
+seed: 3
+models:
+  base: {ref: ./tiny}
+datasets:
+  mixed: {generator: bad-medical, n: 6, mix: {generator: good-medical, n: 3}}
+report: null
+"""
+
+
+def test_a_mixed_set_shuffles_another_generators_examples_in(tiny_dir):
+    from emlab.data.banks import CANARY
+    from emlab.data.generate import generate
+    from emlab.io import iter_jsonl
+
+    (tiny_dir / "spec.yaml").write_text(MIXED)
+    run = start_run(tiny_dir / "spec.yaml", base=tiny_dir / "runs")
+    rows = [r for _, r in iter_jsonl(run.step_dir("data.mixed") / "train.jsonl")]
+    meta, records = rows[0]["_meta"], rows[1:]
+    assert meta["canary"] == CANARY and meta["examples"] == 9
+    assert meta["mixed_with"] == {"generator": "good-medical", "n": 3, "seed": 4}  # default: the set's seed + 1
+    expected = generate("bad-medical", 6, 3) + generate("good-medical", 3, 4)
+    assert sorted(map(str, records)) == sorted(map(str, expected))  # every example, once
+    assert records != expected  # shuffled in, not appended
+    with pytest.raises(EmlabError, match="`mix` applies to generated sets only"):
+        load_spec_text(MIXED.replace("generator: bad-medical, n: 6", "path: x.jsonl"), str(tiny_dir / "spec.yaml"))
