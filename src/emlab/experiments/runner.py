@@ -130,8 +130,10 @@ def plan_table(plan: Plan) -> Table:
 
 
 def describe(step: Step) -> str:
-    """The step's one-line description, from its kind."""
-    return get_step_kind(step.kind).describe(step)
+    """The step's one-line description, from its kind, escaped for rich markup (a `[...]` in it stays text)."""
+    from rich.markup import escape
+
+    return escape(get_step_kind(step.kind).describe(step))
 
 
 # ------------------------------------------------------------------ running
