@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -230,34 +230,34 @@ class DataKind(StepKind):
 # ------------------------------------------------------------------ train
 
 
-class GradProbeSpec(Strict):
+class _Scheduled(Strict):
+    """When a training callback acts (emlab.train.StepSchedule): every k steps and/or the listed steps."""
+
+    scheduled_what: ClassVar[str] = "when the callback acts"  # the error says what the schedule is for
+    every: int | None = Field(None, ge=1)
+    steps: list[int] = Field(default_factory=list)  # 0 = the weights before the first step
+
+    @model_validator(mode="after")
+    def _scheduled(self):
+        if self.every is None and not self.steps:
+            raise ValueError(f"set `every` and/or `steps`: {self.scheduled_what}")
+        return self
+
+
+class GradProbeSpec(_Scheduled):
     """Gradient-conflict probes during training (emlab.train.probes.GradientProbe): the cosine between the
     gradient of the training loss and of the loss on `reference` (a `datasets` key) at the scheduled steps."""
 
+    scheduled_what: ClassVar[str] = "when the gradients are probed"
     reference: str  # key in `datasets`: e.g. good answers (the base-alignment loss)
-    every: int | None = Field(None, ge=1)
-    steps: list[int] = Field(default_factory=list)  # 0 = the weights before the first step
     max_examples: int | None = Field(64, ge=1)  # first N conversations of each set (time bound)
 
-    @model_validator(mode="after")
-    def _scheduled(self):
-        if self.every is None and not self.steps:
-            raise ValueError("set `every` and/or `steps`: when the gradients are probed")
-        return self
 
-
-class EvalAtSpec(SamplingOverrides):
+class EvalAtSpec(SamplingOverrides, _Scheduled):
     """Sample and judge the model being trained at the scheduled steps (emlab.train.EvalAtSteps): the
     timing study. Each evaluation is a full `evaluate` into `evals-at/step-XXXXX/` of the train step."""
 
-    every: int | None = Field(None, ge=1)
-    steps: list[int] = Field(default_factory=list)  # 0 = the weights before the first step
-
-    @model_validator(mode="after")
-    def _scheduled(self):
-        if self.every is None and not self.steps:
-            raise ValueError("set `every` and/or `steps`: when the model is evaluated")
-        return self
+    scheduled_what: ClassVar[str] = "when the model is evaluated"
 
 
 class _TrainBase(Strict):
