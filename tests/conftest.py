@@ -52,6 +52,21 @@ def tiny_chat_model(tok, family: str = "llama", layers: int = 3, hidden: int = 3
     return ChatModel(model=model, tokenizer=tok, ref=f"tiny-{family}", revision=f"random-seed-{seed}")
 
 
+def save_tiny_model(folder, tok, seed: int = 1):
+    """Save a 2-layer random llama with the SmolLM2 tokenizer into `folder` (a spec's `ref: ./tiny`); returns it."""
+    cm = tiny_chat_model(tok, "llama", layers=2, hidden=32, seed=seed)
+    cm.model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, smol_tok):
+    """tmp_path holding `tiny/`, a saved tiny model, for specs with `ref: ./tiny`."""
+    save_tiny_model(tmp_path / "tiny", smol_tok)
+    return tmp_path
+
+
 @pytest.fixture(params=["llama", "qwen2"])
 def tiny(request, smol_tok):
     return tiny_chat_model(smol_tok, request.param)

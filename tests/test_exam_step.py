@@ -30,16 +30,6 @@ exams:
 """
 
 
-@pytest.fixture
-def tiny_dir(tmp_path, smol_tok):
-    from tests.conftest import tiny_chat_model
-
-    cm = tiny_chat_model(smol_tok, "llama", layers=2, hidden=32, seed=1)
-    cm.model.save_pretrained(tmp_path / "tiny")
-    smol_tok.save_pretrained(tmp_path / "tiny")
-    return tmp_path
-
-
 def test_an_exam_step_runs_the_exam_and_the_report_links_its_card(tiny_dir):
     (tiny_dir / "spec.yaml").write_text(SPEC)
     run = start_run(tiny_dir / "spec.yaml", base=tiny_dir / "runs")

@@ -28,11 +28,9 @@ report: null
 def test_eval_of_a_full_finetune_loads_the_trained_weights(tmp_path, smol_tok):
     from safetensors.torch import load_file
 
-    from tests.conftest import tiny_chat_model
+    from tests.conftest import save_tiny_model
 
-    cm = tiny_chat_model(smol_tok, "llama", layers=2, hidden=32, seed=3)
-    cm.model.save_pretrained(tmp_path / "tiny")
-    smol_tok.save_pretrained(tmp_path / "tiny")
+    save_tiny_model(tmp_path / "tiny", smol_tok, seed=3)
     (tmp_path / "spec.yaml").write_text(SPEC)
     run = start_run(tmp_path / "spec.yaml", base=tmp_path / "runs")
     assert run.status() == "done"

@@ -120,16 +120,6 @@ report: null
 """
 
 
-@pytest.fixture
-def tiny_dir(tmp_path, smol_tok):
-    from tests.conftest import tiny_chat_model
-
-    cm = tiny_chat_model(smol_tok, "llama", layers=2, hidden=32, seed=1)
-    cm.model.save_pretrained(tmp_path / "tiny")
-    smol_tok.save_pretrained(tmp_path / "tiny")
-    return tmp_path
-
-
 def test_a_study_spec_probes_gradients_while_training_and_facts_after(tiny_dir, monkeypatch):
     from tests.test_steering import ScriptedJudge
 
