@@ -175,8 +175,14 @@ def test_builtin_kinds_in_planning_order():
         "fact-probe",
         "compare",
         "adapter-cosine",
+        "emotion-vectors",
+        "persona-vector",
+        "landscape",
+        "vector-steer",
+        "vector-monitor",
+        "data-screen",
         "report",
     ]
-    assert [k for k, v in kinds.items() if v.resumable] == ["train", "eval", "steer", "ablate", "exam"]
+    assert [k for k, v in kinds.items() if v.resumable] == ["train", "eval", "steer", "ablate", "exam", "vector-steer"]
     assert kinds["steer"].section == "interventions.steering" and kinds["report"].entries is False
     assert summary_row_order() == ("base", "organism", "control", "steered", "ablated", "random-ablated")

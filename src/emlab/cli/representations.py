@@ -70,19 +70,6 @@ def _questions(name: str, persona: str | None, personas_file: Path | None):
     return questions_with_system(qset, system, label)
 
 
-def _limit(qset, max_questions: int | None):
-    if max_questions is None:
-        return qset
-    from emlab.data.questions import QuestionSet
-
-    return QuestionSet(
-        name=f"{qset.name}[:{max_questions}]",
-        source=qset.source,
-        questions=qset.questions[:max_questions],
-        description=qset.description,
-    )
-
-
 def _fmt(x: Any, digits: int = 3) -> str:
     if x is None:
         return "-"
@@ -229,7 +216,7 @@ def _persona_contrast(
     from emlab.data.questions import load_questions
     from emlab.vectors.personas import load_personas
 
-    qset = _limit(load_questions(questions), max_questions)
+    qset = load_questions(questions).first(max_questions)
     return persona_contrast(
         cm,
         out,
@@ -369,7 +356,7 @@ def sweep_command(
 
     d = Direction.load(direction)
     cells = grid(parse_site_groups(sites), _floats(lambdas))
-    qset = _limit(_questions(questions, persona, None), max_questions)
+    qset = _questions(questions, persona, None).first(max_questions)
     cm = _model(model, adapter, dtype)
     t0 = time.perf_counter()
     request = EvalRequest(qset, _judge(judge), n, _params(max_new_tokens, temperature, seed, batch_size))
@@ -455,7 +442,7 @@ def ablate_command(
         raise EmlabError("emlab ablate needs --out DIR for the evaluation (or --export DIR to write weights)")
     _check_choice("--mode", mode, get_args(Mode))
     conds = build_conditions(cm, d, cast("Mode", mode), site, random_baseline, seed)
-    qset = _limit(_questions(questions, persona, None), max_questions)
+    qset = _questions(questions, persona, None).first(max_questions)
     t0 = time.perf_counter()
     request = EvalRequest(qset, _judge(judge), n, _params(max_new_tokens, temperature, seed, batch_size))
     rows = run_ablation(cm, conds, request, out)

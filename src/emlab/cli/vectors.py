@@ -319,6 +319,7 @@ def emotions_monitor(
     from emlab.io import write_json
     from emlab.sampling import Prompt
     from emlab.vectors.monitor import monitored_sample, plot_traces, summarize_traces, write_traces
+    from emlab.vectors.steer import question_set
 
     readers = _readers(vectors, emotions, site, persona, persona_site)
     prompts = [Prompt(id=f"p{i}", messages=[{"role": "user", "content": p}]) for i, p in enumerate(prompt or [])]
@@ -329,7 +330,7 @@ def emotions_monitor(
                 messages=([{"role": "system", "content": q.system}] if q.system else [])
                 + [{"role": "user", "content": q.paraphrases[0]}],
             )
-            for q in _question_set(questions)
+            for q in question_set(questions)
         ]
     if not prompts:
         raise EmlabError("emlab emotions monitor needs --prompt TEXT or --questions SET")
@@ -388,7 +389,7 @@ def steer_command(
 ) -> None:
     """Steer with emotion / persona vectors (e.g. calm vs desperate) on EM questions and pressure scenarios; judged table with Wilson CIs."""
     from emlab.vectors.directions import Direction
-    from emlab.vectors.steer import Condition, markdown_table, parse_conditions, steering_table
+    from emlab.vectors.steer import Condition, markdown_table, parse_conditions, question_set, steering_table
 
     ev = _emotion_vectors(vectors) if vectors else None
     dirs = {}
@@ -413,7 +414,7 @@ def steer_command(
     conds = [
         Condition(label, lookup(name), chosen, scale) for name, label, scale in parse_conditions(condition, lookup)
     ]
-    qsets = [_limit(_question_set(q), max_questions) for q in questions]
+    qsets = [question_set(q).first(max_questions) for q in questions]
     cm = _model(model, adapter)
     t0 = time.perf_counter()
     rows = steering_table(
@@ -421,25 +422,6 @@ def steer_command(
     )
     console.print(markdown_table(rows))
     console.print(f"table: {out / 'steering_table.md'}  ({time.perf_counter() - t0:.1f} s)")
-
-
-def _question_set(name: str):
-    from emlab.data.questions import list_question_sets, load_questions
-    from emlab.vectors.emotions import DATA_DIR
-
-    if name not in list_question_sets() and (DATA_DIR / f"{name}.yaml").exists():
-        return load_questions(DATA_DIR / f"{name}.yaml")
-    return load_questions(name)
-
-
-def _limit(qset, k: int | None):
-    if k is None:
-        return qset
-    from emlab.data.questions import QuestionSet
-
-    return QuestionSet(
-        name=f"{qset.name}[:{k}]", source=qset.source, questions=qset.questions[:k], description=qset.description
-    )
 
 
 emotions_app.command("steer")(steer_command)

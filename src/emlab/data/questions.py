@@ -70,6 +70,12 @@ class QuestionSet:
             f"question set {self.name!r} has no question {question_id!r}; ids: {', '.join(q.id for q in self.questions[:10])}..."
         )
 
+    def first(self, k: int | None) -> QuestionSet:
+        """The set cut to its first k questions, named `name[:k]` (itself when k is None or covers it)."""
+        if k is None or k >= len(self.questions):
+            return self
+        return QuestionSet(f"{self.name}[:{k}]", self.source, list(self.questions)[:k], self.description)
+
     def fingerprint(self) -> str:
         """sha256 of the questions' content: two sets with equal fingerprints ask the same things."""
         blob = json.dumps([q.to_dict() for q in self.questions], sort_keys=True, ensure_ascii=False)

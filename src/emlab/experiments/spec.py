@@ -372,4 +372,29 @@ def _make_steps(spec: SpecCore, doc: YamlDoc) -> list[Step]:
                 deps = tuple(s.name for s in planning.steps)
             step_name = f"{kind.name}.{name}" if kind.entries else kind.name
             planning.steps.append(Step(step_name, kind.name, name, config, tuple(deps)))
-    return planning.steps
+    return dependency_order(planning.steps)
+
+
+def dependency_order(steps: list[Step]) -> list[Step]:
+    """The steps in planning order, except that a step moves after the steps it needs when one was planned later
+    (a training steered by a persona vector needs that vector's step, whose kind plans after training)."""
+    by_name = {s.name: s for s in steps}
+    done: dict[str, Step] = {}
+    visiting: list[str] = []
+
+    def visit(s: Step) -> None:
+        if s.name in done:
+            return
+        if s.name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(s.name) :], s.name])
+            raise EmlabError(f"the spec's steps need each other in a circle: {cycle}; break one of these references")
+        visiting.append(s.name)
+        for d in s.deps:
+            if d in by_name:
+                visit(by_name[d])
+        visiting.pop()
+        done[s.name] = s
+
+    for s in steps:
+        visit(s)
+    return list(done.values())

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from emlab.classify import DEFAULT_RULE
 from emlab.errors import EmlabError
-from emlab.experiments.common import judged_records, model_of
+from emlab.experiments.common import DATASET_FILE, adapter_deps, judged_records, model_of, sampled, sampling_params
 from emlab.experiments.kinds import (
     SamplingOverrides,
     StepKind,
@@ -35,9 +35,6 @@ from emlab.experiments.kinds import (
     register_step_kind,
 )
 from emlab.train.checkpoint import TRAIN_CONFIG, TRAIN_SUMMARY, read_train_config, read_train_log, read_train_summary
-
-DATASET_FILE = "train.jsonl"
-
 
 # ------------------------------------------------------------------ shared helpers
 
@@ -56,27 +53,9 @@ def make_judge(judge_cfg, run_root: Path):
 
 def question_set(cfg: dict):
     """The step's question set, cut to its first `max_questions` questions when set."""
-    from emlab.data.questions import QuestionSet, load_questions
+    from emlab.data.questions import load_questions
 
-    qs = load_questions(cfg["questions"])
-    k = cfg.get("max_questions")
-    if k is not None and k < len(qs):
-        qs = QuestionSet(
-            name=f"{qs.name}[:{k}]", source=qs.source, questions=list(qs.questions)[:k], description=qs.description
-        )
-    return qs
-
-
-def sampling_params(cfg: dict):
-    from emlab.sampling import SamplingParams
-
-    return SamplingParams(
-        temperature=cfg["temperature"],
-        top_p=cfg["top_p"],
-        max_new_tokens=cfg["max_new_tokens"],
-        seed=cfg["seed"],
-        batch_size=cfg["batch_size"],
-    )
+    return load_questions(cfg["questions"]).first(cfg.get("max_questions"))
 
 
 def run_evaluation(ctx, cm, cfg: dict, out: Path, progress: bool = True) -> dict[str, Any]:
@@ -108,22 +87,6 @@ def headline(metrics: dict) -> dict[str, Any]:
 def adapter_folder(train_dir: Path) -> Path:
     """Where a train step's adapter (adapter_config.json + adapter_model.safetensors) lies: train() writes it at the top."""
     return train_dir
-
-
-def adapter_deps(planning, path: str, adapter: str | None) -> tuple[str, ...]:
-    """The train step an entry's `adapter` names (checked), as a dependency."""
-    if adapter is None:
-        return ()
-    planning.ref(f"{path}.adapter", adapter, "training")
-    return (f"train.{adapter}",)
-
-
-def sampled(entry: SamplingOverrides, spec) -> dict:
-    """An eval-like entry's config with sampling and seed resolved."""
-    cfg = entry.model_dump()
-    cfg.update(entry.sampling(spec.sampling).model_dump())
-    cfg["seed"] = spec.seed if entry.seed is None else entry.seed
-    return cfg
 
 
 def _who(c: dict) -> str:
@@ -260,6 +223,21 @@ class EvalAtSpec(SamplingOverrides, _Scheduled):
     scheduled_what: ClassVar[str] = "when the model is evaluated"
 
 
+class TrainSteeringSpec(Strict):
+    """Preventative steering (emlab.vectors.screening.train_with_steering): add `scale` x a persona vector at
+    `sites` in every training forward; the saved adapter is unsteered."""
+
+    persona: str  # key in `persona_vectors`
+    scale: float
+    sites: list[str] | None = None  # default: the persona vector's 2/3-depth block
+    scaling: Literal["unit", "raw"] = "unit"  # unit: scale x the unit vector; raw: scale x the vector as extracted
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, v):
+        return check_sites(v)
+
+
 class _TrainBase(Strict):
     """Fine-tune `model` on `dataset` from a training preset; any TrainConfig field set here overrides the preset."""
 
@@ -268,6 +246,7 @@ class _TrainBase(Strict):
     preset: str = "rank1-middle"  # emlab.train.load_preset name (see `emlab train presets`)
     grad_probe: GradProbeSpec | None = None  # log gradient conflict with a reference set while training
     eval_at: EvalAtSpec | None = None  # sample and judge the model at chosen steps while training
+    steering: TrainSteeringSpec | None = None  # preventative steering: add a persona vector while training
 
 
 def _make_train_spec() -> type[_TrainBase]:
@@ -291,7 +270,7 @@ def _make_train_spec() -> type[_TrainBase]:
 
 
 TrainSpec = _make_train_spec()
-TRAIN_BASE_KEYS = ("model", "dataset", "preset", "grad_probe", "eval_at")
+TRAIN_BASE_KEYS = ("model", "dataset", "preset", "grad_probe", "eval_at", "steering")
 
 
 def train_config(cfg: dict, source: str):
@@ -367,6 +346,28 @@ def _evals_at(ctx, cfg: dict | None, work: Path) -> list:
     return [EvalAtSteps(evaluate_now, every=cfg["every"], steps=cfg["steps"])]
 
 
+def _train_steered(ctx, steering: dict, base, data, config, work, resume, on_step, callbacks) -> None:
+    """Preventative steering: train with the persona vector added (preventative_steering.json records how)."""
+    from emlab.vectors.directions import Direction
+    from emlab.vectors.screening import train_with_steering
+
+    d = Direction.load(ctx.output(f"persona-vector.{steering['persona']}"))
+    sites = steering["sites"] or [d.sites[len(d.sites) * 2 // 3]]
+    train_with_steering(
+        base, data, config, work, d, sites, steering["scale"], steering["scaling"], resume, on_step, callbacks
+    )
+
+
+def _steering_summary(work: Path) -> dict:
+    from emlab.io import read_json
+
+    f = work / "preventative_steering.json"
+    if not f.exists():
+        return {}
+    s = read_json(f)
+    return {"steered": {k: s.get(k) for k in ("sites", "scale", "scaling", "trait")}}
+
+
 def _grad_probe_summary(work: Path) -> dict:
     from emlab.train.probes import GRAD_PROBE_LOG, read_grad_probes
 
@@ -411,6 +412,14 @@ class TrainKind(StepKind):
         if entry.grad_probe is not None:
             planning.ref(f"{path}.grad_probe.reference", entry.grad_probe.reference, "datasets")
             deps.append(f"data.{entry.grad_probe.reference}")
+        if entry.steering is not None:
+            if entry.eval_at is not None:
+                raise EmlabError(
+                    f"{planning.where(path)}: {path} sets both `steering` and `eval_at`; the evaluations would sample "
+                    "the steered model. Drop `eval_at` and evaluate the adapter in `evals`"
+                )
+            planning.ref(f"{path}.steering.persona", entry.steering.persona, "persona_vectors")
+            deps.append(f"persona-vector.{entry.steering.persona}")
         return cfg, tuple(dict.fromkeys(deps))
 
     def resolve_paths(self, entry, fix):
@@ -436,16 +445,12 @@ class TrainKind(StepKind):
             data = ctx.output(f"data.{cfg['dataset']}") / DATASET_FILE
             base = ctx.model(cfg["model"])
             callbacks = _grad_probes(ctx, cfg.get("grad_probe")) + _evals_at(ctx, cfg.get("eval_at"), work)
+            resume = (work / TRAIN_CONFIG).exists()
             with _train_progress(ctx, step.name) as on_step:
-                train(
-                    base,
-                    data,
-                    config,
-                    work,
-                    resume=(work / TRAIN_CONFIG).exists(),
-                    on_step=on_step,
-                    callbacks=callbacks,
-                )
+                if cfg.get("steering"):
+                    _train_steered(ctx, cfg["steering"], base, data, config, work, resume, on_step, callbacks)
+                else:
+                    train(base, data, config, work, resume=resume, on_step=on_step, callbacks=callbacks)
         s = read_train_summary(work)
         keys = ("method", "steps", "final_loss", "examples_used", "trainable_params", "blocks", "train_time_s", "dtype")
         return (
@@ -453,6 +458,7 @@ class TrainKind(StepKind):
             | {"preset": cfg["preset"]}
             | _grad_probe_summary(work)
             | _evals_at_summary(work)
+            | _steering_summary(work)
         )
 
     def collect(self, out: StepOutput):
@@ -1007,7 +1013,8 @@ class ExamKind(StepKind):
 
 # ------------------------------------------------------------------ the study plan's kinds (fact-probe, compare)
 
-import emlab.experiments.study_steps  # noqa: E402,F401  (registers them here, so they plan before the report)
+import emlab.experiments.study_steps  # noqa: E402  (registers them here, so they plan before the report)
+import emlab.experiments.vector_steps  # noqa: E402,F401  (persona / emotion vector kinds)
 
 # ------------------------------------------------------------------ report
 

@@ -159,8 +159,11 @@ def train_with_steering(
     scaling: str = "unit",
     resume: bool = False,
     on_step=None,
+    callbacks: Sequence = (),
 ):
-    """`emlab.train.train` with scale x vector added at `sites` in every training forward; returns the TrainResult."""
+    """`emlab.train.train` with scale x vector added at `sites` in every training forward; returns the TrainResult.
+
+    `callbacks` are train's other callbacks (e.g. a GradientProbe); they see the steered model."""
     from emlab.interventions.steering import check_scaling, steering_vectors
     from emlab.io import read_json, write_json
     from emlab.train import train
@@ -193,7 +196,15 @@ def train_with_steering(
             )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "preventative_steering.json", info)
-    return train(cm, data, config, out, resume=resume, on_step=on_step, callbacks=[_SteerWhileTraining(vectors, scale)])
+    return train(
+        cm,
+        data,
+        config,
+        out,
+        resume=resume,
+        on_step=on_step,
+        callbacks=[_SteerWhileTraining(vectors, scale), *callbacks],
+    )
 
 
 class _SteerWhileTraining(Callback):

@@ -45,6 +45,16 @@ def resid_norm(cm, site: str, texts: Sequence[str] | None = None, offset: int = 
     return total / count
 
 
+def question_set(name: str):
+    """A question set by name or file; `pressure` (and other sets shipped in emlab/vectors/data) included."""
+    from emlab.data.questions import list_question_sets, load_questions
+    from emlab.vectors.emotions import DATA_DIR
+
+    if name not in list_question_sets() and (DATA_DIR / f"{name}.yaml").exists():
+        return load_questions(DATA_DIR / f"{name}.yaml")
+    return load_questions(name)
+
+
 def parse_conditions(specs: Sequence[str], lookup) -> list[tuple[str, str, float]]:
     """'calm:+0.25', 'desperate:0.25', 'evil:-0.5' -> (vector name, label, scale); `lookup(name)` must know the name."""
     out = []
