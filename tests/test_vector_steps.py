@@ -126,6 +126,18 @@ def test_vector_entries_are_checked_when_the_spec_loads(tiny_dir, old, new, mess
         load_spec_text(SPEC.replace(old, new), str(tiny_dir / "spec.yaml"), base_dir=tiny_dir)
 
 
+@pytest.mark.parametrize(
+    "old,new",
+    [("emotions: [calm, sad]", "emotions: [calm, glad]"), ('"evil:-0.5"', '"glad:-0.5"')],
+)
+def test_emotion_names_are_checked_before_any_step_runs(vec_dir, old, new):
+    from emlab.experiments.runner import check_plan
+
+    plan = load_spec_text(SPEC.replace(old, new), str(vec_dir / "spec.yaml"), base_dir=vec_dir)
+    with pytest.raises(EmlabError, match=r"'glad' is neither an emotion of emotion_vectors\.emo"):
+        check_plan(plan)
+
+
 def test_dependency_order_moves_a_step_after_what_it_needs_and_names_a_circle():
     a, b, c = Step("a", "k", "a", {}, ("c",)), Step("b", "k", "b", {}), Step("c", "k", "c", {})
     assert [s.name for s in dependency_order([a, b, c])] == ["c", "a", "b"]

@@ -54,6 +54,28 @@ def _vector_deps(planning, path: str, entry) -> tuple[str, ...]:
     return tuple(deps)
 
 
+def _emotion_list_of(planning, entry) -> dict:
+    """The emotion list file of the `emotion_vectors` entry this entry reads (None: the shipped list), for `check`."""
+    key = getattr(entry, "emotion_vectors", None)
+    return {"emotion_list": None if key is None else planning.entries("emotion_vectors")[key].emotions}
+
+
+def _check_vector_names(step, names=()) -> None:
+    """Every emotion the step names (`emotions`, and emotion `names` it uses) is in its vectors' emotion list."""
+    from emlab.vectors.emotions import load_emotions
+
+    c = step.config
+    known = set(c.get("personas") or [])
+    if c.get("emotion_vectors") is not None:
+        known |= set(load_emotions(c["emotion_list"]).names)
+    for n in [*(c.get("emotions") or []), *names]:
+        if n not in known:
+            raise EmlabError(
+                f"{step.name}: {n!r} is neither an emotion of emotion_vectors.{c.get('emotion_vectors')} nor one of "
+                f"`personas` {c.get('personas')}; known: {', '.join(sorted(known)) or 'none'}"
+            )
+
+
 def _emotion_vectors(ctx, key: str | None):
     from emlab.vectors.emotions import EmotionVectors
 
@@ -328,7 +350,10 @@ class LandscapeKind(StepKind):
             deps.append(f"direction.{entry.direction}")
         deps += _vector_deps(planning, path, entry)
         cfg = entry.model_dump() | {"reader_models": readers, "seed": planning.spec.seed}
-        return cfg, tuple(dict.fromkeys(deps))
+        return cfg | _emotion_list_of(planning, entry), tuple(dict.fromkeys(deps))
+
+    def check(self, step):
+        _check_vector_names(step)
 
     def describe(self, step):
         c = step.config
@@ -409,6 +434,7 @@ class VectorSteerKind(StepKind):
 
     def plan(self, name, entry, path, planning):
         cfg, deps = _model_deps(planning, path, entry)
+        cfg |= _emotion_list_of(planning, entry)
         return sampled(entry, planning.spec) | cfg, deps + _vector_deps(planning, path, entry)
 
     def resolve_paths(self, entry, fix):
@@ -419,7 +445,8 @@ class VectorSteerKind(StepKind):
 
         for q in step.config["questions"]:
             question_set(q)
-        parse_conditions(step.config["conditions"], lambda name: name)  # syntax; names are checked when run
+        named = parse_conditions(step.config["conditions"], lambda name: name)
+        _check_vector_names(step, [n for n, _, _ in named])
 
     def describe(self, step):
         c = step.config
@@ -481,6 +508,7 @@ class VectorMonitorKind(StepKind):
         if not entry.prompts and entry.questions is None:
             raise EmlabError(f"{planning.where(path)}: {path} needs `prompts` or `questions` to sample from")
         cfg, deps = _model_deps(planning, path, entry)
+        cfg |= _emotion_list_of(planning, entry)
         return sampled(entry, planning.spec) | cfg, deps + _vector_deps(planning, path, entry)
 
     def resolve_paths(self, entry, fix):
@@ -489,6 +517,7 @@ class VectorMonitorKind(StepKind):
     def check(self, step):
         from emlab.vectors.steer import question_set
 
+        _check_vector_names(step)
         if step.config["questions"] is not None:
             question_set(step.config["questions"])
 
