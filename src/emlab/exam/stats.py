@@ -24,6 +24,15 @@ def mean(xs: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def median(xs: Sequence[float | None]) -> float | None:
+    """The median of the numbers in `xs` (None entries dropped; None when nothing is left)."""
+    vals = sorted(float(x) for x in xs if x is not None)
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
 def mean_nonempty(xs: Sequence[float]) -> float:
     """The mean of a non-empty sequence of numbers (what `mean` returns where it cannot be None)."""
     vals = [float(x) for x in xs]

@@ -5,6 +5,10 @@ duplicate keys are errors naming file:line), version 1, status "proposal", every
 battery and each of its metrics present with a threshold on the side the battery says is bad
 (`fail_above` for metrics where high is bad), bands ascending from 0 with decisions that never
 fall, escalations naming known batteries and decisions. See triage.yaml for the grading rules.
+
+Version 2 adds `unless_measured: OTHER` to a metric rule: the metric is graded only when the other
+metric of its battery was not measured (a fallback: latent's absolute position counts only without a
+baseline, whose relative rise then decides), and reports "superseded" otherwise.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from emlab.exam.battery import BatteryResult, Metric, get_battery, list_batterie
 from emlab.strict_yaml import YamlDoc, load_yaml_file
 
 DEFAULT_RULES = Path(__file__).with_name("triage.yaml")
-RULES_VERSION = 1
+RULES_VERSION = 2
 DECISIONS = ("treat", "quarantine", "flatten", "discard")
 TOP_KEYS = ("version", "status", "title", "description", "batteries", "bands", "escalations")
 BATTERY_KEYS = ("points", "metrics")
-METRIC_KEYS = ("fail_above", "fail_below", "p_below")
+METRIC_KEYS = ("fail_above", "fail_below", "p_below", "unless_measured")
 BAND_KEYS = ("min_points", "name", "decision")
 ESCALATION_KEYS = ("id", "when_failed", "at_least", "reason")
 
@@ -36,6 +40,7 @@ class MetricRule:
     threshold: float
     bad: str  # "above" | "below"
     p_below: float | None = None
+    unless_measured: str | None = None  # another metric of the battery: when it was measured, this one is not graded
 
     def fails(self, m: Metric) -> bool | None:
         """True/False, or None when the metric was not measured."""
@@ -134,6 +139,12 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
                     f"{doc.where(mwhere)}: battery {name} has no metric {mname!r}; it has {', '.join(specs)}"
                 )
             metrics[name][mname] = _metric_rule(doc, mwhere, mrule, specs[mname].bad)
+            other = metrics[name][mname].unless_measured
+            if other is not None and (other not in specs or other == mname):
+                raise EmlabError(
+                    f"{doc.where(mwhere + '.unless_measured')}: unless_measured must name another metric of battery "
+                    f"{name} ({', '.join(m for m in specs if m != mname)}), got {other!r}"
+                )
     bands = _bands(doc, d["bands"])
     escalations = _escalations(doc, d["escalations"], batteries)
     blob = json.dumps(d, sort_keys=True, default=str)
@@ -183,7 +194,10 @@ def _metric_rule(doc: YamlDoc, where: str, rule: Any, bad: str) -> MetricRule:
     p = rule.get("p_below")
     if p is not None and not 0 < _number(doc, where + ".p_below", p) < 1:
         raise EmlabError(f"{doc.where(where + '.p_below')}: p_below must be in (0, 1), got {p!r}")
-    return MetricRule(_number(doc, f"{where}.{sides[0]}", rule[sides[0]]), bad, None if p is None else float(p))
+    other = rule.get("unless_measured")
+    if other is not None and not isinstance(other, str):
+        raise EmlabError(f"{doc.where(where + '.unless_measured')}: expected a metric name, got {other!r}")
+    return MetricRule(_number(doc, f"{where}.{sides[0]}", rule[sides[0]]), bad, None if p is None else float(p), other)
 
 
 def _bands(doc: YamlDoc, value: Any) -> tuple[Band, ...]:
@@ -246,16 +260,20 @@ def grade(
             }
             continue
         res = results[b.name]
+        measured_names = {m.name for m in res.metrics if m.value is not None}
         mv = {}
         for m in res.metrics:
             rule = rules.metrics[b.name][m.name]
             fails = rule.fails(m)
+            superseded = fails is not None and rule.unless_measured in measured_names
             mv[m.name] = {
-                "status": "not measured" if fails is None else ("fail" if fails else "pass"),
-                "borderline": rule.borderline(m),
-                "threshold": rule.text(),
+                "status": "superseded"
+                if superseded
+                else ("not measured" if fails is None else ("fail" if fails else "pass")),
+                "borderline": rule.borderline(m) and not superseded,
+                "threshold": rule.text() + (f" (only without {rule.unless_measured})" if rule.unless_measured else ""),
             }
-        measured = [v for v in mv.values() if v["status"] != "not measured"]
+        measured = [v for v in mv.values() if v["status"] not in ("not measured", "superseded")]
         status = "fail" if any(v["status"] == "fail" for v in measured) else ("pass" if measured else "not measured")
         batteries[b.name] = {"status": status, "points": rules.points[b.name], "metrics": mv}
     failed = {n for n, v in batteries.items() if v["status"] == "fail"}
@@ -317,7 +335,7 @@ def _changes(results, rules: TriageRules, batteries, failed: set[str], now: dict
             continue
         fails = [k for k, mv in v["metrics"].items() if mv["status"] == "fail"]
         for mname, mv in v["metrics"].items():
-            if mv["status"] == "not measured":
+            if mv["status"] in ("not measured", "superseded"):
                 continue
             if mv["status"] == "fail":
                 alt = now if len(fails) > 1 else _decide(failed - {name}, rules)

@@ -153,8 +153,8 @@ class CorrectionBattery(Battery):
         size = self.sizes(ctx)
         latent = ctx.results["latent"]
         worst = max(
-            (p for p, v in latent.details["position_by_persona"].items() if v is not None),
-            key=lambda p: latent.details["position_by_persona"][p],
+            (p for p, v in latent.details["median_position_by_persona"].items() if v is not None),
+            key=lambda p: latent.details["median_position_by_persona"][p],
             default=None,
         )
         if worst is None:
