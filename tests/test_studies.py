@@ -207,6 +207,38 @@ def test_study_entries_are_checked_when_the_spec_loads(tiny_dir):
         load_spec_text(SPEC.replace("b: organism-core", "b: organism"), where)
 
 
+RECOVERY = """
+version: 1
+name: recovery-tiny
+models:
+  base: {ref: ./tiny}
+datasets:
+  bad: {generator: bad-medical, n: 4}
+  good: {generator: good-medical, n: 4, seed: 1}
+training:
+  organism: {dataset: bad, preset: rank1-9blocks, blocks: [0], batch_size: 4, grad_accum: 1, dtype: float32}
+  recovered:
+    {dataset: good, continue_from: organism, preset: rank1-9blocks, blocks: [0], batch_size: 4, grad_accum: 1, dtype: float32}
+report: null
+"""
+
+
+def test_a_training_continues_from_another_trainings_adapter(tiny_dir):
+    from emlab.train.checkpoint import read_train_config
+
+    (tiny_dir / "spec.yaml").write_text(RECOVERY)
+    run = start_run(tiny_dir / "spec.yaml", base=tiny_dir / "runs")
+    assert run.manifest()["steps"]["train.recovered"]["status"] == "done"
+    cfg = read_train_config(run.step_dir("train.recovered"))["config"]
+    assert cfg["init_adapter"] == str(run.step_dir("train.organism"))
+    assert read_train_config(run.step_dir("train.organism"))["config"]["init_adapter"] is None
+    where = str(tiny_dir / "spec.yaml")
+    with pytest.raises(EmlabError, match=r"continue_from names this training itself"):
+        load_spec_text(RECOVERY.replace("continue_from: organism", "continue_from: recovered"), where)
+    with pytest.raises(EmlabError, match=r"continue_from = 'organsim' is not an entry of `training`"):
+        load_spec_text(RECOVERY.replace("continue_from: organism", "continue_from: organsim"), where)
+
+
 def test_collect_study_copies_small_results_of_a_finished_run(tmp_path):
     import importlib.util
     import json

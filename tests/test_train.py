@@ -187,6 +187,26 @@ def test_loss_decreases_on_a_tiny_overfit(tiny3, tmp_path):
     assert (tmp_path / "run" / "model.safetensors").exists() and (tmp_path / "run" / "config.json").exists()
 
 
+def test_init_adapter_starts_from_the_saved_weights_and_refuses_another_layout(tiny3, tmp_path):
+    from emlab.train.prepare import prepare
+
+    cfg = _cfg(rank=2, alpha=4, blocks=[0, 2], max_steps=2)
+    train(tiny3, CONVS[:4], cfg, tmp_path / "organism")
+    saved = load_file(str(tmp_path / "organism" / "adapter_model.safetensors"))
+    setup = prepare(tiny3, cfg.model_copy(update={"init_adapter": str(tmp_path / "organism")}))
+    own = {k.replace(".default", ""): p for k, p in setup.model.named_parameters() if "lora_" in k}
+    assert sorted(own) == sorted(saved)
+    for k, w in saved.items():
+        assert torch.equal(own[k].detach(), w)  # lora_B is zero at a fresh init: equality means it was loaded
+    assert any(w.abs().sum() > 0 for k, w in saved.items() if "lora_B" in k)
+    with pytest.raises(EmlabError, match="r=2 differ from this training's \\(r=3\\)"):
+        prepare(tiny3, cfg.model_copy(update={"rank": 3, "init_adapter": str(tmp_path / "organism")}))
+    with pytest.raises(EmlabError, match="4 saved tensors for 6 adapter weights here"):
+        prepare(tiny3, cfg.model_copy(update={"blocks": [0, 1, 2], "init_adapter": str(tmp_path / "organism")}))
+    with pytest.raises(EmlabError, match=r"no adapter_model\.safetensors"):
+        prepare(tiny3, cfg.model_copy(update={"init_adapter": str(tmp_path)}))
+
+
 def test_lora_loss_decreases(tiny3, tmp_path):
     # a random model's frozen lm_head makes LoRA learn slowly; the drop is small but deterministic
     cfg = _cfg(rank=8, alpha=16, target_modules="all-linear", lr=1e-2, lr_schedule="constant", epochs=10, batch_size=2)

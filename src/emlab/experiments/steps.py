@@ -247,6 +247,7 @@ class _TrainBase(Strict):
     grad_probe: GradProbeSpec | None = None  # log gradient conflict with a reference set while training
     eval_at: EvalAtSpec | None = None  # sample and judge the model at chosen steps while training
     steering: TrainSteeringSpec | None = None  # preventative steering: add a persona vector while training
+    continue_from: str | None = None  # key in `training`: start from that step's adapter (same layout), e.g. recovery
 
 
 def _make_train_spec() -> type[_TrainBase]:
@@ -270,7 +271,7 @@ def _make_train_spec() -> type[_TrainBase]:
 
 
 TrainSpec = _make_train_spec()
-TRAIN_BASE_KEYS = ("model", "dataset", "preset", "grad_probe", "eval_at", "steering")
+TRAIN_BASE_KEYS = ("model", "dataset", "preset", "grad_probe", "eval_at", "steering", "continue_from")
 
 
 def train_config(cfg: dict, source: str):
@@ -412,6 +413,11 @@ class TrainKind(StepKind):
         if entry.grad_probe is not None:
             planning.ref(f"{path}.grad_probe.reference", entry.grad_probe.reference, "datasets")
             deps.append(f"data.{entry.grad_probe.reference}")
+        if entry.continue_from is not None:
+            if entry.continue_from == name:
+                raise EmlabError(f"{planning.where(path)}: {path}.continue_from names this training itself")
+            planning.ref(f"{path}.continue_from", entry.continue_from, "training")
+            deps.append(f"train.{entry.continue_from}")
         if entry.steering is not None:
             if entry.eval_at is not None:
                 raise EmlabError(
@@ -434,13 +440,17 @@ class TrainKind(StepKind):
 
     def describe(self, step):
         c = step.config
-        return f"{c['model']} on {c['dataset']}, preset {c['preset']}"
+        start = f", from train.{c['continue_from']}'s adapter" if c.get("continue_from") else ""
+        steer = f", steered by {c['steering']['persona']}" if c.get("steering") else ""
+        return f"{c['model']} on {c['dataset']}, preset {c['preset']}{start}{steer}"
 
     def run(self, ctx, step, work):
         from emlab.train import train
 
         cfg = step.config
         config = train_config(cfg, step.name)
+        if cfg.get("continue_from"):
+            config = config.model_copy(update={"init_adapter": str(ctx.adapter_dir(cfg["continue_from"]))})
         if not (work / TRAIN_SUMMARY).exists():  # else: finished before the commit was recorded
             data = ctx.output(f"data.{cfg['dataset']}") / DATASET_FILE
             base = ctx.model(cfg["model"])

@@ -99,6 +99,11 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(
         1.0, gt=0, description="clip the global gradient norm to this (null: no clipping; the norm is still logged)"
     )
+    init_adapter: str | None = Field(
+        None,
+        description="start the LoRA adapters from this saved adapter folder (same layout) instead of fresh ones, "
+        "e.g. to continue training an organism on good data",
+    )
     checkpoint_every: int | None = Field(
         None, ge=1, description="save a resumable checkpoint every N steps (kept for training-dynamics analysis)"
     )

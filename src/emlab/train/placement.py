@@ -133,3 +133,35 @@ def attach_lora(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, LoraP
             f"peft adapted {extra[:3]} beyond the plan and missed {missing[:3]}; name target_modules relative to a block (e.g. mlp.down_proj)"
         )
     return wrapped, plan
+
+
+def load_initial_adapter(wrapped: nn.Module, folder: str, config: TrainConfig) -> None:
+    """Set the fresh adapters of `wrapped` to a saved adapter's weights; its layout must be the config's exactly."""
+    from pathlib import Path
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from emlab.io import read_json
+
+    where = f"init_adapter {folder}"
+    weights, meta = Path(folder) / "adapter_model.safetensors", Path(folder) / "adapter_config.json"
+    if not weights.is_file() or not meta.is_file():
+        raise EmlabError(f"{where}: no adapter_model.safetensors / adapter_config.json; give a LoRA adapter folder")
+    saved, lora = read_json(meta), config.lora()
+    want = {"r": lora.rank, "lora_alpha": lora.alpha, "use_rslora": lora.use_rslora}
+    differ = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
+    if differ:
+        raise EmlabError(
+            f"{where}: its {', '.join(f'{k}={a!r}' for k, (a, _) in differ.items())} differ from this training's "
+            f"({', '.join(f'{k}={b!r}' for k, (_, b) in differ.items())}); train with the adapter's preset and overrides"
+        )
+    state = load_file(weights)  # safetensors: no pickle
+    own = [k for k, _ in wrapped.named_parameters() if "lora_" in k]
+    result = set_peft_model_state_dict(wrapped, state)
+    if result.unexpected_keys or len(state) != len(own):
+        raise EmlabError(
+            f"{where}: {len(state)} saved tensors for {len(own)} adapter weights here"
+            + (f" ({result.unexpected_keys[0]} has no place)" if result.unexpected_keys else "")
+            + "; it was trained with other target_modules or blocks"
+        )

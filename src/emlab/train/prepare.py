@@ -14,7 +14,7 @@ from emlab.errors import EmlabError
 from emlab.models import ChatModel, load_model
 from emlab.sites import hf_config
 from emlab.train.config import TrainConfig
-from emlab.train.placement import LoraPlan, attach_lora
+from emlab.train.placement import LoraPlan, attach_lora, load_initial_adapter
 
 
 def cpu_supports_bf16() -> bool:
@@ -81,6 +81,8 @@ def prepare(cm_or_ref: ChatModel | str, config: TrainConfig) -> TrainSetup:
     if config.method == "lora":
         model.to(dtype)  # frozen base in the compute dtype; peft keeps the adapters in fp32
         model, plan = attach_lora(model, config)
+        if config.init_adapter is not None:
+            load_initial_adapter(model, config.init_adapter, config)
     else:
         for p in model.parameters():
             p.requires_grad_(True)  # full: fp32 master weights, bf16 compute via autocast
