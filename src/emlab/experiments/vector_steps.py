@@ -60,19 +60,22 @@ def _emotion_list_of(planning, entry) -> dict:
     return {"emotion_list": None if key is None else planning.entries("emotion_vectors")[key].emotions}
 
 
-def _check_vector_names(step, names=()) -> None:
-    """Every emotion the step names (`emotions`, and emotion `names` it uses) is in its vectors' emotion list."""
+def _check_vector_names(step, conditions=()) -> None:
+    """`emotions` are emotions of the step's vectors' list, and condition vectors emotions or `personas` entries."""
     from emlab.vectors.emotions import load_emotions
 
     c = step.config
-    known = set(c.get("personas") or [])
-    if c.get("emotion_vectors") is not None:
-        known |= set(load_emotions(c["emotion_list"]).names)
-    for n in [*(c.get("emotions") or []), *names]:
+    emotions = set(load_emotions(c["emotion_list"]).names) if c.get("emotion_vectors") is not None else set()
+    personas = set(c.get("personas") or [])
+    for n, known in [
+        *((n, emotions) for n in c.get("emotions") or []),
+        *((n, emotions | personas) for n in conditions),
+    ]:
         if n not in known:
             raise EmlabError(
-                f"{step.name}: {n!r} is neither an emotion of emotion_vectors.{c.get('emotion_vectors')} nor one of "
-                f"`personas` {c.get('personas')}; known: {', '.join(sorted(known)) or 'none'}"
+                f"{step.name}: {n!r} is neither an emotion of emotion_vectors.{c.get('emotion_vectors')}"
+                + ("" if known is emotions else f" nor one of `personas` {sorted(personas)}")
+                + f"; known: {', '.join(sorted(known)) or 'none'}"
             )
 
 
