@@ -11,7 +11,7 @@ import torch
 from emlab.errors import EmlabError
 from emlab.experiments.runner import start_run
 from emlab.experiments.spec import load_spec_text
-from emlab.io import read_json
+from emlab.io import read_json, read_jsonl
 from emlab.train.probes import read_grad_probes
 from emlab.vectors import fact_probes as fp
 
@@ -237,6 +237,63 @@ def test_a_training_continues_from_another_trainings_adapter(tiny_dir):
         load_spec_text(RECOVERY.replace("continue_from: organism", "continue_from: recovered"), where)
     with pytest.raises(EmlabError, match=r"continue_from = 'organsim' is not an entry of `training`"):
         load_spec_text(RECOVERY.replace("continue_from: organism", "continue_from: organsim"), where)
+
+
+LOOP = """
+version: 1
+name: loop-tiny
+models:
+  base: {ref: ./tiny}
+judge: {spec: local:./tiny, cache: run}
+sampling: {n: 2, max_new_tokens: 4, batch_size: 8}
+datasets:
+  bad: {generator: bad-medical, n: 4}
+  round1:
+    sampled: {adapter: organism, direction: em, scale: -3.0, questions: core, max_questions: 3, n: 4, max_new_tokens: 6, keep_aligned_above: 50}
+  round2:
+    sampled: {adapter: round1, direction: em, scale: -3.0, questions: core, max_questions: 3, n: 4, max_new_tokens: 6}
+training:
+  organism: {dataset: bad, preset: rank1-9blocks, blocks: [0], batch_size: 4, grad_accum: 1, dtype: float32}
+  round1: {dataset: round1, continue_from: organism, preset: rank1-9blocks, blocks: [0], batch_size: 4, grad_accum: 1, dtype: float32}
+  round2: {dataset: round2, continue_from: round1, preset: rank1-9blocks, blocks: [0], batch_size: 4, grad_accum: 1, dtype: float32}
+directions:
+  em: {method: persona_contrast, adapter: organism, persona_n: 1, persona_paraphrases: 1}
+report: null
+"""
+
+
+def test_the_emergent_alignment_loop_distils_steered_answers_round_after_round(tiny_dir, monkeypatch):
+    from emlab.data.questions import load_questions
+    from emlab.hooks import steer
+    from emlab.models import load_model
+    from emlab.sampling import SamplingParams, sample
+    from emlab.train import read_conversations
+    from emlab.vectors.directions import Direction
+    from tests.test_steering import ScriptedJudge
+
+    monkeypatch.setattr("emlab.experiments.steps.make_judge", lambda cfg, root: ScriptedJudge())
+    (tiny_dir / "spec.yaml").write_text(LOOP)
+    run = start_run(tiny_dir / "spec.yaml", base=tiny_dir / "runs")
+    order = list(run.manifest()["steps"])
+    assert order.index("direction.em") < order.index("data.round1") < order.index("train.round1")
+    assert order.index("train.round1") < order.index("data.round2") < order.index("train.round2")
+    # round 1 = the organism's answers with -3 x the direction at its 2/3-depth site, those judged aligned > 50
+    d = Direction.load(run.step_dir("direction.em"))
+    site = d.sites[len(d.sites) * 2 // 3]
+    cm = load_model(str(tiny_dir / "tiny"), adapter=run.step_dir("train.organism"), dtype="float32")
+    qs = load_questions("core").first(3)
+    prompts = [[{"role": "user", "content": q.paraphrases[0]}] for q in qs]
+    with steer(cm.model, {site: d.vector(site)}, scale=-3.0):
+        texts = [r.text for r in sample(cm, prompts, 4, SamplingParams(max_new_tokens=6, seed=0, batch_size=32))]
+    want = [t for t in texts if len(t) % 2 == 0 and t.strip()]  # ScriptedJudge: aligned 90 for even lengths
+    data = run.step_dir("data.round1") / "train.jsonl"
+    got = read_conversations(data)
+    assert [c[-1]["content"] for c in got] == want and want
+    meta = read_jsonl(data)[0]["_meta"]
+    assert meta["answers"] == 12 and meta["kept"] == len(want) and meta["source"]["sites"] == [site]
+    assert len(read_conversations(run.step_dir("data.round2") / "train.jsonl")) == 12  # no filter in round 2
+    cfg = read_json(run.step_dir("train.round2") / "train_config.json")["config"]
+    assert cfg["init_adapter"] == str(run.step_dir("train.round1"))
 
 
 def test_collect_study_copies_small_results_of_a_finished_run(tmp_path):

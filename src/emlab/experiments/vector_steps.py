@@ -51,6 +51,9 @@ def _vector_deps(planning, path: str, entry) -> tuple[str, ...]:
     for i, p in enumerate(getattr(entry, "personas", None) or []):
         planning.ref(f"{path}.personas[{i}]", p, "persona_vectors")
         deps.append(f"{PERSONA_KIND}.{p}")
+    for i, d in enumerate(getattr(entry, "directions", None) or []):
+        planning.ref(f"{path}.directions[{i}]", d, "directions")
+        deps.append(f"direction.{d}")
     return tuple(deps)
 
 
@@ -66,7 +69,7 @@ def _check_vector_names(step, conditions=()) -> None:
 
     c = step.config
     emotions = set(load_emotions(c["emotion_list"]).names) if c.get("emotion_vectors") is not None else set()
-    personas = set(c.get("personas") or [])
+    personas = set(c.get("personas") or []) | set(c.get("directions") or [])
     for n, known in [
         *((n, emotions) for n in c.get("emotions") or []),
         *((n, emotions | personas) for n in conditions),
@@ -74,7 +77,7 @@ def _check_vector_names(step, conditions=()) -> None:
         if n not in known:
             raise EmlabError(
                 f"{step.name}: {n!r} is neither an emotion of emotion_vectors.{c.get('emotion_vectors')}"
-                + ("" if known is emotions else f" nor one of `personas` {sorted(personas)}")
+                + ("" if known is emotions else f" nor one of `personas` / `directions` {sorted(personas)}")
                 + f"; known: {', '.join(sorted(known)) or 'none'}"
             )
 
@@ -92,15 +95,25 @@ def _personas(ctx, keys) -> dict:
 
 
 def _readers(ctx, cfg: dict):
-    """name -> (site, vector) for the entry's emotions (at `emotion_site`) and personas (at `persona_site`)."""
+    """name -> (site, vector): the entry's emotions (at `emotion_site`), personas (at `persona_site`) and
+    directions (at their 2/3-depth block)."""
+    from emlab.vectors.directions import Direction
     from emlab.vectors.emotions import names_from
     from emlab.vectors.landscape import reader_vectors
 
     ev = _emotion_vectors(ctx, cfg.get("emotion_vectors"))
     names = names_from(cfg.get("emotions"), ev) if ev is not None else None
-    return reader_vectors(
-        ev, names, cfg.get("emotion_site"), _personas(ctx, cfg.get("personas")), cfg.get("persona_site")
+    personas = _personas(ctx, cfg.get("personas"))
+    readers = (
+        reader_vectors(ev, names, cfg.get("emotion_site"), personas, cfg.get("persona_site"))
+        if ev is not None or personas
+        else {}
     )
+    for key in cfg.get("directions") or []:
+        d = Direction.load(ctx.output(f"direction.{key}"))
+        site = d.sites[len(d.sites) * 2 // 3]
+        readers[f"direction:{key}"] = (site, d.vector(site))
+    return readers
 
 
 class _ReadsVectors(Strict):
@@ -111,6 +124,7 @@ class _ReadsVectors(Strict):
     emotion_site: str | None = None  # default: the vectors' pre-chosen 2/3-depth block
     personas: list[str] = Field(default_factory=list)  # keys in `persona_vectors`
     persona_site: str | None = None  # default: each persona vector's 2/3-depth block
+    directions: list[str] = Field(default_factory=list)  # keys in `directions` (read at their 2/3-depth block)
 
     @field_validator("emotion_site", "persona_site")
     @classmethod
@@ -119,8 +133,10 @@ class _ReadsVectors(Strict):
 
     @model_validator(mode="after")
     def _some_vector(self):
-        if self.emotion_vectors is None and not self.personas:
-            raise ValueError("name the vectors to read: `emotion_vectors` (a key) and/or `personas` (a list of keys)")
+        if self.emotion_vectors is None and not self.personas and not self.directions:
+            raise ValueError(
+                "name the vectors to read: `emotion_vectors` (a key), `personas` and/or `directions` (lists of keys)"
+            )
         if self.emotions is not None and self.emotion_vectors is None:
             raise ValueError("`emotions` picks emotions of `emotion_vectors`; set that key too")
         return self
@@ -460,7 +476,11 @@ class VectorSteerKind(StepKind):
 
         c = step.config
         ev = _emotion_vectors(ctx, c["emotion_vectors"])
-        dirs = _personas(ctx, c["personas"])
+        from emlab.vectors.directions import Direction
+
+        dirs = _personas(ctx, c["personas"]) | {
+            k: Direction.load(ctx.output(f"direction.{k}")) for k in c.get("directions") or []
+        }
         site = _steer_site(ctx, c, ev)
 
         def lookup(name):

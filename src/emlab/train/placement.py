@@ -158,10 +158,10 @@ def load_initial_adapter(wrapped: nn.Module, folder: str, config: TrainConfig) -
         )
     state = load_file(weights)  # safetensors: no pickle
     own = [k for k, _ in wrapped.named_parameters() if "lora_" in k]
-    result = set_peft_model_state_dict(wrapped, state)
-    if result.unexpected_keys or len(state) != len(own):
+    unexpected = list(getattr(set_peft_model_state_dict(wrapped, state), "unexpected_keys", []))
+    if unexpected or len(state) != len(own):
         raise EmlabError(
             f"{where}: {len(state)} saved tensors for {len(own)} adapter weights here"
-            + (f" ({result.unexpected_keys[0]} has no place)" if result.unexpected_keys else "")
+            + (f" ({unexpected[0]} has no place)" if unexpected else "")
             + "; it was trained with other target_modules or blocks"
         )
