@@ -104,6 +104,23 @@ def test_stories_fill_pronouns_and_rotate(files):
         E.generate_stories(bank, ["happy", "bored"], 1)
 
 
+def test_both_genders_writes_each_story_with_a_she_and_a_he_character(files):
+    el, bank = files
+    plain = E.generate_stories(bank, el.names, 3)
+    both = E.generate_stories(bank, el.names, 3, both_genders=True)
+    assert len(both) == 2 * len(plain)
+    for s in plain:  # each plain story is there, with its rotated character, plus its other-gender twin
+        she, he = (next(b for b in both if b.id == f"{s.id}/{p}") for p in ("she", "he"))
+        assert s.text in (she.text, he.text) and she.text != he.text
+        assert (" she " in she.text or "Ann" in she.text) and (" he " in he.text or "Bob" in he.text)
+    for emo in el.names:
+        ids = [b.id for b in both if b.emotion == emo]
+        assert sum(i.endswith("/she") for i in ids) == sum(i.endswith("/he") for i in ids)
+    one = E.StoryBank(((bank.characters[0]),), bank.openings, bank.stories, bank.neutral, "one.yaml", "")
+    with pytest.raises(EmlabError, match="needs characters with both pronouns"):
+        E.generate_stories(one, el.names, 1, both_genders=True)
+
+
 def test_neutral_projection_leaves_vectors_orthogonal_and_centred():
     g = torch.Generator().manual_seed(0)
     raw = torch.randn(7, 16, generator=g) * 3

@@ -77,6 +77,9 @@ def emotions_extract(
         Path | None, typer.Option(help="story bank YAML (default: the shipped data/emotion_stories.yaml)")
     ] = None,
     per_situation: Annotated[int, typer.Option(help="stories per situation (x situations per emotion)")] = 3,
+    both_genders: Annotated[
+        bool, typer.Option("--both-genders", help="write every story with a she- and a he-character (2x the stories)")
+    ] = False,
     offset: Annotated[int, typer.Option(help="warm-up: average token positions >= this")] = 8,
     neutral_variance: Annotated[
         float, typer.Option(help="project out neutral-text PCs explaining this fraction of variance (0 = none)")
@@ -94,7 +97,15 @@ def emotions_extract(
     t0 = time.perf_counter()
     cm = _model(model, adapter, dtype)
     ev, st = extract_emotion_vectors(
-        cm, load_emotions(emotions), load_stories(stories), sites, per_situation, offset, neutral_variance, batch_size
+        cm,
+        load_emotions(emotions),
+        load_stories(stories),
+        sites,
+        per_situation,
+        offset,
+        neutral_variance,
+        batch_size,
+        both_genders=both_genders,
     )
     ev.provenance["wall_time_s"] = round(time.perf_counter() - t0, 1)
     ev.save(out)

@@ -153,6 +153,7 @@ class EmotionVectorsSpec(Strict):
     emotions: str | None = None  # emotion list YAML (default: the shipped data/emotions.yaml)
     stories: str | None = None  # story bank YAML (default: the shipped data/emotion_stories.yaml)
     per_situation: int = Field(3, ge=1)
+    both_genders: bool = False  # every story with a she- and a he-character (balanced emotion means, 2x the cost)
     offset: int = Field(8, ge=0)  # warm-up: average token positions >= offset
     neutral_variance: float = Field(0.5, ge=0, lt=1)
     sites: list[str] | None = None  # default: every blocks.{l}.resid_post
@@ -212,6 +213,7 @@ class EmotionVectorsKind(StepKind):
             c["offset"],
             c["neutral_variance"],
             c["batch_size"],
+            both_genders=c["both_genders"],
         )
         ev.save(work)
         write_jsonl(work / "stories.jsonl", [vars(s) for s in stories])

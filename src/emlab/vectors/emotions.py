@@ -187,11 +187,16 @@ def _fill(template: str, name: str, pronoun: str, where: str) -> str:
         ) from None
 
 
-def generate_stories(bank: StoryBank, emotions: Sequence[str], per_situation: int = 3) -> list[Story]:
+def generate_stories(
+    bank: StoryBank, emotions: Sequence[str], per_situation: int = 3, both_genders: bool = False
+) -> list[Story]:
     """len(situations) x per_situation stories per emotion: '{opening} {name} {situation}. {reaction a} {reaction b}'.
 
     Characters, openings and reaction pairs rotate deterministically (story k of an emotion uses
     reactions k and k+1, in alternating order), so texts differ in who, when, what happens and how it shows.
+    With an odd number of stories per emotion the rotation gives one gender one story more (5 / 4 for 9);
+    `both_genders` writes every story twice, with the rotated character and with the next character of the
+    other pronoun, so each emotion's mean holds as many she- as he-stories (ids end in /she and /he).
     """
     if per_situation < 1:
         raise EmlabError(f"per_situation={per_situation} must be >= 1")
@@ -213,10 +218,25 @@ def generate_stories(bank: StoryBank, emotions: Sequence[str], per_situation: in
                 if k % 2:
                     a, b = b, a
                 where = f"{bank.source}: stories.{emo}"
-                text = f"{opening} {name} {_fill(situation, name, pronoun, where)}. {_fill(a, name, pronoun, where)} {_fill(b, name, pronoun, where)}"
-                out.append(Story(f"{emo}/{si}/{j}", emo, topic, text))
+                cast = [(name, pronoun)]
+                if both_genders:
+                    cast.append(_other_gender(bank, (ei * 7 + k * 3) % len(bank.characters)))
+                for name, pronoun in cast:
+                    text = f"{opening} {name} {_fill(situation, name, pronoun, where)}. {_fill(a, name, pronoun, where)} {_fill(b, name, pronoun, where)}"
+                    tail = f"/{pronoun}" if both_genders else ""
+                    out.append(Story(f"{emo}/{si}/{j}{tail}", emo, topic, text))
                 k += 1
     return out
+
+
+def _other_gender(bank: StoryBank, i: int) -> tuple[str, str]:
+    """The first character after index i (cyclically) whose pronoun differs from character i's."""
+    n = len(bank.characters)
+    for step in range(1, n):
+        c = bank.characters[(i + step) % n]
+        if c[1] != bank.characters[i][1]:
+            return c
+    raise EmlabError(f"{bank.source}: both_genders needs characters with both pronouns (she and he)")
 
 
 # ---------------------------------------------------------------- activations of plain texts
@@ -457,6 +477,7 @@ def extract_emotion_vectors(
     neutral_variance: float = 0.5,
     batch_size: int = 16,
     progress=None,
+    both_genders: bool = False,
 ) -> tuple[EmotionVectors, list[Story]]:
     """Measure every story and neutral text and build the emotion vectors at each site (see the module docstring)."""
     from emlab.vectors.directions import make_provenance, resid_sites
@@ -464,7 +485,7 @@ def extract_emotion_vectors(
     emotions = emotions or load_emotions()
     bank = bank or load_stories()
     sites = list(sites or resid_sites(cm.model))
-    stories = generate_stories(bank, emotions.names, per_situation)
+    stories = generate_stories(bank, emotions.names, per_situation, both_genders)
     acts = text_activations(cm, [s.text for s in stories], sites, offset, batch_size, progress)  # [n, S, d]
     neutral = text_activations(cm, list(bank.neutral), sites, offset, batch_size, progress)  # [m, S, d]
     raw = emotion_means(acts, [s.emotion for s in stories], emotions.names)  # [E, S, d]
@@ -483,6 +504,7 @@ def extract_emotion_vectors(
         counts,
         norms=emotions.norms,
         per_situation=per_situation,
+        both_genders=both_genders,
         offset=offset,
         positions=f"plain text (no chat template), token positions >= {offset}, mean per story",
         neutral_texts=len(bank.neutral),
