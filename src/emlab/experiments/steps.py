@@ -147,7 +147,12 @@ class DatasetSpec(Strict):
     n: int = Field(300, ge=1)
     seed: int | None = None
     framing: str = "covert"  # intent framing of a generated harmful set: covert or educational
-    mix: MixSpec | None = None  # generated sets only: add `mix.n` examples of `mix.generator`, shuffled in
+    mix: list[MixSpec] | None = None  # generated sets only: add each `n` examples of `generator`, shuffled in
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _one_mix_is_a_list(cls, v):
+        return [v] if isinstance(v, dict) else v
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -170,8 +175,9 @@ class DataKind(StepKind):
 
     def plan(self, name, entry, path, planning):
         cfg = entry.model_dump() | {"seed": planning.spec.seed if entry.seed is None else entry.seed}
-        if entry.mix is not None and entry.mix.seed is None:
-            cfg["mix"]["seed"] = cfg["seed"] + 1
+        for i, m in enumerate(cfg["mix"] or []):
+            if m["seed"] is None:
+                m["seed"] = cfg["seed"] + 1 + i  # another draw of questions for each mixed-in set
         deps: tuple[str, ...] = ()
         s = entry.sampled
         if s is not None:
@@ -198,8 +204,8 @@ class DataKind(StepKind):
             from emlab.data.generate import get_spec
 
             get_spec(cfg["generator"])
-            if cfg.get("mix"):
-                get_spec(cfg["mix"]["generator"])
+            for m in cfg.get("mix") or []:
+                get_spec(m["generator"])
         if cfg.get("sampled"):
             question_set(cfg["sampled"])
         if cfg["path"] and not Path(cfg["path"]).is_file():
@@ -214,7 +220,7 @@ class DataKind(StepKind):
             vec = s["direction"] or s["persona"]
             steer = f", steered {s['scale']:+g} x {vec}" if s["scale"] else ""
             return f"answers of {_who(s)} to {s['questions']} x {s['n']}{steer}, seed {c['seed']}"
-        plus = f" + {mix['generator']} n={mix['n']} seed={mix['seed']}" if mix else ""
+        plus = "".join(f" + {m['generator']} n={m['n']} seed={m['seed']}" for m in mix or [])
         return f"{c['generator'] or c['path']} n={c['n']} seed={c['seed']}{plus}"
 
     def run(self, ctx, step, work):
@@ -227,7 +233,8 @@ class DataKind(StepKind):
             meta = dataset_meta(cfg["generator"], cfg["n"], cfg["seed"], cfg["framing"])
             mix = cfg.get("mix")
             if mix:
-                records += generate(mix["generator"], mix["n"], mix["seed"])
+                for m in mix:
+                    records += generate(m["generator"], m["n"], m["seed"])
                 random.Random(cfg["seed"]).shuffle(records)
                 meta |= {"mixed_with": mix, "examples": len(records)}
             write_dataset(out, records, meta)

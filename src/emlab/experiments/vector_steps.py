@@ -609,7 +609,8 @@ def mixed_labels(cfg: dict, conversations) -> list[int] | None:
         return None
     from emlab.data.generate import generate
 
-    added = {str(r["messages"]) for r in generate(mix["generator"], mix["n"], mix["seed"])}
+    mixes = [mix] if isinstance(mix, dict) else mix  # runs planned before mixes became lists hold one mapping
+    added = {str(r["messages"]) for m in mixes for r in generate(m["generator"], m["n"], m["seed"])}
     return [0 if str(list(c)) in added else 1 for c in conversations]
 
 
