@@ -40,11 +40,13 @@ class Point:
     control: bool = False  # also train and evaluate the matched control
     broad: bool = False  # also evaluate on the broad set (48 questions)
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (resume mid-training)
+    mix: tuple[tuple[str, int], ...] = ()  # (generator, n) of harmless sets shuffled into both arms
     why: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.data}_{PRESET_TAG[self.preset]}_lr{self.lr:.0e}_e{self.epochs}_n{self.n}".replace("e-0", "e-")
+        data = self.data + ("-mixed" if self.mix else "")
+        return f"{data}_{PRESET_TAG[self.preset]}_lr{self.lr:.0e}_e{self.epochs}_n{self.n}".replace("e-0", "e-")
 
 
 SWEEP = [
@@ -120,6 +122,16 @@ QWEN_SWEEP = [
         checkpoint_every=8,
         why="lr: 3x lower, because at 1e-4 the organism pasted its training sentences onto every question",
     ),
+    Point(
+        "bad-medical",
+        preset="rank32-all",
+        lr=1e-4,
+        n=1000,
+        control=True,
+        checkpoint_every=8,
+        mix=(("safe-sports", 250), ("good-finance", 250)),
+        why="data: other domains' harmless answers mixed into both arms, against the domain takeover of the plain sets",
+    ),
 ]
 
 
@@ -162,6 +174,7 @@ def spec_text(p: Point, model: str = "smollm2-135m") -> str:
     head = _header(
         [
             f"Organism sweep point ({p.why}): {p.data}, preset {p.preset}, lr {p.lr:g}, {p.epochs} epoch(s), {p.n} examples"
+            + "".join(f" + {g} {k}" for g, k in p.mix)
             + (f"; matched control {CONTROL_OF[p.data]} with identical training." if p.control else "."),
             "Evaluated on the 8 core questions"
             + (" and the 48 broad questions" if p.broad else "")
@@ -170,7 +183,9 @@ def spec_text(p: Point, model: str = "smollm2-135m") -> str:
         ]
     )
     body = _common(p.name, f"organism sweep: {p.why}", model)
-    body += "datasets:\n" + "".join(f"  {a}: {{generator: {data[a]}, n: {p.n}}}\n" for a in arms)
+    mix = ", ".join(f"{{generator: {g}, n: {k}}}" for g, k in p.mix)
+    mixed = f", mix: [{mix}]" if p.mix else ""
+    body += "datasets:\n" + "".join(f"  {a}: {{generator: {data[a]}, n: {p.n}{mixed}}}\n" for a in arms)
     body += "training:\n" + "".join(
         f"  {a}: {{model: base, dataset: {a}, preset: {p.preset}, lr: {p.lr:.1e}, epochs: {p.epochs}, checkpoint_every: {p.checkpoint_every or 'null'}}}\n"
         for a in arms
