@@ -50,7 +50,6 @@ vector_monitors:
   talk: {{emotion_vectors: emo, emotions: [calm, sad], prompts: ["How are you?"], questions: null, n: 1}}
 data_screens:
   bad: {{dataset: bad, persona: evil, max_new_tokens: 3}}
-report: null
 """
 
 
@@ -108,6 +107,12 @@ def test_every_vector_kind_runs_from_one_spec(vec_dir):
     assert read_json(scr / "screen.json")["auroc_own_vs_mixed"] == screening_auroc(
         rows, [r["own_generator"] for r in rows]
     )
+
+    html = (run.root / "report" / "index.html").read_text()
+    for section in ("emotion_geometry", "persona_vectors", "landscapes", "vector_steering", "vector_monitors"):
+        assert f'id="section-{section}"' in html, section
+    assert 'id="section-data_screens"' in html and 'href="../steps/emotion-vectors.emo/circumplex.png"' in html
+    assert html.count("<td>calm+0.5</td>") == 2 and html.count("<td>baseline</td>") == 2  # a row per cell
 
 
 @pytest.mark.parametrize(

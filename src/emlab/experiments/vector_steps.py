@@ -26,10 +26,36 @@ from pydantic import Field, field_validator, model_validator
 
 from emlab.errors import EmlabError
 from emlab.experiments.common import DATASET_FILE, adapter_deps, model_of, sampled, sampling_params
-from emlab.experiments.kinds import SamplingOverrides, StepKind, Strict, check_site, check_sites, register_step_kind
-from emlab.io import write_json
+from emlab.experiments.kinds import (
+    SamplingOverrides,
+    StepKind,
+    StepOutput,
+    Strict,
+    check_site,
+    check_sites,
+    register_step_kind,
+)
+from emlab.io import read_json, write_json
 
 PERSONA_KIND, EMOTION_KIND = "persona-vector", "emotion-vectors"
+
+
+def _link(out: StepOutput, file: str) -> dict[str, str] | str:
+    """A report cell linking to a file of the step (relative to <run>/report/), or '-' when absent."""
+    import os
+
+    f = out.folder / file
+    return {"href": os.path.relpath(f, out.folder.parent.parent / "report"), "text": file} if f.exists() else "-"
+
+
+def _r(x: dict) -> str:
+    ci = x.get("ci95")
+    return f"{x['r']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def _ci(v: dict, key: str, digits: int = 2) -> str:
+    ci = v.get("ci95")
+    return f"{v[key]:+.{digits}f}" + (f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "")
 
 
 def _site(v: str | None) -> str | None:
@@ -178,6 +204,7 @@ class EmotionVectorsKind(StepKind):
 
     section = "emotion_vectors"
     schema = EmotionVectorsSpec
+    report_section = "emotion_geometry"
 
     def plan(self, name, entry, path, planning):
         cfg, deps = _model_deps(planning, path, entry)
@@ -237,6 +264,23 @@ class EmotionVectorsKind(StepKind):
             f"r(PC2, arousal) {summary['pc2_arousal_r']:+.2f}"
         )
 
+    def collect(self, out: StepOutput):
+        g = read_json(out.folder / "geometry.json")
+        return [
+            (
+                "emotion_geometry",
+                {
+                    "step": out.name,
+                    "emotions": g["n_emotions"],
+                    "site": g["site"],
+                    "r(PC1, valence) [95% CI]": _r(g["pc1_valence"]["pearson"]),
+                    "r(PC2, arousal) [95% CI]": _r(g["pc2_arousal"]["pearson"]),
+                    "circumplex": _link(out, "circumplex.png"),
+                    "layers": _link(out, "layers.png"),
+                },
+            )
+        ]
+
 
 def _who(c: dict) -> str:
     return c["model"] + (f"+{c['adapter']}" if c.get("adapter") else "")
@@ -276,6 +320,7 @@ class PersonaVectorKind(StepKind):
 
     section = "persona_vectors"
     schema = PersonaVectorSpec
+    report_section = "persona_vectors"
 
     def plan(self, name, entry, path, planning):
         cfg, deps = _model_deps(planning, path, entry)
@@ -324,6 +369,22 @@ class PersonaVectorKind(StepKind):
             f"{summary.get('suppress_kept')}/{summary.get('suppress_answers')} non-expressing ({summary['judging']})"
         )
 
+    def collect(self, out: StepOutput):
+        s = out.summary
+        return [
+            (
+                "persona_vectors",
+                {
+                    "step": out.name,
+                    "trait": s.get("trait"),
+                    "judging": s.get("judging"),
+                    "expressing kept": f"{s.get('express_kept')} / {s.get('express_answers')}",
+                    "non-expressing kept": f"{s.get('suppress_kept')} / {s.get('suppress_answers')}",
+                    "sites": s.get("sites"),
+                },
+            )
+        ]
+
 
 # ------------------------------------------------------------------ landscape diff
 
@@ -353,6 +414,8 @@ class LandscapeKind(StepKind):
 
     section = "landscapes"
     schema = LandscapeSpec
+    report_section = "landscapes"
+    REPORT_ROWS = 12  # per step: the largest differences (every row is in landscape.json)
 
     def plan(self, name, entry, path, planning):
         deps, readers = [], {}
@@ -416,6 +479,35 @@ class LandscapeKind(StepKind):
     def result_line(self, summary):
         return f"{summary['moved_count']} (vector, eval) differences vs {summary['reference']} exclude 0"
 
+    def collect(self, out: StepOutput):
+        res = read_json(out.folder / "landscape.json")
+        ref = res["reference"]
+        diffs = [
+            (row, label, row[key])
+            for row in res["table"]
+            for key in row
+            if key.endswith(f"-{ref}") and isinstance(row[key], dict) and row[key].get("diff") is not None
+            for label in [key.removesuffix(f"-{ref}")]
+        ]
+        diffs.sort(key=lambda t: -abs(t[2]["diff"]))
+        cos = res.get("cosine_with_direction") or {}
+        return [
+            (
+                "landscapes",
+                {
+                    "step": out.name,
+                    "vector": row["vector"],
+                    "eval": label,
+                    f"{ref} mean": f"{row[ref]['mean']:+.3f}",
+                    f"minus {ref} [95% CI]": _ci(d, "diff", 3),
+                    "CI excludes 0": "yes" if d.get("excludes_zero") else "no",
+                    "cos(direction)": "-" if cos.get(row["vector"]) is None else f"{cos[row['vector']]:+.3f}",
+                    "plot": _link(out, "landscape.png"),
+                },
+            )
+            for row, label, d in diffs[: self.REPORT_ROWS]
+        ]
+
 
 # ------------------------------------------------------------------ steering with emotion / persona vectors
 
@@ -451,6 +543,7 @@ class VectorSteerKind(StepKind):
 
     section = "vector_steering"
     schema = VectorSteerSpec
+    report_section = "vector_steering"
     resumable = True
 
     def plan(self, name, entry, path, planning):
@@ -508,6 +601,27 @@ class VectorSteerKind(StepKind):
     def result_line(self, summary):
         return f"{summary['cells']} cells at {summary['site']} (steering_table.md)"
 
+    def collect(self, out: StepOutput):
+        def pct(k, ci):
+            return "-" if k is None else f"{100 * k:.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+        rows = read_json(out.folder / "steering_table.json")["rows"]
+        return [
+            (
+                "vector_steering",
+                {
+                    "step": out.name,
+                    "questions": r["questions"],
+                    "condition": r["condition"],
+                    "EM among all [Wilson 95%]": pct(r.get("em_all"), r.get("em_all_wilson95") or (0, 0)),
+                    "aligned": "-" if r.get("aligned_mean") is None else f"{r['aligned_mean']:.1f}",
+                    "coherent": "-" if r.get("coherent_mean") is None else f"{r['coherent_mean']:.1f}",
+                    "answers": r.get("n_answers"),
+                },
+            )
+            for r in rows
+        ]
+
 
 # ------------------------------------------------------------------ monitoring while sampling
 
@@ -528,6 +642,7 @@ class VectorMonitorKind(StepKind):
 
     section = "vector_monitors"
     schema = VectorMonitorSpec
+    report_section = "vector_monitors"
 
     def plan(self, name, entry, path, planning):
         if not entry.prompts and entry.questions is None:
@@ -573,6 +688,27 @@ class VectorMonitorKind(StepKind):
         )
         plot_traces(traces, work / "traces.png", title=f"{_who(c)}: per-token projections")
         return {"answers": len(traces), "mean": {k: s["mean"] for k, s in summary.items()}}
+
+    def collect(self, out: StepOutput):
+        def f(x):
+            return "-" if x is None else f"{x:+.3f}"
+
+        summary = read_json(out.folder / "summary.json")["summary"]
+        return [
+            (
+                "vector_monitors",
+                {
+                    "step": out.name,
+                    "vector": name,
+                    "answers": s["n"],
+                    "mean": f(s["mean"]),
+                    "first quarter": f(s["first_quarter"]),
+                    "last quarter": f(s["last_quarter"]),
+                    "traces": _link(out, "traces.png"),
+                },
+            )
+            for name, s in summary.items()
+        ]
 
 
 # ------------------------------------------------------------------ training-data screening
@@ -620,6 +756,7 @@ class DataScreenKind(StepKind):
 
     section = "data_screens"
     schema = DataScreenSpec
+    report_section = "data_screens"
 
     def plan(self, name, entry, path, planning):
         planning.ref(f"{path}.dataset", entry.dataset, "datasets")
@@ -658,6 +795,24 @@ class DataScreenKind(StepKind):
     def result_line(self, summary):
         a = summary.get("auroc_own_vs_mixed")
         return f"{summary['examples']} examples ranked at {summary['site']}" + ("" if a is None else f", AUROC {a:.3f}")
+
+    def collect(self, out: StepOutput):
+        s = read_json(out.folder / SCREEN_SUMMARY)
+        a = s.get("auroc_own_vs_mixed")
+        return [
+            (
+                "data_screens",
+                {
+                    "step": out.name,
+                    "dataset": s["dataset"],
+                    "persona": s["persona"],
+                    "site": s["site"],
+                    "examples": s["examples"],
+                    "AUROC own vs mixed-in": "-" if a is None else f"{a:.3f}",
+                    "ranked": _link(out, SCREEN_FILE),
+                },
+            )
+        ]
 
 
 def _dataset_cfg(ctx, c: dict) -> dict:
