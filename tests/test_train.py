@@ -205,6 +205,8 @@ def test_init_adapter_starts_from_the_saved_weights_and_refuses_another_layout(t
         prepare(tiny3, cfg.model_copy(update={"blocks": [0, 1, 2], "init_adapter": str(tmp_path / "organism")}))
     with pytest.raises(EmlabError, match=r"no adapter_model\.safetensors"):
         prepare(tiny3, cfg.model_copy(update={"init_adapter": str(tmp_path)}))
+    with pytest.raises(EmlabError, match="a LoRA adapter can start only a LoRA training"):
+        parse_config({"method": "full", "init_adapter": str(tmp_path / "organism")}, "test")
 
 
 def test_lora_loss_decreases(tiny3, tmp_path):

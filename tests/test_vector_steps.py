@@ -123,6 +123,8 @@ def test_every_vector_kind_runs_from_one_spec(vec_dir):
         ("n_boot: 50}\nvector_steering", "reference: base, n_boot: 50}\nvector_steering", "must be one of `evals`"),
         ("emotion_vectors: emo, emotions: [calm, sad]", "emotions: [calm, sad]", "name the vectors to read"),
         ("{dataset: bad, persona: evil, max", "{dataset: bad, persona: good, max", "persona_vectors"),
+        ("calm: {emotion_vectors: emo,", "calm: {emotion_vectors: emoo,", "did you mean 'emo'"),
+        ("talk: {emotion_vectors: emo,", "talk: {emotion_vectors: emoo,", "did you mean 'emo'"),
     ],
 )
 def test_vector_entries_are_checked_when_the_spec_loads(tiny_dir, old, new, message):
@@ -141,6 +143,20 @@ def test_emotion_names_are_checked_before_any_step_runs(vec_dir, old, new):
     plan = load_spec_text(SPEC.replace(old, new), str(vec_dir / "spec.yaml"), base_dir=vec_dir)
     with pytest.raises(EmlabError, match=r"'glad' is neither an emotion of emotion_vectors\.emo"):
         check_plan(plan)
+
+
+def test_the_steering_site_defaults_to_the_vectors_own():
+    from types import SimpleNamespace
+
+    from emlab.experiments.vector_steps import _steer_site
+
+    c = {"site": None, "emotion_site": None, "persona_site": None}
+    d = SimpleNamespace(sites=[f"blocks.{i}.resid_post" for i in range(6)])
+    assert _steer_site(c, None, {"evil": d}) == "blocks.4.resid_post"  # the persona vector's 2/3-depth block
+    assert _steer_site(c | {"persona_site": "blocks.1.resid_post"}, None, {"evil": d}) == "blocks.1.resid_post"
+    ev = SimpleNamespace(default_site=lambda: "blocks.2.resid_post")
+    assert _steer_site(c, ev, {"evil": d}) == "blocks.2.resid_post"
+    assert _steer_site(c | {"site": "blocks.0.resid_post"}, ev, {}) == "blocks.0.resid_post"
 
 
 def test_dependency_order_moves_a_step_after_what_it_needs_and_names_a_circle():

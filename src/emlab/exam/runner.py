@@ -154,8 +154,13 @@ def run_exam(
             if (final / "result.json").exists():
                 res = BatteryResult.load(final)
                 if res.fingerprint != fp:
+                    why = (
+                        f"battery {b.name} is version {b.version} now, the result on disk version {res.version}"
+                        if res.version != b.version
+                        else "bank, sizes, judge, sampling or sources changed"
+                    )
                     raise EmlabError(
-                        f"{final}: this battery was computed from other inputs (bank, sizes, judge, sampling or sources changed); "
+                        f"{final}: this battery was computed from other inputs ({why}); "
                         f"delete {final} to recompute it, or resume with the original request"
                     )
                 ctx.results[b.name] = res

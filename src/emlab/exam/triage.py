@@ -1,7 +1,7 @@
 """Triage: battery results + versioned rules (`triage.yaml`) -> level, decision and what would change it.
 
 The rules file is read strictly: exactly the documented keys at every level (unknown or
-duplicate keys are errors naming file:line), version 1, status "proposal", every registered
+duplicate keys are errors naming file:line), version 2, status "proposal", every registered
 battery and each of its metrics present with a threshold on the side the battery says is bad
 (`fail_above` for metrics where high is bad), bands ascending from 0 with decisions that never
 fall, escalations naming known batteries and decisions. See triage.yaml for the grading rules.

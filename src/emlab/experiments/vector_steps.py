@@ -48,9 +48,17 @@ def _link(out: StepOutput, file: str) -> dict[str, str] | str:
     return {"href": os.path.relpath(f, out.folder.parent.parent / "report"), "text": file} if f.exists() else "-"
 
 
-def _r(x: dict) -> str:
+def _r(corr: dict | None) -> str:
+    """Pearson r with its CI from a geometry correlation block ('n/a' when the PC does not exist)."""
+    if corr is None:
+        return "n/a"
+    x = corr["pearson"]
     ci = x.get("ci95")
     return f"{x['r']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def _pearson(geo: dict, key: str) -> float | None:
+    return None if geo.get(key) is None else geo[key]["pearson"]["r"]
 
 
 def _ci(v: dict, key: str, digits: int = 2) -> str:
@@ -254,14 +262,17 @@ class EmotionVectorsKind(StepKind):
             "emotions": len(ev.names),
             "stories": len(stories),
             "site": geo["site"],
-            "pc1_valence_r": geo["pc1_valence"]["pearson"]["r"],
-            "pc2_arousal_r": geo["pc2_arousal"]["pearson"]["r"],
+            "pc1_valence_r": _pearson(geo, "pc1_valence"),
+            "pc2_arousal_r": _pearson(geo, "pc2_arousal"),
         }
 
     def result_line(self, summary):
+        def r(x):
+            return "n/a" if x is None else f"{x:+.2f}"
+
         return (
-            f"{summary['emotions']} emotions at {summary['site']}: r(PC1, valence) {summary['pc1_valence_r']:+.2f}, "
-            f"r(PC2, arousal) {summary['pc2_arousal_r']:+.2f}"
+            f"{summary['emotions']} emotions at {summary['site']}: r(PC1, valence) {r(summary['pc1_valence_r'])}, "
+            f"r(PC2, arousal) {r(summary['pc2_arousal_r'])}"
         )
 
     def collect(self, out: StepOutput):
@@ -273,8 +284,8 @@ class EmotionVectorsKind(StepKind):
                     "step": out.name,
                     "emotions": g["n_emotions"],
                     "site": g["site"],
-                    "r(PC1, valence) [95% CI]": _r(g["pc1_valence"]["pearson"]),
-                    "r(PC2, arousal) [95% CI]": _r(g["pc2_arousal"]["pearson"]),
+                    "r(PC1, valence) [95% CI]": _r(g["pc1_valence"]),
+                    "r(PC2, arousal) [95% CI]": _r(g["pc2_arousal"]),
                     "circumplex": _link(out, "circumplex.png"),
                     "layers": _link(out, "layers.png"),
                 },
@@ -528,13 +539,16 @@ class VectorSteerSpec(_ReadsVectors, SamplingOverrides):
         return _site(v)
 
 
-def _steer_site(ctx, c: dict, ev) -> str:
-    site = c["site"] or c["emotion_site"] or (ev.default_site() if ev is not None else None)
-    if site is None:
-        raise EmlabError(
-            "vector_steering: no site to steer at; set `site:` (e.g. blocks.20.resid_post) or read `emotion_vectors`"
-        )
-    return site
+def _steer_site(c: dict, ev, vectors: dict) -> str:
+    """`site`, else the emotion vectors' site, else `persona_site`, else the first vector's 2/3-depth block."""
+    if c["site"] or c["emotion_site"]:
+        return c["site"] or c["emotion_site"]
+    if ev is not None:
+        return ev.default_site()
+    if c["persona_site"]:
+        return c["persona_site"]
+    d = next(iter(vectors.values()))  # the entry's schema requires at least one vector
+    return d.sites[len(d.sites) * 2 // 3]
 
 
 @register_step_kind("vector-steer")
@@ -548,8 +562,8 @@ class VectorSteerKind(StepKind):
 
     def plan(self, name, entry, path, planning):
         cfg, deps = _model_deps(planning, path, entry)
-        cfg |= _emotion_list_of(planning, entry)
-        return sampled(entry, planning.spec) | cfg, deps + _vector_deps(planning, path, entry)
+        deps += _vector_deps(planning, path, entry)  # checks the keys first (did-you-mean errors)
+        return sampled(entry, planning.spec) | cfg | _emotion_list_of(planning, entry), deps
 
     def resolve_paths(self, entry, fix):
         entry.questions = [fix(q) for q in entry.questions]
@@ -576,7 +590,7 @@ class VectorSteerKind(StepKind):
         dirs = _personas(ctx, c["personas"]) | {
             k: Direction.load(ctx.output(f"direction.{k}")) for k in c.get("directions") or []
         }
-        site = _steer_site(ctx, c, ev)
+        site = _steer_site(c, ev, dirs)
 
         def lookup(name):
             if name in dirs:
@@ -648,8 +662,8 @@ class VectorMonitorKind(StepKind):
         if not entry.prompts and entry.questions is None:
             raise EmlabError(f"{planning.where(path)}: {path} needs `prompts` or `questions` to sample from")
         cfg, deps = _model_deps(planning, path, entry)
-        cfg |= _emotion_list_of(planning, entry)
-        return sampled(entry, planning.spec) | cfg, deps + _vector_deps(planning, path, entry)
+        deps += _vector_deps(planning, path, entry)  # checks the keys first (did-you-mean errors)
+        return sampled(entry, planning.spec) | cfg | _emotion_list_of(planning, entry), deps
 
     def resolve_paths(self, entry, fix):
         entry.questions = entry.questions and fix(entry.questions)

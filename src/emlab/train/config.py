@@ -152,6 +152,11 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _method_fields(self) -> TrainConfig:
         if self.method == "full":
+            if self.init_adapter is not None:
+                raise ValueError(
+                    f"init_adapter={self.init_adapter!r} is set but method='full'; a LoRA adapter can start only a LoRA "
+                    "training: use method: lora with the adapter's layout, or drop init_adapter / continue_from"
+                )
             for name in LORA_FIELDS:
                 if getattr(self, name) is not None:
                     raise ValueError(
