@@ -6,7 +6,9 @@ Writes `summary.json` (spec source and sha256, git revision, host, versions, and
 seconds, the step's summary) and copies each step's result files that are small and carry no model output
 verbatim beyond what the report already shows: fact_probes.json/.md, comparison.json, adapter_cosines.json,
 grad_probes.jsonl, eval_log.jsonl, evaluation metrics.json (also those of a train step's `eval_at`
-evaluations) and choice.json, named `<step>.<file>`.
+evaluations), choice.json and the vector kinds' tables and plots (geometry.json, landscape.json,
+steering_table.json/.md, a monitor's summary.json, screen.json, preventative_steering.json and the geometry and landscape plots), named
+`<step>.<file>`.
 Everything is written to a temporary folder first and renamed, so a half-copied result never appears.
 """
 
@@ -34,6 +36,16 @@ FILES = (
     "eval_log.jsonl",
     "metrics.json",
     "choice.json",
+    "geometry.json",
+    "circumplex.png",
+    "layers.png",
+    "landscape.json",
+    "landscape.png",
+    "steering_table.json",
+    "steering_table.md",
+    "summary.json",
+    "screen.json",
+    "preventative_steering.json",
 )
 MANIFEST_KEYS = ("run", "spec_name", "spec_source", "spec_sha256", "created", "updated", "git", "host", "versions")
 
