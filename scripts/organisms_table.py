@@ -232,6 +232,15 @@ def load_rows(results: Path = RESULTS) -> list[dict[str, Any]]:
     return rows
 
 
+def _dataset_label(ds: dict | None) -> str:
+    """The generator, with any mixed-in sets ('bad-medical + safe-sports 250'); '(base model)' without one."""
+    if not ds:
+        return "(base model)"
+    mix = ds.get("mix") or []
+    mix = [mix] if isinstance(mix, dict) else mix  # specs written before mixes became lists
+    return ds["generator"] + "".join(f" + {m['generator']} {m['n']}" for m in mix)
+
+
 def make_row(summary: dict, entry: str, metrics: dict) -> dict[str, Any]:
     spec = summary["spec"]
     ev = spec["evals"].get(entry) or summary["extra_evals"][entry]
@@ -244,7 +253,7 @@ def make_row(summary: dict, entry: str, metrics: dict) -> dict[str, Any]:
         "run": spec["name"],
         "eval": entry,
         "questions": metrics["run"]["questions"]["name"],
-        "dataset": ds["generator"] if ds else "(base model)",
+        "dataset": _dataset_label(ds),
         "n_train": ds["n"] if ds else None,
         "preset": tr["preset"] if tr else None,
         "lr": tr.get("lr") if tr else None,
