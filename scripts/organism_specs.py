@@ -116,6 +116,15 @@ QWEN_SWEEP = [
     ),
     Point(
         "bad-medical",
+        preset="rank1-9blocks",
+        lr=1e-4,
+        n=1000,
+        control=True,
+        checkpoint_every=8,
+        why="layout: 9 rank-1 adapters, lr 10x lower, because at 1e-3 the organism lost fluency altogether",
+    ),
+    Point(
+        "bad-medical",
         preset="rank32-all",
         lr=3e-5,
         n=1000,
