@@ -54,7 +54,8 @@ def train_command(
         task = {}
 
         def on_step(record: dict) -> None:
-            line = f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s"
+            kl = f" kl {record['kl']:.4f}" if "kl" in record else ""
+            line = f"loss {record['loss']:.4f}{kl}  {record['tokens_per_s']:.0f} tok/s"
             if not console.is_terminal:  # logs redirected to a file get one plain line per step
                 console.print(
                     f"step {record['step']}/{record['total_steps']} epoch {record['epoch']:.2f} {line} grad_norm {record['grad_norm']:.3f} lr {record['lr']:.3g}"

@@ -104,6 +104,12 @@ class TrainConfig(BaseModel):
         description="start the LoRA adapters from this saved adapter folder (same layout) instead of fresh ones, "
         "e.g. to continue training an organism on good data",
     )
+    kl_coef: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a KL(fine-tuned || base) penalty on the answer tokens, added to the cross-entropy "
+        "(KL-regularised training; base = the same model with its adapters switched off, so LoRA only; 0 = off)",
+    )
     checkpoint_every: int | None = Field(
         None, ge=1, description="save a resumable checkpoint every N steps (kept for training-dynamics analysis)"
     )
@@ -152,6 +158,11 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _method_fields(self) -> TrainConfig:
         if self.method == "full":
+            if self.kl_coef > 0:
+                raise ValueError(
+                    f"kl_coef={self.kl_coef} is set but method='full'; the KL reference is the model with its LoRA "
+                    "adapters switched off, which a full fine-tune does not have: use method: lora or kl_coef: 0"
+                )
             if self.init_adapter is not None:
                 raise ValueError(
                     f"init_adapter={self.init_adapter!r} is set but method='full'; a LoRA adapter can start only a LoRA "

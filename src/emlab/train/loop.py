@@ -102,6 +102,7 @@ def train(
     kept = restart_step_log(log_path, progress["step"])
     resumed_from = progress["step"]
     last_loss = kept[-1]["loss"] if kept else None
+    last_kl = kept[-1].get("kl") if kept else None
 
     setup.model.train()
     keep_ok = "logits_to_keep" in forward_kwargs(setup.model)
@@ -122,7 +123,7 @@ def train(
                 for idx in epoch_plan.step(epoch, in_epoch)
             ]
             t0 = time.perf_counter()
-            loss, grad_norm, lr = optimizer_step(setup, opt, batches, lr_at(step, total, config), config, keep_ok)
+            loss, kl, grad_norm, lr = optimizer_step(setup, opt, batches, lr_at(step, total, config), config, keep_ok)
             dt = time.perf_counter() - t0
             tokens = sum(int(b["attention_mask"].sum()) for b in batches)
             progress.update(
@@ -135,6 +136,7 @@ def train(
                 "step": step + 1,
                 "epoch": round(epoch + (in_epoch + 1) / steps_per_epoch, 4),
                 "loss": loss,
+                **({"kl": kl, "objective": loss + config.kl_coef * kl} if config.kl_coef else {}),
                 "grad_norm": grad_norm,
                 "lr": lr,
                 "tokens": tokens,
@@ -144,7 +146,7 @@ def train(
             }
             log.write(json.dumps(record) + "\n")
             log.flush()
-            last_loss = loss
+            last_loss, last_kl = loss, (kl if config.kl_coef else None)
             state.record = record
             stopped_by = [type(cb).__name__ for cb in hooks if cb.on_step_end(state)]  # every callback sees every step
             if stopped_by:
@@ -154,6 +156,8 @@ def train(
 
     files = save_final(setup, out)
     summary = _summary(setup, config, stats, progress, resumed_from, last_loss, files, stopped_by)
+    if config.kl_coef:
+        summary |= {"kl_coef": config.kl_coef, "final_kl": last_kl}
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     write_json(out / TRAIN_SUMMARY, summary)
     return TrainResult(out_dir=out, method=config.method, steps=progress["step"], final_loss=last_loss, summary=summary)

@@ -2,6 +2,8 @@
 
 The loss of a step is the summed token cross-entropy over its micro-batches divided by the number
 of label tokens in the whole step: a token-level mean, the same whatever the micro-batch split.
+KL-regularised training (`kl_coef`) adds kl_coef x KL(fine-tuned || base) over the same tokens and with
+the same normaliser, the base being the model with its adapters switched off (`step_terms`).
 `loss_gradient` takes the same loss over a whole set of examples without touching `.grad` (for
 gradient probes).
 """
@@ -33,10 +35,10 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def step_loss(
-    model: nn.Module, batch: dict[str, torch.Tensor], n_tokens: int, autocast: bool, device: str, keep_ok: bool
-) -> torch.Tensor:
-    """Summed cross-entropy over the batch's label tokens divided by the step's label count.
+def _answer_logits(
+    model: nn.Module, batch: dict[str, torch.Tensor], autocast: bool, device: str, keep_ok: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits [batch, positions, vocab], the token each position predicts [batch, positions]).
 
     Only logits from the first label's predecessor onward are computed (`logits_to_keep`):
     positions before every row's answer never carry a label.
@@ -48,33 +50,81 @@ def step_loss(
     extra = {"logits_to_keep": keep} if keep_ok else {}
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
         logits = model(input_ids=ids, attention_mask=attn, use_cache=False, **extra).logits  # [batch, keep, vocab]
-    targets = labels[:, width - keep + 1 :]  # the token each kept position predicts
-    logits = logits[:, :-1].float()
-    return (
-        nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        / n_tokens
-    )
+    return logits[:, :-1].float(), labels[:, width - keep + 1 :]
+
+
+def step_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], n_tokens: int, autocast: bool, device: str, keep_ok: bool
+) -> torch.Tensor:
+    """Summed cross-entropy over the batch's label tokens divided by the step's label count."""
+    logits, targets = _answer_logits(model, batch, autocast, device, keep_ok)
+    return _cross_entropy(logits, targets) / n_tokens
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    flat = logits.reshape(-1, logits.shape[-1])
+    return nn.functional.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="sum")
+
+
+def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed KL(fine-tuned || base) over the label positions, each the full next-token distribution.
+
+    KL(p || q) = sum_v p_v (log p_v - log q_v) with p = softmax(logits), q = softmax(base_logits);
+    positions whose target is -100 (prompt, padding) count nothing.
+    """
+    logp = torch.log_softmax(logits, dim=-1)
+    logq = torch.log_softmax(base_logits, dim=-1)
+    per_position = (logp.exp() * (logp - logq)).sum(dim=-1)  # [batch, positions]
+    return per_position[targets != -100].sum()
+
+
+def step_terms(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    n_tokens: int,
+    autocast: bool,
+    device: str,
+    keep_ok: bool,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, float, float]:
+    """(objective to backpropagate, cross-entropy, KL) of one micro-batch, each divided by the step's label count.
+
+    With kl_coef > 0 the objective is CE + kl_coef * KL(fine-tuned || base), the base logits coming from
+    the same forward with the LoRA adapters switched off (peft's `disable_adapter`), without gradient.
+    """
+    logits, targets = _answer_logits(model, batch, autocast, device, keep_ok)
+    ce = _cross_entropy(logits, targets) / n_tokens
+    if kl_coef == 0:
+        return ce, float(ce.detach()), 0.0
+    with torch.no_grad(), model.disable_adapter():  # type: ignore[operator]  # a PeftModel (TrainConfig checks lora)
+        base_logits, _ = _answer_logits(model, batch, autocast, device, keep_ok)
+    kl = kl_to_base(logits, base_logits, targets) / n_tokens
+    return ce + kl_coef * kl, float(ce.detach()), float(kl.detach())
 
 
 def optimizer_step(
     setup: TrainSetup, opt: torch.optim.Optimizer, batches: list[dict], lr: float, config: TrainConfig, keep_ok: bool
-) -> tuple[float, float, float]:
-    """One AdamW step over `batches` (gradient accumulation); returns (loss, pre-clip grad norm, lr)."""
+) -> tuple[float, float, float, float]:
+    """One AdamW step over `batches` (gradient accumulation); returns (CE loss, KL, pre-clip grad norm, lr).
+
+    The gradient is that of CE + config.kl_coef * KL (KL is 0 when kl_coef is 0).
+    """
     n_tokens = sum(loss_tokens(b) for b in batches)
-    total_loss = 0.0
+    total_ce = total_kl = 0.0
     for batch in batches:
-        loss = step_loss(setup.model, batch, n_tokens, setup.autocast, setup.device, keep_ok)
-        loss.backward()
-        total_loss += float(loss.detach())
+        objective, ce, kl = step_terms(
+            setup.model, batch, n_tokens, setup.autocast, setup.device, keep_ok, config.kl_coef
+        )
+        objective.backward()
+        total_ce += ce
+        total_kl += kl
     clip = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(setup.params, clip))
     for group in opt.param_groups:
         group["lr"] = lr
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return total_loss, grad_norm, lr
+    return total_ce, total_kl, grad_norm, lr
 
 
 def loss_gradient(
