@@ -339,6 +339,18 @@ def test_every_study_spec_plans_and_passes_its_checks(spec_file):
     assert spec_file.read_text().startswith("# Study ")  # every study says which question it answers
 
 
+def test_the_supportive_study_hands_kl_coef_to_the_trainer():
+    from emlab.experiments.spec import load_spec
+    from emlab.experiments.kinds import get_step_kind
+    from emlab.experiments.steps import train_config
+
+    plan = load_spec(next(p for p in STUDIES if p.stem == "supportive"))
+    kl10, plain = plan.step("train.kl10"), plan.step("train.plain")
+    assert train_config(kl10.config, "t").kl_coef == 10.0 and train_config(plain.config, "t").kl_coef == 0.0
+    assert get_step_kind("train").describe(kl10).endswith(", + 10 x KL to base")
+    assert "KL" not in get_step_kind("train").describe(plain)
+
+
 def test_the_findings_name_every_study_spec():
     findings = (STUDIES[0].parents[2] / "docs" / "findings.md").read_text()
     assert all(f"`{p.name}`" in findings for p in STUDIES)

@@ -534,7 +534,8 @@ class TrainKind(StepKind):
         c = step.config
         start = f", from train.{c['continue_from']}'s adapter" if c.get("continue_from") else ""
         steer = f", steered by {c['steering']['persona']}" if c.get("steering") else ""
-        return f"{c['model']} on {c['dataset']}, preset {c['preset']}{start}{steer}"
+        kl = f", + {c['kl_coef']:g} x KL to base" if c.get("kl_coef") else ""
+        return f"{c['model']} on {c['dataset']}, preset {c['preset']}{start}{steer}{kl}"
 
     def run(self, ctx, step, work):
         from emlab.train import train
