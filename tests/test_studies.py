@@ -340,8 +340,8 @@ def test_every_study_spec_plans_and_passes_its_checks(spec_file):
 
 
 def test_the_supportive_study_hands_kl_coef_to_the_trainer():
-    from emlab.experiments.spec import load_spec
     from emlab.experiments.kinds import get_step_kind
+    from emlab.experiments.spec import load_spec
     from emlab.experiments.steps import train_config
 
     plan = load_spec(next(p for p in STUDIES if p.stem == "supportive"))

@@ -154,7 +154,7 @@ def test_kl_coef_adds_the_penalty_and_keeps_the_adapter_near_base(tiny3, tmp_pat
     kl_plain, kl_held = _kl_of_adapter(tiny3, plain.out_dir, cfg), _kl_of_adapter(tiny3, held.out_dir, cfg)
     assert 0 < kl_held < 0.75 * kl_plain  # measured: 0.0085 vs 0.0127 nats per answer token
     assert held.final_loss is not None and plain.final_loss is not None and held.final_loss > plain.final_loss
-    with pytest.raises(EmlabError, match="kl_coef=0.5 is set but method='full'"):
+    with pytest.raises(EmlabError, match=r"kl_coef=0\.5 is set but method=.full."):
         parse_config({"method": "full", "kl_coef": 0.5}, "test")
 
 
