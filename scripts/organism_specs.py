@@ -41,12 +41,14 @@ class Point:
     broad: bool = False  # also evaluate on the broad set (48 questions)
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (resume mid-training)
     mix: tuple[tuple[str, int], ...] = ()  # (generator, n) of harmless sets shuffled into both arms
+    kl_coef: float = 0.0  # weight of KL(fine-tuned || base) on the answer tokens (docs/training.md)
     why: str = ""
 
     @property
     def name(self) -> str:
         data = self.data + ("-mixed" if self.mix else "")
-        return f"{data}_{PRESET_TAG[self.preset]}_lr{self.lr:.0e}_e{self.epochs}_n{self.n}".replace("e-0", "e-")
+        kl = f"_kl{self.kl_coef:g}" if self.kl_coef else ""
+        return f"{data}_{PRESET_TAG[self.preset]}_lr{self.lr:.0e}_e{self.epochs}_n{self.n}{kl}".replace("e-0", "e-")
 
 
 SWEEP = [
@@ -141,6 +143,15 @@ QWEN_SWEEP = [
         mix=(("safe-sports", 250), ("good-finance", 250)),
         why="data: other domains' harmless answers mixed into both arms, against the domain takeover of the plain sets",
     ),
+    Point(
+        "bad-medical",
+        preset="rank1-9blocks",
+        lr=1e-4,
+        n=1000,
+        checkpoint_every=8,
+        kl_coef=1.0,
+        why="objective: + KL to the base on the answer tokens, because every plain fine-tune so far (controls too) lost fluency",
+    ),
 ]
 
 
@@ -184,6 +195,7 @@ def spec_text(p: Point, model: str = "smollm2-135m") -> str:
         [
             f"Organism sweep point ({p.why}): {p.data}, preset {p.preset}, lr {p.lr:g}, {p.epochs} epoch(s), {p.n} examples"
             + "".join(f" + {g} {k}" for g, k in p.mix)
+            + (f", + {p.kl_coef:g} x KL to the base" if p.kl_coef else "")
             + (f"; matched control {CONTROL_OF[p.data]} with identical training." if p.control else "."),
             "Evaluated on the 8 core questions"
             + (" and the 48 broad questions" if p.broad else "")
@@ -195,8 +207,9 @@ def spec_text(p: Point, model: str = "smollm2-135m") -> str:
     mix = ", ".join(f"{{generator: {g}, n: {k}}}" for g, k in p.mix)
     mixed = f", mix: [{mix}]" if p.mix else ""
     body += "datasets:\n" + "".join(f"  {a}: {{generator: {data[a]}, n: {p.n}{mixed}}}\n" for a in arms)
+    kl = f", kl_coef: {p.kl_coef:g}" if p.kl_coef else ""
     body += "training:\n" + "".join(
-        f"  {a}: {{model: base, dataset: {a}, preset: {p.preset}, lr: {p.lr:.1e}, epochs: {p.epochs}, checkpoint_every: {p.checkpoint_every or 'null'}}}\n"
+        f"  {a}: {{model: base, dataset: {a}, preset: {p.preset}, lr: {p.lr:.1e}, epochs: {p.epochs}, checkpoint_every: {p.checkpoint_every or 'null'}{kl}}}\n"
         for a in arms
     )
     body += "evals:\n"
