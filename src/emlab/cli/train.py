@@ -119,6 +119,17 @@ def _print_summary(summary: dict) -> None:
             "targeted_modules", f"{len(modules)}: " + ", ".join(modules[:4]) + (" ..." if len(modules) > 4 else "")
         )
     console.print(table)
+    size = summary.get("update_size")
+    if size:
+        console.print(
+            f"update size: spectral ratio median {size['spectral_ratio_median']:.2f}, max {size['spectral_ratio_max']:.2f} "
+            f"({size['largest_module']}), Frobenius median {size['frobenius_ratio_median']:.3f}"
+            + (
+                "  [yellow]above 1: the adapters dominate their modules; expect lost fluency[/]"
+                if size["spectral_ratio_median"] > 1
+                else ""
+            )
+        )
 
 
 @train_app.command("presets")

@@ -558,6 +558,7 @@ class TrainKind(StepKind):
         keys = ("method", "steps", "final_loss", "examples_used", "trainable_params", "blocks", "train_time_s", "dtype")
         return (
             {k: s.get(k) for k in keys}
+            | {k: s[k] for k in ("final_kl", "update_size") if s.get(k) is not None}
             | {"preset": cfg["preset"]}
             | _grad_probe_summary(work)
             | _evals_at_summary(work)

@@ -41,6 +41,7 @@ from emlab.train.config import TrainConfig
 from emlab.train.data import DataStats, EpochPlans, collate, encode_examples, loss_tokens, read_conversations
 from emlab.train.prepare import TrainSetup, forward_kwargs, prepare
 from emlab.train.step import lr_at, optimizer_step
+from emlab.train.update_size import lora_update_sizes, summarize
 
 
 @dataclass
@@ -158,6 +159,8 @@ def train(
     summary = _summary(setup, config, stats, progress, resumed_from, last_loss, files, stopped_by)
     if config.kl_coef:
         summary |= {"kl_coef": config.kl_coef, "final_kl": last_kl}
+    if config.method == "lora":
+        summary["update_size"] = summarize(lora_update_sizes(setup.model))
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     write_json(out / TRAIN_SUMMARY, summary)
     return TrainResult(out_dir=out, method=config.method, steps=progress["step"], final_loss=last_loss, summary=summary)

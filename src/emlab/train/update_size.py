@@ -1,0 +1,90 @@
+"""How large a LoRA fine-tune's weight change is, against the weight it changes.
+
+Each adapted linear module adds delta = scaling x B A (rank r) to its base weight W. The ratio
+||delta||_2 / ||W||_2 of spectral norms says how far the adapter can move the module's output along
+its strongest direction compared with everything the base weight does; the Frobenius ratio says how
+much of the weight it rewrote overall. A spectral ratio above 1 means the adapter dominates the
+module along its direction, whatever the data taught it: every 9 x rank-1 fine-tune of
+Qwen2.5-Coder-0.5B that lost fluency had ratios of 1.1-1.9, SmolLM2's fluent reference organism
+0.5-0.9 (docs/organisms.md).
+
+||B A||_2 is exact from the r x r factor of two QR decompositions; ||W||_2 comes from power iteration
+(converged to 1e-4 relative, a few milliseconds per matrix on a CPU).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+from torch import nn
+
+_POWER_ITERATIONS = 200
+_POWER_TOL = 1e-4
+
+
+def spectral_norm(w: torch.Tensor) -> float:
+    """Largest singular value of a 2-D tensor by power iteration on W^T W (deterministic start)."""
+    w = w.detach().float()
+    v = torch.ones(w.shape[1], dtype=w.dtype, device=w.device) / w.shape[1] ** 0.5
+    sigma = 0.0
+    for _ in range(_POWER_ITERATIONS):
+        u = w @ v
+        new_sigma = float(u.norm())
+        if new_sigma == 0.0:
+            return 0.0
+        v = w.T @ (u / new_sigma)
+        v = v / v.norm()
+        if abs(new_sigma - sigma) <= _POWER_TOL * new_sigma:
+            return new_sigma
+        sigma = new_sigma
+    return sigma
+
+
+def low_rank_spectral_norm(b: torch.Tensor, a: torch.Tensor) -> float:
+    """||B A||_2 for B (out x r) and A (r x in), exactly, without forming B A."""
+    _, rb = torch.linalg.qr(b.detach().float())
+    _, ra = torch.linalg.qr(a.detach().float().T)
+    return float(torch.linalg.matrix_norm(rb @ ra.T, ord=2))
+
+
+def lora_update_sizes(model: nn.Module) -> dict[str, tuple[float, float]]:
+    """Per adapted module: (spectral ratio, Frobenius ratio) of its active adapter's delta to its base weight."""
+    sizes: dict[str, tuple[float, float]] = {}
+    for name, module in model.named_modules():
+        lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
+        base = getattr(module, "base_layer", None)
+        if not isinstance(lora_a, nn.ModuleDict) or not isinstance(lora_b, nn.ModuleDict) or base is None:
+            continue
+        for adapter in getattr(module, "active_adapters", list(lora_a.keys())):
+            if adapter not in lora_a or not hasattr(lora_a[adapter], "weight"):
+                continue
+            scale = float(module.scaling[adapter])
+            a, b, w = (_weight(m) for m in (lora_a[adapter], lora_b[adapter], base))
+            delta_fro = scale * float((b @ a).norm())
+            sizes[name] = (
+                scale * low_rank_spectral_norm(b, a) / spectral_norm(w),
+                delta_fro / float(w.norm()),
+            )
+    return sizes
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.detach().float()
+
+
+def summarize(sizes: dict[str, tuple[float, float]]) -> dict | None:
+    """The train summary's `update_size`: medians, maxima and the module with the largest spectral ratio."""
+    if not sizes:
+        return None
+    spectral = {n: s for n, (s, _) in sizes.items()}
+    worst = max(spectral, key=lambda n: spectral[n])
+    return {
+        "modules": len(sizes),
+        "spectral_ratio_median": round(statistics.median(spectral.values()), 4),
+        "spectral_ratio_max": round(spectral[worst], 4),
+        "largest_module": worst,
+        "frobenius_ratio_median": round(statistics.median(f for _, f in sizes.values()), 4),
+    }
