@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import emlab
 
 CLI_LIBRARIES = {"typer", "click"}
@@ -53,3 +55,18 @@ def test_python_dash_m_emlab_cli_runs_the_app():
     assert out.returncode == 0, out.stderr
     for group in ("models", "sample", "run", "runs", "eval", "data", "directions", "steer", "train", "bench", "judge"):
         assert group in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["compare"], "No such command 'compare'"), (["train", "--bogus"], "No such option: --bogus")],
+)
+def test_usage_errors_are_one_line_with_exit_code_2_not_a_traceback(monkeypatch, capsys, argv, message):
+    from emlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["emlab", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"Error: {message}" in err and "Traceback" not in err

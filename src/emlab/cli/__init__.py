@@ -47,12 +47,14 @@ def main() -> None:
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # usage errors arrive here in non-standalone mode (typer vendors its own click)
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
+        if isinstance(e, (click.exceptions.ClickException, typer.exceptions.TyperException)) and hasattr(e, "show"):
             e.show()
-            sys.exit(e.exit_code)
+            sys.exit(getattr(e, "exit_code", 2))
         if isinstance(e, click.exceptions.Exit):
             sys.exit(e.exit_code)
         raise
