@@ -131,6 +131,7 @@ def test_run_bench_on_tiny_model_writes_the_schema(smol_tok, tmp_path):
         "hooks.capture",
         "capture.hooks",
         "training.rank1.bf16",
+        "training.rank1.bf16.fused_head",
         "judging.local",
     ]
     for f in result["figures"]:
@@ -157,6 +158,8 @@ def test_run_bench_on_tiny_model_writes_the_schema(smol_tok, tmp_path):
         and mult["value"] == by_name["sampling.bf16.batch2"]["value"]
     )
     assert by_name["training.rank1.bf16"]["details"]["timed_steps"] == TINY.train_steps - 1
+    fused = by_name["training.rank1.bf16.fused_head"]["details"]  # the same training, the loss computed two ways
+    assert fused["final_loss"] == pytest.approx(fused["baseline_final_loss"], rel=1e-2)
     assert all(torch.equal(before[k], v) for k, v in cm.model.state_dict().items())  # the bench never edits the model
     assert not cm.model.lm_head._forward_pre_hooks and not cm.model._forward_pre_hooks  # nor leaves hooks behind
     summary = sampling_summary(result)

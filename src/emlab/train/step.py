@@ -10,14 +10,18 @@ gradient probes).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from emlab.chat import Encoded
+from emlab.hooks import causal_lm
 from emlab.train.config import TrainConfig
 from emlab.train.data import collate, loss_tokens
+from emlab.train.head_loss import answer_hidden, head_cross_entropy, supports_fused_head
 from emlab.train.prepare import TrainSetup
 
 
@@ -35,13 +39,27 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+_FUSED = {"on": True}  # `full_logits_loss()` turns the fused head off (benchmarks and equality tests)
+
+
+@contextlib.contextmanager
+def full_logits_loss() -> Iterator[None]:
+    """Compute the loss the pre-fusion way (full logits from the earliest label) while the block runs."""
+    before, _FUSED["on"] = _FUSED["on"], False
+    try:
+        yield
+    finally:
+        _FUSED["on"] = before
+
+
 def _answer_logits(
     model: nn.Module, batch: dict[str, torch.Tensor], autocast: bool, device: str, keep_ok: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(fp32 logits [batch, positions, vocab], the token each position predicts [batch, positions]).
 
-    Only logits from the first label's predecessor onward are computed (`logits_to_keep`):
-    positions before every row's answer never carry a label.
+    The fallback for models whose logits are not head(decoder(x)): only logits from the first label's
+    predecessor onward are computed (`logits_to_keep`); positions before every row's answer never
+    carry a label.
     """
     ids, attn, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
     width = ids.shape[1]
@@ -51,14 +69,6 @@ def _answer_logits(
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
         logits = model(input_ids=ids, attention_mask=attn, use_cache=False, **extra).logits  # [batch, keep, vocab]
     return logits[:, :-1].float(), labels[:, width - keep + 1 :]
-
-
-def step_loss(
-    model: nn.Module, batch: dict[str, torch.Tensor], n_tokens: int, autocast: bool, device: str, keep_ok: bool
-) -> torch.Tensor:
-    """Summed cross-entropy over the batch's label tokens divided by the step's label count."""
-    logits, targets = _answer_logits(model, batch, autocast, device, keep_ok)
-    return _cross_entropy(logits, targets) / n_tokens
 
 
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -78,6 +88,22 @@ def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor, targets: torch.T
     return per_position[targets != -100].sum()
 
 
+def _label_logits(
+    model: nn.Module, batch: dict[str, torch.Tensor], autocast: bool, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits [N label positions, vocab], their targets [N]): the head only where a label is predicted."""
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+        hidden, targets = answer_hidden(model, batch, device)
+        return causal_lm(model).get_output_embeddings()(hidden).float(), targets
+
+
+def step_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], n_tokens: int, autocast: bool, device: str, keep_ok: bool
+) -> torch.Tensor:
+    """Summed cross-entropy over the batch's label tokens divided by the step's label count."""
+    return step_terms(model, batch, n_tokens, autocast, device, keep_ok)[0]
+
+
 def step_terms(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -91,13 +117,27 @@ def step_terms(
 
     With kl_coef > 0 the objective is CE + kl_coef * KL(fine-tuned || base), the base logits coming from
     the same forward with the LoRA adapters switched off (peft's `disable_adapter`), without gradient.
+    Where the model allows it (`supports_fused_head`), CE alone goes through the fused chunked head
+    (emlab.train.head_loss; not under bf16 autocast) and the other paths compute logits only at label
+    positions.
     """
-    logits, targets = _answer_logits(model, batch, autocast, device, keep_ok)
+    fused = _FUSED["on"] and supports_fused_head(model)
+    if fused and kl_coef == 0 and not autocast:  # bf16 autocast (full fine-tuning) keeps autograd's head
+        hidden, targets = answer_hidden(model, batch, device)
+        ce = head_cross_entropy(hidden, causal_lm(model).get_output_embeddings(), targets) / n_tokens
+        return ce, float(ce.detach()), 0.0
+
+    def logits_of() -> tuple[torch.Tensor, torch.Tensor]:
+        if fused:
+            return _label_logits(model, batch, autocast, device)
+        return _answer_logits(model, batch, autocast, device, keep_ok)
+
+    logits, targets = logits_of()
     ce = _cross_entropy(logits, targets) / n_tokens
     if kl_coef == 0:
         return ce, float(ce.detach()), 0.0
     with torch.no_grad(), model.disable_adapter():  # type: ignore[operator]  # a PeftModel (TrainConfig checks lora)
-        base_logits, _ = _answer_logits(model, batch, autocast, device, keep_ok)
+        base_logits, _ = logits_of()
     kl = kl_to_base(logits, base_logits, targets) / n_tokens
     return ce + kl_coef * kl, float(ce.detach()), float(kl.detach())
 
