@@ -62,7 +62,7 @@ class _FusedHeadCE(torch.autograd.Function):
     """Summed cross-entropy of head(hidden) against targets; gradients computed in the forward pass."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk: int
     ) -> torch.Tensor:
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -71,7 +71,7 @@ class _FusedHeadCE(torch.autograd.Function):
         total = torch.zeros((), dtype=acc, device=hidden.device)
         grad_h = torch.empty_like(hidden) if want_h else None
         grad_w = torch.zeros_like(weight, dtype=acc) if want_w else None
-        grad_b = torch.zeros_like(bias, dtype=acc) if want_b else None
+        grad_b = torch.zeros_like(bias, dtype=acc) if bias is not None and want_b else None
         buf = torch.empty(min(chunk, hidden.shape[0]), weight.shape[0], dtype=acc, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start : start + chunk], targets[start : start + chunk]
@@ -99,7 +99,7 @@ class _FusedHeadCE(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         saved = iter(ctx.saved_tensors)
         grads = [next(saved) if have else None for have in ctx.have]
         grad_h = None if grads[0] is None else grads[0] * grad_out.to(grads[0].dtype)
