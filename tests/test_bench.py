@@ -323,3 +323,21 @@ def test_wait_policy_follows_the_load():
     assert (
         wait_policy_for(2.0, 2) == "PASSIVE" and wait_policy_for(11.5, 2) == "PASSIVE"
     )  # as many runnable threads as cores
+
+
+@pytest.mark.parametrize(
+    ("mode", "verdict", "kept"), [("quick", "float32", False), ("quick", "bfloat16", True), ("full", "float32", True)]
+)
+def test_quick_bench_leaves_bf16_out_where_the_probe_found_it_emulated(monkeypatch, mode, verdict, kept):
+    from emlab.bench.runner import for_machine
+    from emlab.dtype_probe import DtypeChoice
+
+    choice = DtypeChoice(verdict, "bf16 (emulated) measured 0.05x fp32's speed", {}, "test machine")
+    monkeypatch.setattr("emlab.dtype_probe.choose_dtype", lambda device="cpu": choice)
+    config = BenchConfig(mode=mode, sampling_dtypes=("fp32", "bf16"), train_dtypes=("bf16",))
+    adjusted, reason = for_machine(config)
+    if kept:
+        assert adjusted == config and reason == ""
+    else:
+        assert adjusted.sampling_dtypes == ("fp32",) and adjusted.train_dtypes == ("fp32",)
+        assert "0.05x" in reason

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 REFERENCE_MODEL = "smollm2-135m"
 FLUENCY_NAMES: tuple[str, ...] = ("lm_mean_logprob", "lm_p10_logprob", "lm_rare_fraction", "lm_mean_entropy")
@@ -29,6 +33,7 @@ MAX_TOKENS = 128  # answer tokens read; longer answers are cut (cost grows with 
 DTYPE = "float32"  # the same features on every CPU (bf16 is emulated, ~5x slower, on CPUs without avx512_bf16/AMX)
 RARE_LOGPROB = -6.0
 BATCH_SIZE = 16  # answers per forward (sorted by length, so little padding)
+HEAD_CHUNK_FLOATS = 1 << 23  # logits per chunk of the head (32 MB in fp32)
 
 
 class FluencyScorer:
@@ -83,11 +88,7 @@ class FluencyScorer:
             hidden = self._decoder(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
             ).last_hidden_state
-            logp = torch.log_softmax(
-                self._head(hidden[:, :-1][mask]).float(), dim=-1
-            )  # [N answer tokens, V]: the head only where needed
-        token_lp = logp.gather(-1, batch["input_ids"][:, 1:][mask][:, None])[:, 0]  # [N]
-        entropy = torch.special.entr(logp.exp()).sum(-1)  # [N]; entr(0) = 0 where a probability underflows
+            token_lp, entropy = self._token_stats(hidden[:, :-1][mask], batch["input_ids"][:, 1:][mask])
         counts = mask.sum(1).tolist()
         rows, start = [], 0
         for n in counts:
@@ -107,6 +108,29 @@ class FluencyScorer:
                 )
             )
         return rows
+
+    def _token_stats(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p of each target [N], entropy of each next-token distribution [N]) from answer hidden states [N, d].
+
+        The head runs only on answer positions, in chunks of at most HEAD_CHUNK_FLOATS logits written into
+        two reused buffers (log-probabilities, then probabilities): the [N, vocab] tensors of a whole batch
+        (hundreds of MB, each pass a page-faulting allocation) cost more than the head's matrix product.
+        """
+        import torch
+
+        weight = self._head.weight
+        rows = max(1, HEAD_CHUNK_FLOATS // weight.shape[0])
+        logp = torch.empty(min(rows, len(targets)), weight.shape[0], dtype=torch.float32)
+        probs = torch.empty_like(logp)
+        token_lp, entropy = torch.empty(len(targets)), torch.empty(len(targets))
+        for start in range(0, len(targets), rows):
+            h, t = hidden[start : start + rows], targets[start : start + rows]
+            lp = logp[: len(t)].copy_(self._head(h))
+            lp -= torch.logsumexp(lp, dim=-1, keepdim=True)  # log-softmax, in place
+            token_lp[start : start + len(t)] = lp.gather(-1, t[:, None])[:, 0]
+            p = torch.exp(lp, out=probs[: len(t)])
+            entropy[start : start + len(t)] = torch.special.entr(p, out=p).sum(-1)  # entr(0) = 0 on underflow
+        return token_lp, entropy
 
 
 @functools.cache
