@@ -7,8 +7,8 @@ the last position, and it computes the head at every position from the batch's e
 prompt and padding of the other rows included. On a 2-core CPU those passes over memory, and the
 page faults of allocations that large, cost more than the head's matrix products.
 
-`answer_hidden` runs the decoder and keeps the final hidden state of exactly the positions that
-predict a label. `head_cross_entropy` then goes through them in chunks of at most `CHUNK_FLOATS`
+`answer_hidden` runs the model (its head on one position per row only) and keeps the decoder's final
+hidden state of exactly the positions that predict a label. `head_cross_entropy` then goes through them in chunks of at most `CHUNK_FLOATS`
 logits, all written into one buffer and turned into softmax in place (no temporary of the logits'
 size), and in the same pass computes the gradient with respect to the hidden states (and the head
 weight when it is trained): d CE / d logits = softmax - onehot, so nothing of the chunk has to be
@@ -18,6 +18,8 @@ further on GPUs).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
@@ -33,17 +35,29 @@ def supports_fused_head(model: nn.Module) -> bool:
     config = getattr(lm, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
         return False
-    return type(lm.get_output_embeddings()) is nn.Linear and hasattr(lm, "get_decoder")
+    takes_keep = "logits_to_keep" in inspect.signature(lm.forward).parameters
+    return type(lm.get_output_embeddings()) is nn.Linear and hasattr(lm, "get_decoder") and takes_keep
 
 
 def answer_hidden(model: nn.Module, batch: dict[str, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(final hidden states of the positions that predict a label [N, d], those labels [N]).
 
-    Position t predicts token t + 1, so position t counts when labels[t + 1] != -100.
+    Position t predicts token t + 1, so position t counts when labels[t + 1] != -100. The model's own
+    forward runs (so emlab's hooks, which track positions per causal-LM forward, see a normal call) with
+    `logits_to_keep=1`; the decoder's output is taken by a forward hook.
     """
     ids, attn, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-    decoder = causal_lm(model).get_decoder()
-    hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # [B, T, d]
+    captured: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, args: tuple, output) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = causal_lm(model).get_decoder().register_forward_hook(keep)
+    try:
+        model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    hidden = captured[-1]  # [B, T, d], after the final norm
     predicts = labels[:, 1:] != -100  # [B, T-1]
     return hidden[:, :-1][predicts], labels[:, 1:][predicts]
 
