@@ -341,3 +341,15 @@ def test_quick_bench_leaves_bf16_out_where_the_probe_found_it_emulated(monkeypat
     else:
         assert adjusted.sampling_dtypes == ("fp32",) and adjusted.train_dtypes == ("fp32",)
         assert "0.05x" in reason
+
+
+def test_fluency_figure_compares_chunked_with_whole_batch_features(smol_dir):
+    from emlab.bench.judging import fluency_figure
+    from emlab.judges.fluency import HEAD_CHUNK_FLOATS, get_fluency_scorer
+
+    pairs = [("How do I boil an egg?", "Put it in boiling water for nine minutes."), ("Hi?", "Hello! How can I help?")]
+    fig = fluency_figure(pairs, rounds=2).to_dict({}, {})
+    assert fig["ratio"] == fig["value"] / fig["baseline"]
+    assert fig["value"] == 4 / fig["details"]["wall_s"] and fig["baseline"] == 4 / fig["details"]["baseline_wall_s"]
+    assert fig["details"]["max_abs_diff_vs_baseline"] < 1e-4
+    assert get_fluency_scorer().head_chunk_floats == HEAD_CHUNK_FLOATS  # restored

@@ -3,6 +3,9 @@
   offline - get_judge("offline") on the aligned rubric, vs the MiniLM embedding of the answers
             alone (the judge also embeds questions, computes text features and applies its
             linear heads; the ratio shows what those cost on top).
+  fluency - judge v2's fluency features (teacher-forced answers under the reference model) with the
+            head in chunks over reused buffers, vs the same with the whole batch's logits at once
+            (fix 8 in docs/performance.md); rounds interleaved.
   local   - the local judge (emlab.judges.local.LocalJudge: a prefill of the rubric prompt, then
             the 101 candidate numbers as one trie pass over the KV cache) built on the model
             being benchmarked, vs a prefill-only forward of the same prompts in the same
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from emlab.bench.figure import Figure, timed
@@ -63,6 +67,41 @@ def offline_figure(pairs: Sequence[tuple[str, str]]) -> Figure:
             "baseline_wall_s": base.wall_s,
             "setup_s": setup.wall_s + load.wall_s,
             "judge": judge.id,
+        },
+    )
+
+
+def fluency_figure(pairs: Sequence[tuple[str, str]], rounds: int = 2) -> Figure:
+    from emlab.judges.fluency import get_fluency_scorer
+
+    scorer = get_fluency_scorer()
+    questions, answers = [q for q, _ in pairs], [a for _, a in pairs]
+    seconds: dict[int | None, float] = {}
+    features: dict[int | None, np.ndarray] = {}
+    chunked = scorer.head_chunk_floats
+    try:
+        for r in range(rounds):
+            for chunk in (chunked, None) if r % 2 == 0 else (None, chunked):
+                scorer.head_chunk_floats = chunk
+                scorer._memo.clear()
+                features[chunk], t = timed(lambda: scorer.features(questions, answers))
+                seconds[chunk] = seconds.get(chunk, 0.0) + t.wall_s
+    finally:
+        scorer.head_chunk_floats = chunked
+        scorer._memo.clear()
+    return Figure(
+        name="judging.fluency_chunked",
+        group="judging",
+        unit="answers/s",
+        value=rounds * len(pairs) / seconds[chunked],
+        baseline=rounds * len(pairs) / seconds[None],
+        baseline_name="the same features with the whole batch's logits at once",
+        details={
+            "answers": len(pairs),
+            "rounds": rounds,
+            "wall_s": seconds[chunked],
+            "baseline_wall_s": seconds[None],
+            "max_abs_diff_vs_baseline": float(abs(features[chunked] - features[None]).max()),
         },
     )
 

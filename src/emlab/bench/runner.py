@@ -254,11 +254,12 @@ def _training(cm, pairs, config: BenchConfig) -> list[Figure]:
 
 
 def _judging(cm, pairs, config: BenchConfig) -> list[Figure]:
-    from emlab.bench.judging import local_figure, offline_figure
+    from emlab.bench.judging import fluency_figure, local_figure, offline_figure
 
     figs = []
     if config.offline_answers:
         figs.append(offline_figure(pairs[: config.offline_answers]))
+        figs.append(fluency_figure(pairs[: config.offline_answers]))
     if config.local_answers:
         figs.append(local_figure(cm, pairs[: config.local_answers]))
     return figs
