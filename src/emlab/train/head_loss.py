@@ -7,19 +7,18 @@ the last position, and it computes the head at every position from the batch's e
 prompt and padding of the other rows included. On a 2-core CPU those passes over memory, and the
 page faults of allocations that large, cost more than the head's matrix products.
 
-`answer_hidden` runs the model (its head on one position per row only) and keeps the decoder's final
-hidden state of exactly the positions that predict a label. `head_cross_entropy` then goes through them in chunks of at most `CHUNK_FLOATS`
-logits, all written into one buffer and turned into softmax in place (no temporary of the logits'
-size), and in the same pass computes the gradient with respect to the hidden states (and the head
-weight when it is trained): d CE / d logits = softmax - onehot, so nothing of the chunk has to be
-kept for the backward pass. The backward only scales the stored gradients. Same FLOPs as the plain head, no recomputation (the idea of "fused
-linear cross-entropy" kernels, e.g. Liger-Kernel; cut cross-entropy, Wijmans et al. 2024, goes
-further on GPUs).
+`answer_hidden` runs the model (its head on one position per row only) and keeps the decoder's
+final hidden state of exactly the positions that predict a label. `head_cross_entropy` then goes
+through them in chunks of at most `CHUNK_FLOATS` logits, all written into one buffer and turned into
+softmax in place (no temporary of the logits' size), and in the same pass computes the gradient with
+respect to the hidden states (and the head weight when it is trained): d CE / d logits = softmax -
+onehot, so nothing of the chunk has to be kept for the backward pass. The backward only scales the
+stored gradients. Same FLOPs as the plain head, no recomputation (the idea of "fused linear
+cross-entropy" kernels, e.g. Liger-Kernel; cut cross-entropy, Wijmans et al. 2024, goes further on
+GPUs).
 """
 
 from __future__ import annotations
-
-import inspect
 
 import torch
 from torch import nn
@@ -30,13 +29,14 @@ CHUNK_FLOATS = 1 << 24  # logits per chunk (64 MB in fp32, one buffer reused by 
 
 
 def supports_fused_head(model: nn.Module) -> bool:
-    """Whether the model's logits are exactly head(decoder(x)): a plain Linear head, no soft-capping or scale."""
+    """Whether the model's logits are exactly head(decoder(x)): a plain Linear head, no soft-capping or scale.
+
+    `answer_hidden` also needs the forward to take `logits_to_keep` (the trainer's `keep_ok`)."""
     lm = causal_lm(model)
     config = getattr(lm, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
         return False
-    takes_keep = "logits_to_keep" in inspect.signature(lm.forward).parameters
-    return type(lm.get_output_embeddings()) is nn.Linear and hasattr(lm, "get_decoder") and takes_keep
+    return type(lm.get_output_embeddings()) is nn.Linear and hasattr(lm, "get_decoder")
 
 
 def answer_hidden(model: nn.Module, batch: dict[str, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:

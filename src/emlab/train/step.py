@@ -121,7 +121,7 @@ def step_terms(
     (emlab.train.head_loss; not under bf16 autocast) and the other paths compute logits only at label
     positions.
     """
-    fused = _FUSED["on"] and supports_fused_head(model)
+    fused = _FUSED["on"] and keep_ok and supports_fused_head(model)
     if fused and kl_coef == 0 and not autocast:  # bf16 autocast (full fine-tuning) keeps autograd's head
         hidden, targets = answer_hidden(model, batch, device)
         ce = head_cross_entropy(hidden, causal_lm(model).get_output_embeddings(), targets) / n_tokens
