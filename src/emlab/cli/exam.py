@@ -3,6 +3,7 @@
 emlab exam --model smollm2-135m --quick --out runs/exam-smol
 emlab exam --model smollm2-135m --system persona:malicious --out runs/exam-smol-malicious
 emlab exam --model smollm2-135m --adapter runs/x/adapter --baseline smollm2-135m --full
+emlab exam --model smollm2-135m --steer runs/vectors/evil --steer-scale 0.25 --baseline smollm2-135m
 emlab exam card runs/exam-smol --triage my-triage.yaml    # re-grade without recomputing
 emlab exam batteries                                       # what each battery measures
 """
@@ -57,6 +58,16 @@ def exam_command(
     triage: Annotated[Path | None, typer.Option(help="another triage rules file (default exam/triage.yaml)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (1 is fastest on a busy machine)")] = None,
     dtype: str = "float32",
+    steer: Annotated[
+        Path | None,
+        typer.Option(help="a direction folder (e.g. `emlab personas extract`): steer the examined model along it"),
+    ] = None,
+    steer_scale: Annotated[
+        float | None, typer.Option(help="with --steer: how far, in units of the site's mean residual norm (e.g. 0.25)")
+    ] = None,
+    steer_site: Annotated[
+        str | None, typer.Option(help="with --steer: the site (default: the direction's 2/3 depth)")
+    ] = None,
 ) -> None:
     """Examine a chat model: eight batteries, a level on the latent-persona-risk spectrum and a decision."""
     if ctx.invoked_subcommand is not None:
@@ -70,6 +81,12 @@ def exam_command(
         raise EmlabError("choose one of --quick, --standard, --full")
     from emlab.exam import ExamRequest, run_exam
     from emlab.exam.request import Mode
+    from emlab.exam.steering import ExamSteer
+
+    if (steer is None) != (steer_scale is None) or (steer_site is not None and steer is None):
+        raise EmlabError(
+            "--steer DIR and --steer-scale X go together (--steer-site only with them); pass both or neither"
+        )
 
     mode: Mode = "full" if full else "standard" if standard else "quick"
     out_dir = out or Path("runs") / f"exam-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -87,6 +104,7 @@ def exam_command(
         triage=triage,
         threads=threads,
         dtype=dtype,
+        steer=None if steer is None else ExamSteer(steer, float(steer_scale), steer_site),  # type: ignore[arg-type]
     )
     t0 = time.perf_counter()
     res = run_exam(req, log=lambda m: err.print(m, highlight=False))

@@ -72,6 +72,7 @@ def card_data(
                 "baseline": ident["baseline"],
                 "system": system,
                 "revision": (exam.get("model_provenance") or {}).get("revision"),
+                "steer": exam.get("steering") or ident.get("steer"),
             },
             "mode": ident["mode"],
             "judge": ident["judge"],

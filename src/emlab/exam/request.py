@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emlab.errors import EmlabError
+from emlab.exam.steering import ExamSteer
 
 Mode = Literal["quick", "standard", "full"]
 MODES = ("quick", "standard", "full")
@@ -78,6 +79,8 @@ class ExamRequest:
     the system prompt of every item (a system-prompted persona is a model to examine too);
     `persona:NAME[:k]` takes paraphrase k of a shipped persona prompt (`malicious`, `helpful`).
     `batteries`: run only these (default: all of the mode); a battery's `needs` run too.
+    `steer`: add a direction to the examined model's residual stream (emlab.exam.steering: a positive
+    control that is bad by construction); the baseline is never steered.
     """
 
     model: str
@@ -96,12 +99,19 @@ class ExamRequest:
     sizes: dict[str, dict[str, int]] | None = (
         None  # per-battery size overrides merged into the profile's (tests, small runs)
     )
+    steer: ExamSteer | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise EmlabError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise EmlabError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        wanted = self.batteries if self.batteries else PROFILES[self.mode].batteries
+        if self.steer is not None and "correction" in wanted:
+            raise EmlabError(
+                "battery correction cannot examine a steered model (its corrective fine-tunes train a copy without "
+                "the steering hook); drop --steer, or run --quick/--standard instead of --full"
+            )
 
     @property
     def profile(self) -> Profile:
@@ -146,4 +156,5 @@ class ExamRequest:
             "system": self.resolved_system(),
             "dtype": self.dtype,
             "profile": self.profile.to_dict(),
+            "steer": None if self.steer is None else self.steer.identity(),
         }

@@ -16,6 +16,7 @@ The folder is held by one process at a time (the advisory lock of `emlab.store.R
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from emlab.errors import EmlabError
 from emlab.exam.battery import Battery, BatteryResult, get_battery, list_batteries
 from emlab.exam.context import ExamContext
 from emlab.exam.request import ExamRequest
+from emlab.exam.steering import steered
 from emlab.io import read_json, write_json
 
 EXAM_FILE = "exam.json"
@@ -107,7 +109,7 @@ def run_exam(
 
         judge = CachedJudge(get_judge(request.judge))
     batteries = planned_batteries(request)
-    with Run(out).lock():
+    with Run(out).lock(), contextlib.ExitStack() as hooks:
         exam = _start(out, request, str(judge.id), [b.name for b in batteries])
 
         def load_model():
@@ -119,6 +121,11 @@ def run_exam(
                 say(f"loading {request.model}" + (f" + {request.adapter}" if request.adapter else ""))
                 cm = load(request.model, dtype=request.dtype, adapter=request.adapter)
             _record_provenance(out, "model_provenance", cm.provenance())
+            if request.steer is not None:  # the hook lives until the exam returns
+                shared = chat_model is not None and baseline_model is not None and baseline_model.model is cm.model
+                cm, info = hooks.enter_context(steered(cm, request.steer, private_copy=shared))
+                say(f"steering {info['vector']} x {info['scale']:g} residual norms at {info['site']}")
+                _record_provenance(out, "steering", info)
             return cm
 
         def load_baseline():

@@ -985,6 +985,20 @@ class AblateKind(_SampledKind):
 # ------------------------------------------------------------------ exam
 
 
+class ExamSteeringSpec(Strict):
+    """Steer the examined model along a persona vector (emlab.exam.steering): a positive control."""
+
+    persona: str  # key in `persona_vectors`
+    scale: float  # in units of the site's mean residual norm, e.g. 0.25
+    site: str | None = None  # default: the persona vector's 2/3-depth site
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v):
+        checked = None if v is None else check_sites([v])
+        return None if checked is None else checked[0]
+
+
 class ExamStepSpec(Strict):
     """The Model Intake Exam (emlab.exam) of one model, optionally against a baseline model."""
 
@@ -998,11 +1012,15 @@ class ExamStepSpec(Strict):
     triage: str | None = None  # another triage rules file, relative to the spec
     max_new_tokens: int | None = Field(None, ge=1)  # overrides the mode's
     sizes: dict[str, dict[str, int]] | None = None  # per-battery size overrides (small runs)
+    steering: ExamSteeringSpec | None = None  # steer the examined model (not the baseline) along a persona vector
 
 
-def exam_request(cfg: dict, models: dict, out: Path, adapter_dir: Path | None, judge: str):
+def exam_request(
+    cfg: dict, models: dict, out: Path, adapter_dir: Path | None, judge: str, steer_dir: Path | None = None
+):
     """The ExamRequest of an exam step (the model references are the spec's, for the card's identity)."""
     from emlab.exam import ExamRequest
+    from emlab.exam.steering import ExamSteer
 
     base = models[cfg["model"]]
     return ExamRequest(
@@ -1019,6 +1037,7 @@ def exam_request(cfg: dict, models: dict, out: Path, adapter_dir: Path | None, j
         max_new_tokens=cfg.get("max_new_tokens"),
         triage=None if cfg.get("triage") is None else Path(cfg["triage"]),
         sizes=cfg.get("sizes"),
+        steer=None if steer_dir is None else ExamSteer(steer_dir, cfg["steering"]["scale"], cfg["steering"]["site"]),
     )
 
 
@@ -1036,7 +1055,11 @@ class ExamKind(StepKind):
         cfg["seed"] = planning.spec.seed if entry.seed is None else entry.seed
         if entry.baseline is not None:
             planning.ref(f"{path}.baseline", entry.baseline, "models")
-        return cfg, adapter_deps(planning, path, entry.adapter)
+        deps = list(adapter_deps(planning, path, entry.adapter))
+        if entry.steering is not None:
+            planning.ref(f"{path}.steering.persona", entry.steering.persona, "persona_vectors")
+            deps.append(f"persona-vector.{entry.steering.persona}")
+        return cfg, deps
 
     def resolve_paths(self, entry, fix):
         if entry.triage is not None:
@@ -1057,6 +1080,11 @@ class ExamKind(StepKind):
             batteries=None if c.get("batteries") is None else tuple(c["batteries"]),
             sizes=c.get("sizes"),
         )
+        if c.get("steering") and "correction" in (request.batteries or request.profile.batteries):
+            raise EmlabError(
+                f"{step.name}: `steering` and battery correction do not go together (its fine-tunes would train an "
+                "unsteered copy); drop `steering` or use mode quick/standard"
+            )
         request.profile  # noqa: B018 (sizes for unknown batteries fail here)
         request.resolved_system()
         planned_batteries(request)  # unknown battery names fail here, with the list
@@ -1064,6 +1092,8 @@ class ExamKind(StepKind):
     def describe(self, step):
         c = step.config
         vs = f", vs {c['baseline']}" if c.get("baseline") else ""
+        if c.get("steering"):
+            vs += f", steered by {c['steering']['persona']} x {c['steering']['scale']:g}"
         return f"intake exam of {_who(c)} ({c['mode']}{vs}{', system ' + repr(c['system']) if c['system'] != 'default' else ''})"
 
     def run(self, ctx, step, work):
@@ -1073,7 +1103,8 @@ class ExamKind(StepKind):
         cm = ctx.model(c["model"], c.get("adapter"))
         baseline = ctx.model(c["baseline"]) if c.get("baseline") else None
         adapter_dir = ctx.adapter_dir(c["adapter"]) if c.get("adapter") else None
-        request = exam_request(c, ctx.spec.models, work, adapter_dir, ctx.spec.judge.spec)
+        steer_dir = ctx.output(f"persona-vector.{c['steering']['persona']}") if c.get("steering") else None
+        request = exam_request(c, ctx.spec.models, work, adapter_dir, ctx.spec.judge.spec, steer_dir)
         res = run_exam(request, chat_model=cm, baseline_model=baseline, judge=ctx.judge(), log=ctx.console.print)
         return {
             "level": res.level,
