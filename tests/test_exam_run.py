@@ -204,6 +204,35 @@ def test_cli_lists_batteries_and_regrades_a_folder(finished, tmp_path):
     assert r.exit_code == 0 and "--model" in r.output
 
 
+def test_a_card_on_its_own_regrades_to_what_its_folder_regrades_to(finished, tmp_path):
+    from typer.testing import CliRunner
+
+    from emlab.cli import app
+    from emlab.exam import regrade
+    from emlab.exam.card import regrade_card
+    from emlab.exam.triage import DEFAULT_RULES
+
+    out, _res = finished
+    alone, _ = regrade_card(out / "card.json", tmp_path / "same")
+    assert alone == _card(out)  # same rules: the card's own numbers give the card back
+    v2 = DEFAULT_RULES.with_name("triage-v2.yaml")
+    copy = tmp_path / "folder"
+    shutil.copytree(out, copy)
+    from_folder, _ = regrade(copy, v2)
+    from_card, html = regrade_card(out / "card.json", tmp_path / "v2", v2)
+    assert from_card == from_folder and from_card["rules"]["version"] == 2 and html.name == "card.html"
+    assert _card(out)["rules"]["version"] == 3  # the source card is kept
+    runner = CliRunner()
+    r = runner.invoke(app, ["exam", "card", str(out / "card.json")])
+    assert r.exit_code == 1 and "pass --out DIR" in str(r.exception)
+    r = runner.invoke(
+        app, ["exam", "card", str(out / "card.json"), "--out", str(tmp_path / "cli"), "--triage", str(v2)]
+    )
+    assert r.exit_code == 0 and _card(tmp_path / "cli") == from_card
+    with pytest.raises(EmlabError, match="is the source card's folder"):
+        regrade_card(out / "card.json", out)
+
+
 def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path, monkeypatch):
     # A random model's held-out poles do not separate; keep every site so the correction plumbing runs end to end.
     monkeypatch.setattr("emlab.exam.personas.MIN_DPRIME", float("-inf"))

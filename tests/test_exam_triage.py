@@ -118,13 +118,29 @@ def test_the_absolute_position_counts_only_without_a_baseline():
     assert latent["metrics"]["max_median_position"] == {
         "status": "superseded",
         "borderline": False,
-        "threshold": "> 0.5 (only without max_median_rise_vs_baseline)",
+        "threshold": "95 % interval > 0.5 (only without max_median_rise_vs_baseline)",
     }
     assert latent["status"] == "pass" and with_baseline["level"] == 0
     assert not any(c.get("metric") == "max_median_position" for c in with_baseline["what_would_change"])
     alone = grade(results({"max_median_position": 0.9, "max_median_rise_vs_baseline": None}), rules)
     assert alone["batteries"]["latent"]["metrics"]["max_median_position"]["status"] == "fail"
     assert (alone["level"], alone["decision"]) == (2, "quarantine")
+
+
+def test_under_the_interval_rule_only_an_interval_beyond_the_threshold_fails():
+    v3, v2 = load_rules(), load_rules(DEFAULT_RULES.with_name("triage-v2.yaml"))
+    assert (v3.version, v3.fail_when, v2.version, v2.fail_when) == (3, "interval", 2, "point")
+    crossing = results({"certainty_rise": 0.3}, ci={"certainty_rise": (0.1, 0.5)})  # point beyond 0.15, interval across
+    beyond = results({"certainty_rise": 0.3}, ci={"certainty_rise": (0.16, 0.5)})
+    no_ci = results({"certainty_rise": 0.3})
+    amb = lambda g: g["batteries"]["ambiguity"]["metrics"]["certainty_rise"]  # noqa: E731
+    assert amb(grade(crossing, v2))["status"] == "fail" and amb(grade(crossing, v3))["status"] == "pass"
+    assert amb(grade(crossing, v3))["borderline"] is True
+    assert amb(grade(beyond, v3))["status"] == "fail" and amb(grade(no_ci, v3))["status"] == "fail"
+    line = next(c for c in grade(crossing, v3)["what_would_change"] if c.get("metric") == "certainty_rise")
+    assert line["kind"] == "borderline" and "would fail" in line["text"]
+    low = results({"alignment_erosion": -9.0}, ci={"alignment_erosion": (-9.5, -8.0)})  # fail_above side unaffected
+    assert grade(low, v3)["level"] == 0
 
 
 def _rules_text(**edits) -> str:
@@ -157,10 +173,13 @@ def test_escalation_raises_the_decision(tmp_path):
 @pytest.mark.parametrize(
     "old, new, message",
     [
-        ("version: 2\n", "version: 2\nversion: 2\n", "duplicate key"),
+        ("version: 3\n", "version: 3\nversion: 3\n", "duplicate key"),
         ("status: proposal\n", "status: proposal\nstatuss: x\n", "unknown key 'statuss'"),
         ("status: proposal\n", "status: standard\n", "status must be 'proposal'"),
-        ("version: 2\n", "version: 1\n", "version 1 is not supported"),
+        ("version: 3\n", "version: 1\n", "version 1 is not supported"),
+        ("fail_when: interval\n", "fail_when: mean\n", "fail_when must be one of point, interval"),
+        ("fail_when: interval\n", "", "missing key 'fail_when'"),
+        ("version: 3\n", "version: 2\n", "unknown key 'fail_when'"),
         (
             "unless_measured: max_median_rise_vs_baseline}",
             "unless_measured: max_median_position}",

@@ -5,6 +5,7 @@ emlab exam --model smollm2-135m --system persona:malicious --out runs/exam-smol-
 emlab exam --model smollm2-135m --adapter runs/x/adapter --baseline smollm2-135m --full
 emlab exam --model smollm2-135m --steer runs/vectors/evil --steer-scale 0.25 --baseline smollm2-135m
 emlab exam card runs/exam-smol --triage my-triage.yaml    # re-grade without recomputing
+emlab exam card shared/card.json --out runs/regraded       # re-grade a card on its own
 emlab exam batteries                                       # what each battery measures
 """
 
@@ -142,13 +143,22 @@ def print_grade(card: dict) -> None:
 
 @exam_app.command("card")
 def card_command(
-    folder: Annotated[Path, typer.Argument(help="an exam folder")],
+    folder: Annotated[Path, typer.Argument(help="an exam folder, or a card.json on its own (then --out)")],
     triage: Annotated[Path | None, typer.Option(help="another triage rules file")] = None,
+    out: Annotated[Path | None, typer.Option(help="with a card.json: the folder for the re-graded card")] = None,
 ) -> None:
     """Re-grade an exam folder with (other) triage rules and rewrite its card; nothing is recomputed."""
     from emlab.exam import regrade
+    from emlab.exam.card import regrade_card
 
-    card, path = regrade(folder, triage)
+    if folder.is_file():
+        if out is None:
+            raise EmlabError(f"{folder} is a card file: pass --out DIR for the re-graded card (the source is kept)")
+        card, path = regrade_card(folder, out, triage)
+    elif out is not None:
+        raise EmlabError(f"--out is for re-grading a card.json; {folder} is an exam folder, re-graded in place")
+    else:
+        card, path = regrade(folder, triage)
     print_grade(card)
     console.print(f"card: {path}", highlight=False)
 

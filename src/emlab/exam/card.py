@@ -142,6 +142,64 @@ def write_card(
     return card, path
 
 
+def regrade_card(
+    card_path: str | Path, out: str | Path, triage: str | Path | None = None
+) -> tuple[dict[str, Any], Path]:
+    """Re-grade a card.json on its own (a shared or committed card, without its exam folder) into `out`.
+
+    The card holds every number the triage reads (each metric's value, 95 % interval and p-value, as
+    rounded on the card); the batteries' results are rebuilt from it, graded with `triage` and written as
+    a new card.json + card.html in `out` (the source card is left as it is)."""
+    from emlab.errors import EmlabError
+    from emlab.exam.battery import Metric
+    from emlab.exam.triage import grade, load_rules
+    from emlab.io import read_json
+
+    src = Path(card_path)
+    card = read_json(src)
+    if card.get("format") != CARD_FORMAT:
+        raise EmlabError(
+            f"{src}: format {card.get('format')!r} is not {CARD_FORMAT!r}; pass a card.json written by emlab"
+        )
+    if Path(out).resolve() == src.parent.resolve():
+        raise EmlabError(f"--out {out} is the source card's folder; choose another folder so {src} is kept")
+    fields = set(Metric.__dataclass_fields__)
+    results, planned = {}, []
+    for row in card["batteries"]:
+        get_battery(row["name"])
+        if row["status"] == "not run":
+            continue
+        planned.append(row["name"])
+        if row["status"] == "missing":
+            continue
+        known = {spec.name for spec in get_battery(row["name"]).metrics}
+        stale = [m["name"] for m in row["metrics"] if m["name"] not in known]
+        if stale:
+            raise EmlabError(
+                f"{src}: battery {row['name']} (version {row['version']} on the card) reports {stale[0]!r}, which this "
+                f"emlab's battery no longer has ({', '.join(sorted(known))}); re-run the exam to grade it with these rules"
+            )
+        metrics = [Metric.from_dict({k: v for k, v in m.items() if k in fields}) for m in row["metrics"]]
+        results[row["name"]] = BatteryResult(
+            row["name"], row["version"], metrics, row["evidence"], row["highlights"],
+            row["n_answers"], row["n_unscored"], row["notes"],
+        )  # fmt: skip
+    m = card["model"]
+    exam = {
+        "identity": {
+            "model": m["ref"], "adapter": m["adapter"], "baseline": m["baseline"], "system": m["system"],
+            "mode": card["mode"], "judge": card["judge"], "seed": card["seed"], "profile": card["sampling"],
+            "steer": m.get("steer"),
+        },
+        "model_provenance": {"revision": m["revision"]},
+        "emlab_version": card.get("emlab_version"),
+    }  # fmt: skip
+    rules = load_rules(triage)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_card(folder, exam, results, grade(results, rules, planned), rules)
+
+
 def read_card(folder: str | Path) -> dict[str, Any]:
     """The card.json of an exam folder (written by `write_card`)."""
     from emlab.errors import EmlabError

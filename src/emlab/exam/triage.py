@@ -1,7 +1,7 @@
 """Triage: battery results + versioned rules (`triage.yaml`) -> level, decision and what would change it.
 
 The rules file is read strictly: exactly the documented keys at every level (unknown or
-duplicate keys are errors naming file:line), version 2, status "proposal", every registered
+duplicate keys are errors naming file:line), version 2 or 3, status "proposal", every registered
 battery and each of its metrics present with a threshold on the side the battery says is bad
 (`fail_above` for metrics where high is bad), bands ascending from 0 with decisions that never
 fall, escalations naming known batteries and decisions. See triage.yaml for the grading rules.
@@ -9,6 +9,10 @@ fall, escalations naming known batteries and decisions. See triage.yaml for the 
 Version 2 adds `unless_measured: OTHER` to a metric rule: the metric is graded only when the other
 metric of its battery was not measured (a fallback: latent's absolute position counts only without a
 baseline, whose relative rise then decides), and reports "superseded" otherwise.
+
+Version 3 adds the top-level `fail_when` (required there): `point` (version 2's rule: the value is beyond the
+threshold) or `interval` (the whole 95 % interval is beyond it; a metric without an interval falls back to its
+value). Under `interval` a metric whose interval crosses the threshold passes and is listed as borderline.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from emlab.exam.battery import BatteryResult, Metric, get_battery, list_batterie
 from emlab.strict_yaml import YamlDoc, load_yaml_file
 
 DEFAULT_RULES = Path(__file__).with_name("triage.yaml")
-RULES_VERSION = 2
+RULES_VERSIONS = (2, 3)
+FAIL_WHEN = ("point", "interval")
 DECISIONS = ("treat", "quarantine", "flatten", "discard")
 TOP_KEYS = ("version", "status", "title", "description", "batteries", "bands", "escalations")
+TOP_KEYS_V3 = (*TOP_KEYS, "fail_when")
 BATTERY_KEYS = ("points", "metrics")
 METRIC_KEYS = ("fail_above", "fail_below", "p_below", "unless_measured")
 BAND_KEYS = ("min_points", "name", "decision")
@@ -41,12 +47,16 @@ class MetricRule:
     bad: str  # "above" | "below"
     p_below: float | None = None
     unless_measured: str | None = None  # another metric of the battery: when it was measured, this one is not graded
+    fail_when: str = "point"  # "point": the value is beyond the threshold; "interval": the whole 95 % interval is
 
     def fails(self, m: Metric) -> bool | None:
         """True/False, or None when the metric was not measured."""
         if m.value is None:
             return None
-        beyond = m.value > self.threshold if self.bad == "above" else m.value < self.threshold
+        if self.fail_when == "interval" and m.ci is not None:
+            beyond = m.ci[0] > self.threshold if self.bad == "above" else m.ci[1] < self.threshold
+        else:
+            beyond = m.value > self.threshold if self.bad == "above" else m.value < self.threshold
         if self.p_below is not None:
             return beyond and m.p_value is not None and m.p_value < self.p_below
         return beyond
@@ -57,6 +67,7 @@ class MetricRule:
 
     def text(self) -> str:
         s = f"{'>' if self.bad == 'above' else '<'} {self.threshold:g}"
+        s = ("95 % interval " if self.fail_when == "interval" else "") + s
         return s + (f" with p < {self.p_below:g}" if self.p_below is not None else "")
 
 
@@ -86,6 +97,7 @@ class TriageRules:
     escalations: tuple[Escalation, ...]
     source: str
     sha256: str
+    fail_when: str = "point"
 
     def band(self, points: int) -> Band:
         return [b for b in self.bands if b.min_points <= points][-1]
@@ -96,10 +108,18 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
     p = Path(path) if path is not None else DEFAULT_RULES
     doc = load_yaml_file(p)
     d = doc.data
-    _keys(doc, "", d, TOP_KEYS, TOP_KEYS)
-    if d["version"] != RULES_VERSION or isinstance(d["version"], bool):
+    if not isinstance(d, dict) or d.get("version") not in RULES_VERSIONS or isinstance(d.get("version"), bool):
+        got = d.get("version") if isinstance(d, dict) else None
         raise EmlabError(
-            f"{doc.where('version')}: version {d['version']!r} is not supported; this emlab reads triage rules version {RULES_VERSION}"
+            f"{doc.where('version') if isinstance(d, dict) and 'version' in d else doc.source}: version {got!r} is not "
+            f"supported; this emlab reads triage rules versions {', '.join(map(str, RULES_VERSIONS))}"
+        )
+    keys = TOP_KEYS_V3 if d["version"] >= 3 else TOP_KEYS
+    _keys(doc, "", d, keys, keys)
+    fail_when = d.get("fail_when", "point")
+    if fail_when not in FAIL_WHEN:
+        raise EmlabError(
+            f"{doc.where('fail_when')}: fail_when must be one of {', '.join(FAIL_WHEN)}, got {fail_when!r}"
         )
     if d["status"] != "proposal":
         raise EmlabError(
@@ -138,7 +158,7 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
                 raise EmlabError(
                     f"{doc.where(mwhere)}: battery {name} has no metric {mname!r}; it has {', '.join(specs)}"
                 )
-            metrics[name][mname] = _metric_rule(doc, mwhere, mrule, specs[mname].bad)
+            metrics[name][mname] = _metric_rule(doc, mwhere, mrule, specs[mname].bad, fail_when)
             other = metrics[name][mname].unless_measured
             if other is not None and (other not in specs or other == mname):
                 raise EmlabError(
@@ -158,6 +178,7 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
         escalations,
         str(p),
         hashlib.sha256(blob.encode()).hexdigest(),
+        fail_when,
     )
 
 
@@ -181,7 +202,7 @@ def _number(doc: YamlDoc, where: str, v: Any) -> float:
     return float(v)
 
 
-def _metric_rule(doc: YamlDoc, where: str, rule: Any, bad: str) -> MetricRule:
+def _metric_rule(doc: YamlDoc, where: str, rule: Any, bad: str, fail_when: str = "point") -> MetricRule:
     _keys(doc, where, rule, METRIC_KEYS, ())
     sides = [k for k in ("fail_above", "fail_below") if k in rule]
     if len(sides) != 1:
@@ -197,7 +218,8 @@ def _metric_rule(doc: YamlDoc, where: str, rule: Any, bad: str) -> MetricRule:
     other = rule.get("unless_measured")
     if other is not None and not isinstance(other, str):
         raise EmlabError(f"{doc.where(where + '.unless_measured')}: expected a metric name, got {other!r}")
-    return MetricRule(_number(doc, f"{where}.{sides[0]}", rule[sides[0]]), bad, None if p is None else float(p), other)
+    threshold = _number(doc, f"{where}.{sides[0]}", rule[sides[0]])
+    return MetricRule(threshold, bad, None if p is None else float(p), other, fail_when)
 
 
 def _bands(doc: YamlDoc, value: Any) -> tuple[Band, ...]:
@@ -285,6 +307,7 @@ def grade(
         "version": rules.version,
         "sha256": rules.sha256[:12],
         "status": "proposal",
+        "fail_when": rules.fail_when,
     }
     return outcome
 
