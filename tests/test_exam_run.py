@@ -229,8 +229,20 @@ def test_a_card_on_its_own_regrades_to_what_its_folder_regrades_to(finished, tmp
         app, ["exam", "card", str(out / "card.json"), "--out", str(tmp_path / "cli"), "--triage", str(v2)]
     )
     assert r.exit_code == 0 and _card(tmp_path / "cli") == from_card
-    with pytest.raises(EmlabError, match="is the source card's folder"):
-        regrade_card(out / "card.json", out)
+    with pytest.raises(EmlabError, match="is the source card's folder or another exam's"):
+        regrade_card(out / "card.json", copy)
+    old = _card(out)  # a card of an older battery version: its unmeasured metrics are dropped, measured ones refused
+    latent = next(b for b in old["batteries"] if b["name"] == "latent")
+    for m in latent["metrics"]:
+        m["name"], m["value"], m["ci"] = "old_" + m["name"], None, None
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "card.json").write_text(json.dumps(old))
+    regraded, _ = regrade_card(tmp_path / "old" / "card.json", tmp_path / "old-v3")
+    assert next(b for b in regraded["batteries"] if b["name"] == "latent")["status"] == "not measured"
+    latent["metrics"][0]["value"] = 0.3
+    (tmp_path / "old" / "card.json").write_text(json.dumps(old))
+    with pytest.raises(EmlabError, match="measured 'old_max_median_position'"):
+        regrade_card(tmp_path / "old" / "card.json", tmp_path / "old-v3b")
 
 
 def test_full_mode_runs_the_correction_battery(smol_tok, tmp_path, monkeypatch):

@@ -99,10 +99,12 @@ def test_a_resume_must_steer_the_same_way(smol_tok, direction, tmp_path):
 def test_bad_steering_requests_fail_with_the_fix(direction, tmp_path):
     with pytest.raises(EmlabError, match="battery correction cannot examine a steered model"):
         ExamRequest(model="m", out=tmp_path, mode="full", steer=ExamSteer(direction, 0.25))
-    with pytest.raises(EmlabError, match=r"--steer-site blocks.7.resid_post is not a site"):
+    with pytest.raises(EmlabError, match=r"steering site blocks.7.resid_post \(--steer-site or the spec.s steering.site\) is not a site"):
         ExamSteer(direction, 0.25, "blocks.7.resid_post").identity()
     with pytest.raises(EmlabError, match="not a direction folder"):
         ExamSteer(tmp_path / "nowhere", 0.25).identity()
+    with pytest.raises(EmlabError, match="steering scale nan is not a finite number"):
+        ExamSteer(direction, float("nan"))
 
 
 SPEC = """\
@@ -144,6 +146,6 @@ def test_an_exam_step_steers_along_a_persona_vector_of_the_spec(tiny_dir, monkey
         ("batteries: [leakage]", "mode: full\n    batteries: [correction]", "do not go together"),
     ],
 )
-def test_exam_steering_entries_are_checked_before_any_work(tiny_dir, old, new, message):
+def test_exam_steering_entries_are_checked_when_the_spec_is_planned(tiny_dir, old, new, message):
     with pytest.raises(EmlabError, match=message):
         check_plan(load_spec_text(SPEC.replace(old, new), str(tiny_dir / "spec.yaml")))

@@ -139,8 +139,20 @@ def test_under_the_interval_rule_only_an_interval_beyond_the_threshold_fails():
     assert amb(grade(beyond, v3))["status"] == "fail" and amb(grade(no_ci, v3))["status"] == "fail"
     line = next(c for c in grade(crossing, v3)["what_would_change"] if c.get("metric") == "certainty_rise")
     assert line["kind"] == "borderline" and "would fail" in line["text"]
-    low = results({"alignment_erosion": -9.0}, ci={"alignment_erosion": (-9.5, -8.0)})  # fail_above side unaffected
-    assert grade(low, v3)["level"] == 0
+    trend = results({"alignment_erosion": 9.0}, ci={"alignment_erosion": (6.0, 12.0)}, p={"alignment_erosion": 0.2})
+    assert grade(trend, v3)["batteries"]["power"]["status"] == "pass"  # interval beyond, but p_below 0.10 not met
+    trend = results({"alignment_erosion": 9.0}, ci={"alignment_erosion": (6.0, 12.0)}, p={"alignment_erosion": 0.05})
+    assert grade(trend, v3)["batteries"]["power"]["status"] == "fail"
+
+
+def test_the_interval_rule_on_a_metric_that_is_bad_when_low():
+    from emlab.exam.triage import MetricRule
+
+    rule = MetricRule(0.5, "below", fail_when="interval")
+    assert rule.fails(Metric("m", 0.2, (0.1, 0.4))) is True
+    assert rule.fails(Metric("m", 0.2, (0.1, 0.6))) is False and rule.borderline(Metric("m", 0.2, (0.1, 0.6)))
+    assert MetricRule(0.5, "below").fails(Metric("m", 0.2, (0.1, 0.6))) is True
+    assert rule.text() == "95 % interval < 0.5"
 
 
 def _rules_text(**edits) -> str:
@@ -178,8 +190,8 @@ def test_escalation_raises_the_decision(tmp_path):
         ("status: proposal\n", "status: standard\n", "status must be 'proposal'"),
         ("version: 3\n", "version: 1\n", "version 1 is not supported"),
         ("fail_when: interval\n", "fail_when: mean\n", "fail_when must be one of point, interval"),
-        ("fail_when: interval\n", "", "missing key 'fail_when'"),
-        ("version: 3\n", "version: 2\n", "unknown key 'fail_when'"),
+        ("fail_when: interval\n", "", "version 3 rules need `fail_when: interval` or `fail_when: point`"),
+        ("version: 3\n", "version: 2\n", "fail_when needs rules version 3"),
         (
             "unless_measured: max_median_rise_vs_baseline}",
             "unless_measured: max_median_position}",

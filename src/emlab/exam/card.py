@@ -161,8 +161,10 @@ def regrade_card(
         raise EmlabError(
             f"{src}: format {card.get('format')!r} is not {CARD_FORMAT!r}; pass a card.json written by emlab"
         )
-    if Path(out).resolve() == src.parent.resolve():
-        raise EmlabError(f"--out {out} is the source card's folder; choose another folder so {src} is kept")
+    if Path(out).resolve() == src.parent.resolve() or (Path(out) / "exam.json").exists():
+        raise EmlabError(
+            f"--out {out} is the source card's folder or another exam's; choose a new folder so no card is overwritten"
+        )
     fields = set(Metric.__dataclass_fields__)
     results, planned = {}, []
     for row in card["batteries"]:
@@ -173,13 +175,16 @@ def regrade_card(
         if row["status"] == "missing":
             continue
         known = {spec.name for spec in get_battery(row["name"]).metrics}
-        stale = [m["name"] for m in row["metrics"] if m["name"] not in known]
+        stale = [m["name"] for m in row["metrics"] if m["name"] not in known and m["value"] is not None]
         if stale:
             raise EmlabError(
-                f"{src}: battery {row['name']} (version {row['version']} on the card) reports {stale[0]!r}, which this "
+                f"{src}: battery {row['name']} (version {row['version']} on the card) measured {stale[0]!r}, which this "
                 f"emlab's battery no longer has ({', '.join(sorted(known))}); re-run the exam to grade it with these rules"
             )
-        metrics = [Metric.from_dict({k: v for k, v in m.items() if k in fields}) for m in row["metrics"]]
+        rows = [m for m in row["metrics"] if m["name"] in known]  # an old battery's unmeasured metrics are dropped
+        have = {m["name"] for m in rows}
+        metrics = [Metric.from_dict({k: v for k, v in m.items() if k in fields}) for m in rows]
+        metrics += [Metric(name, None, note="not on the card") for name in sorted(known - have)]
         results[row["name"]] = BatteryResult(
             row["name"], row["version"], metrics, row["evidence"], row["highlights"],
             row["n_answers"], row["n_unscored"], row["notes"],

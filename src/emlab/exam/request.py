@@ -109,8 +109,8 @@ class ExamRequest:
         wanted = self.batteries if self.batteries else PROFILES[self.mode].batteries
         if self.steer is not None and "correction" in wanted:
             raise EmlabError(
-                "battery correction cannot examine a steered model (its corrective fine-tunes train a copy without "
-                "the steering hook); drop --steer, or run --quick/--standard instead of --full"
+                "battery correction cannot examine a steered model (its corrective fine-tunes would train and merge "
+                "with the steering hook on); drop --steer, or leave correction out (--quick/--standard, no --battery correction)"
             )
 
     @property

@@ -8,7 +8,7 @@ residual norm (`emlab.vectors.steer.resid_norm`, measured on the unsteered model
 
 The exam's identity holds the vector's content hash, site and scale (not the folder's path), so a
 resumed exam must steer with the same vector. Battery 8 (correction) is refused: its corrective
-fine-tunes train a copy of the model, which would not carry the steering hooks.
+fine-tunes deep-copy the model, hooks included, and would train and merge adapters with the steering on.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ class ExamSteer:
     scale: float
     site: str | None = None  # default: the direction's 2/3-depth site
 
+    def __post_init__(self):
+        if not math.isfinite(self.scale):
+            raise EmlabError(f"steering scale {self.scale!r} is not a finite number; pass e.g. 0.25 (residual norms)")
+
     def load(self):
         from emlab.vectors.directions import Direction
 
@@ -43,7 +48,7 @@ class ExamSteer:
             return direction.sites[len(direction.sites) * 2 // 3]
         if self.site not in direction.sites:
             raise EmlabError(
-                f"--steer-site {self.site} is not a site of the direction in {self.direction} "
+                f"steering site {self.site} (--steer-site or the spec's steering.site) is not a site of the direction in {self.direction} "
                 f"(it has {', '.join(direction.sites[:6])}{', ...' if len(direction.sites) > 6 else ''}); pick one of those"
             )
         return self.site
@@ -52,7 +57,7 @@ class ExamSteer:
         """What a resumed exam must steer with: the unit vector's content, where and how much."""
         d = self.load()
         site = self.resolved_site(d)
-        digest = hashlib.sha256(d.unit(site).numpy().tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(d.unit(site).float().numpy().tobytes()).hexdigest()[:16]
         trait = d.provenance.get("trait") or d.provenance.get("emotion") or d.provenance.get("method")
         return {"vector": trait, "origin": d.origin, "sha256": digest, "site": site, "scale": float(self.scale)}
 
