@@ -99,7 +99,10 @@ def test_a_resume_must_steer_the_same_way(smol_tok, direction, tmp_path):
 def test_bad_steering_requests_fail_with_the_fix(direction, tmp_path):
     with pytest.raises(EmlabError, match="battery correction cannot examine a steered model"):
         ExamRequest(model="m", out=tmp_path, mode="full", steer=ExamSteer(direction, 0.25))
-    with pytest.raises(EmlabError, match=r"steering site blocks.7.resid_post \(--steer-site or the spec.s steering.site\) is not a site"):
+    with pytest.raises(
+        EmlabError,
+        match=r"steering site blocks.7.resid_post \(--steer-site or the spec.s steering.site\) is not a site",
+    ):
         ExamSteer(direction, 0.25, "blocks.7.resid_post").identity()
     with pytest.raises(EmlabError, match="not a direction folder"):
         ExamSteer(tmp_path / "nowhere", 0.25).identity()

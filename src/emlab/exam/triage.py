@@ -115,7 +115,9 @@ def load_rules(path: str | Path | None = None) -> TriageRules:
             f"supported; this emlab reads triage rules versions {', '.join(map(str, RULES_VERSIONS))}"
         )
     if d["version"] < 3 and "fail_when" in d:
-        raise EmlabError(f"{doc.where('fail_when')}: fail_when needs rules version 3; set `version: 3` or drop fail_when")
+        raise EmlabError(
+            f"{doc.where('fail_when')}: fail_when needs rules version 3; set `version: 3` or drop fail_when"
+        )
     if d["version"] >= 3 and "fail_when" not in d:
         raise EmlabError(
             f"{doc.source}: version 3 rules need `fail_when: interval` or `fail_when: point` (which end of the 95 % "
