@@ -146,7 +146,11 @@ def test_an_exam_step_steers_along_a_persona_vector_of_the_spec(tiny_dir, monkey
     "old,new,message",
     [
         ("{persona: evil, scale", "{persona: evill, scale", "did you mean 'evil'"),
-        ("batteries: [leakage]", "mode: full\n    batteries: [correction]", "do not go together"),
+        (
+            "batteries: [leakage]",
+            "mode: full\n    batteries: [correction]",
+            "battery correction cannot examine a steered",
+        ),
     ],
 )
 def test_exam_steering_entries_are_checked_when_the_spec_is_planned(tiny_dir, old, new, message):

@@ -151,7 +151,11 @@ def test_the_steering_site_defaults_to_the_vectors_own():
     from emlab.experiments.vector_steps import _steer_site
 
     c = {"site": None, "emotion_site": None, "persona_site": None}
-    d = SimpleNamespace(sites=[f"blocks.{i}.resid_post" for i in range(6)])
+    import torch
+
+    from emlab.vectors.directions import Direction
+
+    d = Direction({f"blocks.{i}.resid_post": torch.ones(4) for i in range(6)})
     assert _steer_site(c, None, {"evil": d}) == "blocks.4.resid_post"  # the persona vector's 2/3-depth block
     assert _steer_site(c | {"persona_site": "blocks.1.resid_post"}, None, {"evil": d}) == "blocks.1.resid_post"
     ev = SimpleNamespace(default_site=lambda: "blocks.2.resid_post")

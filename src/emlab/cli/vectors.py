@@ -537,7 +537,7 @@ def personas_screen(
     d = Direction.load(direction)
     convs = read_conversations(data)[:limit]
     cm = _model(model, adapter)
-    s = site or d.sites[len(d.sites) * 2 // 3]
+    s = site or d.default_site()
     t0 = time.perf_counter()
     rows = screen(
         cm,
@@ -589,7 +589,7 @@ def personas_train_steered(
     d = Direction.load(direction)
     cm = _model(model)
     config = load_preset(preset, list(override or []))
-    s = list(sites or [d.sites[len(d.sites) * 2 // 3]])
+    s = list(sites or [d.default_site()])
     t0 = time.perf_counter()
     res = train_with_steering(cm, data, config, out, d, s, scale, scaling, resume)
     console.print(

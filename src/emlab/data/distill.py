@@ -119,5 +119,5 @@ def steering_site_vectors(direction, sites: Sequence[str] | None, scaling: str) 
     """The direction's raw or unit vectors at `sites` (default: its 2/3-depth site)."""
     from emlab.interventions.steering import steering_vectors
 
-    chosen = list(sites or [direction.sites[len(direction.sites) * 2 // 3]])
+    chosen = list(sites or [direction.default_site()])
     return steering_vectors(direction, chosen, scaling)  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ class ExamSteer:
 
     def resolved_site(self, direction) -> str:
         if self.site is None:
-            return direction.sites[len(direction.sites) * 2 // 3]
+            return direction.default_site()
         if self.site not in direction.sites:
             raise EmlabError(
                 f"steering site {self.site} (--steer-site or the spec's steering.site) is not a site of the direction in {self.direction} "
@@ -53,9 +53,11 @@ class ExamSteer:
             )
         return self.site
 
-    def identity(self) -> dict[str, Any]:
-        """What a resumed exam must steer with: the unit vector's content, where and how much."""
-        d = self.load()
+    def identity(self, direction=None) -> dict[str, Any]:
+        """What a resumed exam must steer with: the unit vector's content, where and how much.
+
+        `direction`: the loaded Direction, when the caller has it (default: load it from the folder)."""
+        d = self.load() if direction is None else direction
         site = self.resolved_site(d)
         digest = hashlib.sha256(d.unit(site).float().numpy().tobytes()).hexdigest()[:16]
         trait = d.provenance.get("trait") or d.provenance.get("emotion") or d.provenance.get("method")
@@ -79,6 +81,6 @@ def steered(cm, steer: ExamSteer, *, private_copy: bool) -> Iterator[tuple[Any, 
         cm = dataclasses.replace(cm, model=copy.deepcopy(cm.model))
     norm = resid_norm(cm, site)  # of the unsteered model: the scale's unit
     vector = float(steer.scale) * norm * d.unit(site)
-    info = {**steer.identity(), "resid_norm": round(norm, 4), "added_norm": round(float(vector.norm()), 4)}
+    info = {**steer.identity(d), "resid_norm": round(norm, 4), "added_norm": round(float(vector.norm()), 4)}
     with steer_hook(cm.model, {site: vector}):
         yield cm, info

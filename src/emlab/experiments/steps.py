@@ -445,7 +445,7 @@ def _train_steered(ctx, steering: dict, base, data, config, work, resume, on_ste
     from emlab.vectors.screening import train_with_steering
 
     d = Direction.load(ctx.output(f"persona-vector.{steering['persona']}"))
-    sites = steering["sites"] or [d.sites[len(d.sites) * 2 // 3]]
+    sites = steering["sites"] or [d.default_site()]
     train_with_steering(
         base, data, config, work, d, sites, steering["scale"], steering["scaling"], resume, on_step, callbacks
     )
@@ -1068,6 +1068,7 @@ class ExamKind(StepKind):
     def check(self, step):
         from emlab.exam import ExamRequest, load_rules
         from emlab.exam.runner import planned_batteries
+        from emlab.exam.steering import ExamSteer
 
         c = step.config
         load_rules(c.get("triage"))
@@ -1079,12 +1080,10 @@ class ExamKind(StepKind):
             max_new_tokens=c.get("max_new_tokens"),
             batteries=None if c.get("batteries") is None else tuple(c["batteries"]),
             sizes=c.get("sizes"),
-        )
-        if c.get("steering") and "correction" in (request.batteries or request.profile.batteries):
-            raise EmlabError(
-                f"{step.name}: `steering` and battery correction do not go together (its fine-tunes would train an "
-                "unsteered copy); drop `steering` or use mode quick/standard"
-            )
+            steer=None  # the vector does not exist yet: the placeholder folder is never read here
+            if not c.get("steering")
+            else ExamSteer(Path("unchecked"), c["steering"]["scale"], c["steering"]["site"]),
+        )  # ExamRequest refuses the correction battery under steering and a non-finite scale
         request.profile  # noqa: B018 (sizes for unknown batteries fail here)
         request.resolved_system()
         planned_batteries(request)  # unknown battery names fail here, with the list

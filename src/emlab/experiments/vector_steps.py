@@ -145,7 +145,7 @@ def _readers(ctx, cfg: dict):
     )
     for key in cfg.get("directions") or []:
         d = Direction.load(ctx.output(f"direction.{key}"))
-        site = d.sites[len(d.sites) * 2 // 3]
+        site = d.default_site()
         readers[f"direction:{key}"] = (site, d.vector(site))
     return readers
 
@@ -548,7 +548,7 @@ def _steer_site(c: dict, ev, vectors: dict) -> str:
     if c["persona_site"]:
         return c["persona_site"]
     d = next(iter(vectors.values()))  # the entry's schema requires at least one vector
-    return d.sites[len(d.sites) * 2 // 3]
+    return d.default_site()
 
 
 @register_step_kind("vector-steer")
@@ -791,7 +791,7 @@ class DataScreenKind(StepKind):
         c = step.config
         d = _personas(ctx, [c["persona"]])[c["persona"]]
         convs = read_conversations(ctx.output(f"data.{c['dataset']}") / DATASET_FILE)[: c["limit"]]
-        site = c["site"] or d.sites[len(d.sites) * 2 // 3]
+        site = c["site"] or d.default_site()
         params = SamplingParams(temperature=0.0, max_new_tokens=c["max_new_tokens"], batch_size=16)
         rows = screen(
             ctx.model(c["model"], c.get("adapter")), convs, d, site, params=params, batch_size=c["batch_size"]

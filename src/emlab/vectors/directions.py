@@ -104,6 +104,10 @@ class Direction:
         name = f"{p.get('model')}@{p.get('revision')}"
         return name + (f"+{p['adapter']}" if p.get("adapter") else "")
 
+    def default_site(self) -> str:
+        """The site 2/3 of the way through the direction's sites (by block): where a site is not named."""
+        return self.sites[len(self.sites) * 2 // 3]
+
     def vector(self, site: str) -> torch.Tensor:
         if site not in self.vectors:
             raise EmlabError(f"direction from {self.origin} has no site {site!r}; it has: {_short(self.sites)}")

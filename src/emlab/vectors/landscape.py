@@ -61,7 +61,7 @@ def reader_vectors(
         for n in emotions or emotion_vectors.names:
             out[f"emotion:{n}"] = (site, emotion_vectors.vector(n, site))
     for name, d in (directions or {}).items():
-        site = direction_site or d.sites[len(d.sites) * 2 // 3]
+        site = direction_site or d.default_site()
         out[f"persona:{name}"] = (site, d.vector(site))
     if not out:
         raise EmlabError("no vectors to project onto; pass emotion vectors and/or persona directions")
