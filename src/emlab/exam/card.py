@@ -168,13 +168,13 @@ def regrade_card(
     fields = set(Metric.__dataclass_fields__)
     results, planned = {}, []
     for row in card["batteries"]:
-        get_battery(row["name"])
+        battery = get_battery(row["name"])
         if row["status"] == "not run":
             continue
         planned.append(row["name"])
         if row["status"] == "missing":
             continue
-        known = {spec.name for spec in get_battery(row["name"]).metrics}
+        known = {spec.name for spec in battery.metrics}
         stale = [m["name"] for m in row["metrics"] if m["name"] not in known and m["value"] is not None]
         if stale:
             raise EmlabError(
